@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run the whole study: every numbered notebook in order, executed by papermill with one profile and seed.
+#
+#   bash run_all.sh [--profile smoke|cpu|paper] [--seed N] [--tasks "pneumonia melanoma"] [--from NN] [--only NN]
+#
+# Environment: DATA_ROOT (default ../shared/data beside the checkout), DC_RESULTS_DIR (default results/),
+# DC_RUNS_DIR (checkpoints and score caches, default runs/), SD_WEIGHTS (Stable Diffusion folder, notebook 07).
+# Outputs: results/notebooks/*.ipynb (executed), results/figures/*.png, results/tables/*.csv,
+# results/provenance.json and results/SUMMARY.md. Stops at the first failing notebook, naming it and the cell.
+set -euo pipefail
+cd "$(dirname "$0")"
+PROFILE=cpu SEED=0 TASKS="pneumonia melanoma" FROM=00 ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profile) PROFILE=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    --tasks) TASKS=$2; shift 2 ;;
+    --from) FROM=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+    *) echo "run_all.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ -x .venv/bin/python ] || bash tools/setup_env.sh
+export PATH="$PWD/.venv/bin:$PATH" PYTHONUNBUFFERED=1 MPLBACKEND=module://matplotlib_inline.backend_inline
+export DATA_ROOT=${DATA_ROOT:-$(cd .. && pwd)/shared/data}
+RESULTS=${DC_RESULTS_DIR:-$PWD/results}
+mkdir -p "$RESULTS/notebooks"
+task_list=$(printf '"%s",' $TASKS); task_list="[${task_list%,}]"
+PARAMS="{profile: $PROFILE, seed: $SEED, tasks: $task_list, data_root: \"$DATA_ROOT\", sd_weights: \"${SD_WEIGHTS:-}\"}"
+python -m diffusion_classifier.provenance start --profile "$PROFILE" --seed "$SEED" --tasks "$TASKS" --data-root "$DATA_ROOT"
+echo "profile=$PROFILE seed=$SEED tasks=[$TASKS] data=$DATA_ROOT results=$RESULTS"
+for nb in notebooks/[0-9][0-9]_*.ipynb; do
+  name=$(basename "$nb" .ipynb); num=${name:0:2}
+  if [ -n "$ONLY" ] && [ "$num" != "$ONLY" ]; then continue; fi
+  if [[ "$num" < "$FROM" ]]; then continue; fi
+  echo "=== $name"
+  start=$EPOCHREALTIME
+  if ! papermill "$nb" "$RESULTS/notebooks/$name.ipynb" -y "$PARAMS" --cwd notebooks --log-output --no-progress-bar \
+       > "$RESULTS/notebooks/$name.log" 2>&1; then
+    cell=$(grep -o "Exception encountered at \"In \[[0-9]*\]\"" "$RESULTS/notebooks/$name.log" | tail -1 || true)
+    echo "FAILED: notebook $nb ${cell:-} -- executed copy: $RESULTS/notebooks/$name.ipynb" >&2
+    tail -n 25 "$RESULTS/notebooks/$name.log" >&2
+    exit 1
+  fi
+  python -m diffusion_classifier.provenance notebook "$name" "$start" --parameters "$(python -c 'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' "$PARAMS")"
+  rm -f "$RESULTS/notebooks/$name.log"
+done
+python -m diffusion_classifier.provenance finish
+python -m diffusion_classifier.summary
+echo "done: see $RESULTS/SUMMARY.md"

@@ -1,0 +1,107 @@
+"""Figure helpers: one style, saved as PNG under results/figures and shown inline."""
+import matplotlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from .paths import results_dir
+
+sns.set_theme(context="notebook", style="whitegrid")
+
+
+def save(fig, name: str, show: bool = True):
+    path = results_dir() / "figures" / f"{name}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    if show and "inline" in matplotlib.get_backend().lower():
+        plt.show()
+    else:
+        plt.close(fig)
+    return path
+
+
+def image_grid(images: np.ndarray, rows: int, cols: int, titles=None, row_labels=None, scale: float = 1.4):
+    """images: (rows*cols, H, W, C) uint8."""
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * scale, rows * scale), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            im = images[i]
+            ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray", vmin=0, vmax=255)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if row_labels is not None:
+        for r, label in enumerate(row_labels):
+            axes[r, 0].text(-0.1, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def class_examples(data, n: int = 8, seed: int = 0):
+    """n training images per class, picked by a seeded draw."""
+    rng = np.random.default_rng(seed)
+    s = data.splits["train"]
+    picks = [rng.choice(np.flatnonzero(s.labels == c), n, replace=False) for c in range(data.n_classes)]
+    return image_grid(np.concatenate([s.images[p] for p in picks]), data.n_classes, n, row_labels=data.class_names)
+
+
+def intensity_distributions(data):
+    """Per-class distribution of each training image's mean intensity (per channel for colour images)."""
+    import pandas as pd
+
+    s = data.splits["train"]
+    means = s.images.reshape(len(s), -1, s.images.shape[-1]).mean(1)
+    chans = ["grey"] if means.shape[1] == 1 else ["red", "green", "blue"]
+    df = pd.DataFrame([{"class": data.class_names[l], "channel": chans[c], "mean intensity": m[c]}
+                       for l, m in zip(s.labels, means) for c in range(len(chans))])
+    g = sns.displot(df, x="mean intensity", hue="class", col="channel", kind="kde", common_norm=False,
+                    height=2.6, aspect=1.2, fill=True)
+    g.fig.suptitle(f"{data.task}: mean intensity per training image", y=1.05)
+    return g.fig
+
+
+def training_curves(history, title: str):
+    import pandas as pd
+
+    h = pd.DataFrame(history)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(h["step"], h["train_loss"], label="train (batch mean)", alpha=0.7)
+    for col in [c for c in h.columns if c.startswith("val_loss_")]:
+        v = h[["step", col]].dropna()
+        ax.plot(v["step"], v[col], "o-", label=col.replace("val_loss_", "val: "))
+    ax.set(xlabel="step", ylabel="diffusion loss", title=title, yscale="log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def roc_curves(curves: dict, title: str):
+    """curves: label -> (y_true, score)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    for label, (y, s) in curves.items():
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y, s):.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def metric_vs_draws(table, task: str):
+    """Accuracy and AUC against K (log2 axis) per rule, with 95% bootstrap bands; the baseline as a line."""
+    t = table[(table.task == task) & (table.t_range == "[0.00,1.00)")]
+    base = table[(table.task == task) & (table.model == "resnet18")]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    for ax, m in zip(axes, ("accuracy", "auc")):
+        for rule, g in t.groupby("rule"):
+            g = g.sort_values("n_draws")
+            ax.plot(g.n_draws, g[m], "o-", label=f"diffusion, {rule} rule")
+            ax.fill_between(g.n_draws, g[f"{m}_ci_low"], g[f"{m}_ci_high"], alpha=0.2)
+        if len(base):
+            ax.axhline(base[m].iloc[0], color="k", ls="--", lw=1, label="ResNet-18")
+        ax.set(xscale="log", xlabel="draws K (timestep, noise)", ylabel=m, title=f"{task}: {m} vs K")
+        ax.set_xticks(sorted(t.n_draws.unique()), [str(k) for k in sorted(t.n_draws.unique())])
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

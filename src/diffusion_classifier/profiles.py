@@ -1,0 +1,95 @@
+"""The three run profiles. A profile is a plain nested dict, so a notebook's `overrides` parameter can change
+any entry (e.g. `{"train": {"steps": 2000}}`) and provenance.json records exactly what ran.
+
+smoke  every notebook in a few minutes on 2 CPU cores (tests, CI): tiny subsets, tiny models
+cpu    the real CPU study of both tasks (under 90 minutes on 2 cores): full test sets, small models
+paper  the authors' settings (METHOD.md) for a GPU: 256 px, continuous v-prediction, min-SNR, large UNet
+"""
+import copy
+
+BASE = {
+    "seed": 0,
+    "data": {"resolution": 32, "max_per_split": None, "hflip": True, "vflip": False},
+    "diffusion": {
+        # schedule: "ddpm" (discrete, diffusers DDPMScheduler betas) or "shifted_cosine" (continuous log-SNR)
+        "schedule": "ddpm", "beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000,
+        "noise_d": 64,  # shifted cosine: log-SNR shifted by 2*log(noise_d / image_d)
+        "prediction_type": "epsilon",  # epsilon | v_prediction | sample
+        "loss_weighting": "none",  # none | min_snr
+        "min_snr_gamma": 5.0,
+        "label_dropout": 0.1,  # replaces the label by the null label, so the net is also unconditional
+    },
+    "unet": {"block_out_channels": [32, 64, 64], "layers_per_block": 1, "attention_levels": [2],
+             "norm_num_groups": 8, "dropout": 0.0},
+    "train": {"steps": 800, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 50,
+              "ema_decay": 0.995, "grad_clip": 1.0, "checkpoint_every": 100, "mixed_precision": "auto",
+              "log_every": 10, "val_batches": 4},
+    "sampling": {"steps": 50, "n_per_class": 8, "guidance_scale": 1.0},
+    "baseline": {"epochs": 15, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-4, "patience": 4},
+    "scoring": {"n_draws": 32, "t_sampling": "random", "t_min": 0.0, "t_max": 1.0, "batch_size": 512,
+                "chunk_size": 64, "mixed_precision": "auto", "early_stop_rounds": 4, "splits": ["val", "test"]},
+    "ablation": {"n_draws": [1, 2, 4, 8, 16, 32], "t_ranges": [[0.0, 1 / 3], [1 / 3, 2 / 3], [2 / 3, 1.0]],
+                 "n_bootstrap": 1000},
+    "explain": {"n_images": 48, "n_draws": 16, "t_min": 0.1, "t_max": 0.6, "counterfactual_t": 0.5,
+                "ddim_steps": 10, "deletion_steps": 10, "per_case": 3},
+}
+
+PROFILES = {
+    "smoke": {
+        "data": {"resolution": 16, "max_per_split": 48},
+        "unet": {"block_out_channels": [16, 32], "attention_levels": [], "norm_num_groups": 8},
+        "train": {"steps": 30, "batch_size": 32, "warmup_steps": 5, "checkpoint_every": 15, "val_batches": 1},
+        "sampling": {"steps": 5, "n_per_class": 4},
+        "baseline": {"epochs": 2, "batch_size": 32, "patience": 2},
+        "scoring": {"n_draws": 8, "chunk_size": 16, "batch_size": 128},
+        "ablation": {"n_draws": [1, 2, 4, 8], "n_bootstrap": 50},
+        "explain": {"n_images": 8, "n_draws": 4, "ddim_steps": 3, "deletion_steps": 4, "per_case": 1},
+    },
+    "cpu": {},
+    "paper": {
+        "data": {"resolution": 256},
+        "diffusion": {"schedule": "shifted_cosine", "prediction_type": "v_prediction", "loss_weighting": "min_snr"},
+        "unet": {"block_out_channels": [128, 128, 256, 256, 512, 1024], "layers_per_block": 2,
+                 "attention_levels": [4, 5], "norm_num_groups": 32, "dropout": 0.1},
+        "train": {"steps": 100_000, "batch_size": 64, "lr": 1e-4, "warmup_steps": 1000, "ema_decay": 0.9999,
+                  "checkpoint_every": 5000, "mixed_precision": "bf16", "val_batches": 20},
+        "sampling": {"steps": 100, "n_per_class": 8},
+        "baseline": {"epochs": 100, "batch_size": 64, "lr": 1e-4, "patience": 10},
+        "scoring": {"n_draws": 256, "batch_size": 1024, "chunk_size": 256, "mixed_precision": "bf16"},
+        "ablation": {"n_draws": [1, 2, 4, 8, 16, 32, 64, 128, 256]},
+        "explain": {"n_images": 200, "n_draws": 64},
+    },
+}
+
+# Per-task adjustments on the cpu profile: dermoscopy is colour and needs 64 px to show structure.
+TASK_OVERRIDES = {
+    "cpu": {
+        "melanoma": {"data": {"resolution": 64, "vflip": True},
+                     "unet": {"block_out_channels": [16, 32, 64, 128], "attention_levels": [3]},
+                     "train": {"steps": 600, "batch_size": 64},
+                     "scoring": {"batch_size": 256}},
+    },
+    "smoke": {"melanoma": {"data": {"vflip": True}}},
+    "paper": {"melanoma": {"data": {"vflip": True}}},
+}
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict update returning a new dict; unknown keys are an error (they are typos, not settings)."""
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        if key not in out:
+            raise KeyError(f"unknown setting {key!r}; known: {sorted(out)}")
+        out[key] = merge(out[key], value) if isinstance(out[key], dict) and isinstance(value, dict) else value
+    return out
+
+
+def get_profile(name: str, task: str | None = None, overrides: dict | None = None) -> dict:
+    if name not in PROFILES:
+        raise KeyError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    cfg = merge(BASE, PROFILES[name])
+    if task is not None:
+        cfg = merge(cfg, TASK_OVERRIDES.get(name, {}).get(task, {}))
+    cfg = merge(cfg, overrides or {})
+    cfg["profile"], cfg["task"] = name, task
+    return cfg

@@ -1,0 +1,81 @@
+"""What ran, where, from which code: results/provenance.json, written by run_all.sh through this module's CLI.
+
+    python -m diffusion_classifier.provenance start --profile cpu --seed 0 --tasks "pneumonia melanoma"
+    python -m diffusion_classifier.provenance notebook 01_data <start epoch seconds>
+    python -m diffusion_classifier.provenance finish
+"""
+import argparse
+import datetime as dt
+import importlib.metadata as md
+import json
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+from .paths import project_root, results_dir
+
+PACKAGES = ("torch", "diffusers", "accelerate", "monai", "numpy", "pandas", "scikit-learn", "scipy", "seaborn",
+            "matplotlib", "papermill", "safetensors", "transformers", "peft")
+
+
+def git_commit() -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def environment() -> dict:
+    versions = {}
+    for p in PACKAGES:
+        try:
+            versions[p] = md.version(p)
+        except md.PackageNotFoundError:
+            versions[p] = None
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "device": device,
+            "gpus": torch.cuda.device_count(), "torch_threads": torch.get_num_threads(), "packages": versions}
+
+
+def _path():
+    return results_dir() / "provenance.json"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("start")
+    s.add_argument("--profile", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tasks", default="")
+    s.add_argument("--data-root", default="")
+    n = sub.add_parser("notebook")
+    n.add_argument("name")
+    n.add_argument("started", type=float, help="start time (seconds since the epoch)")
+    n.add_argument("--parameters", default="{}")
+    sub.add_parser("finish")
+    a = ap.parse_args(argv)
+    if a.cmd == "start":
+        from .profiles import get_profile
+        rec = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "profile": a.profile,
+               "seed": a.seed, "tasks": a.tasks.split(), "git": git_commit(), "environment": environment(),
+               "settings": {t: get_profile(a.profile, t, {"seed": a.seed}) for t in a.tasks.split()},
+               "notebooks": []}
+        _path().write_text(json.dumps(rec, indent=1))
+    else:
+        rec = json.loads(_path().read_text())
+        if a.cmd == "notebook":
+            rec["notebooks"].append({"name": a.name, "wall_s": round(time.time() - a.started, 1), "parameters": json.loads(a.parameters)})
+        else:
+            rec["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            rec["total_wall_s"] = round(sum(n["wall_s"] for n in rec["notebooks"]), 1)
+        _path().write_text(json.dumps(rec, indent=1))
+
+
+if __name__ == "__main__":
+    main()

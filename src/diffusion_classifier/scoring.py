@@ -1,0 +1,254 @@
+"""The classification engine: the error tensor E[N, C, K].
+
+For image i, draw k and class c: u = t(i, k), eps = eps(i, k), x_t = alpha(u) x0 + sigma(u) eps and
+E[i, c, k] = mean over pixels of (eps_hat(x_t, u, c) - eps)^2 (eps_hat recovered from any prediction type).
+The draw (u, eps) of (i, k) comes from a generator seeded by (seed, i, k) alone, so it never depends on the
+batch size, the batch order, the chunking, the number of processes or how many draws are asked for; every
+class of an image sees the same draws (a paired comparison).
+
+The engine evaluates (image, draw, class) triples in large batches under inference_mode (bf16 autocast and
+channels_last where they pay off), writes E to disk chunk by chunk (a killed run resumes at the last finished
+chunk), shards chunks over processes with `accelerate`, and can stop drawing for an image once its majority
+vote is decided (exact early stopping) or drop classes between stages (successive elimination, Li et al.).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import decision
+from .device import autocast, default_device, resolve_precision
+from .errors import CheckpointError
+
+
+@dataclass
+class ScoreSettings:
+    n_draws: int = 32
+    t_sampling: str = "random"  # random: u ~ U(t_min, t_max) per draw; grid: K evenly spaced u, shuffled per image
+    t_min: float = 0.0
+    t_max: float = 1.0
+    seed: int = 0
+    batch_size: int = 512
+    chunk_size: int = 64
+    mixed_precision: str = "auto"
+    early_stop: bool = False  # majority vote only: stop an image's draws once no class can overtake the leader
+    round_size: int = 4  # draws per round between early-stopping checks
+    stages: list = field(default_factory=list)  # successive elimination: [(draws, classes kept after), ...]
+
+    @classmethod
+    def from_profile(cls, cfg: dict, **changes) -> "ScoreSettings":
+        s = cfg["scoring"]
+        base = cls(n_draws=s["n_draws"], t_sampling=s["t_sampling"], t_min=s["t_min"], t_max=s["t_max"],
+                   seed=cfg["seed"], batch_size=s["batch_size"], chunk_size=s["chunk_size"],
+                   mixed_precision=s["mixed_precision"], round_size=s["early_stop_rounds"])
+        return cls(**{**asdict(base), **changes})
+
+    def key(self) -> dict:
+        """Settings that change E's values (batch and chunk size and early stopping do not)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "chunk_size", "round_size")}
+
+
+@dataclass
+class Scores:
+    E: np.ndarray  # float32 (N, C, K); NaN where a draw or class was skipped (early stopping, elimination)
+    U: np.ndarray  # float32 (N, K): the time u in [0, 1) of each draw
+    labels: np.ndarray | None = None
+
+    @property
+    def unet_evals(self) -> np.ndarray:
+        """UNet evaluations spent on each image."""
+        return np.isfinite(self.E).sum(axis=(1, 2))
+
+
+# ----------------------------------------------------------------------------- draws
+
+def _generator(seed: int, image: int, draw: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + image) * 100_003 + draw)
+
+
+def draw_time(s: ScoreSettings, image: int, draw: int) -> float:
+    if s.t_sampling == "random":
+        v = torch.rand(1, generator=_generator(s.seed, image, draw), dtype=torch.float64).item()
+    elif s.t_sampling == "grid":
+        order = torch.randperm(s.n_draws, generator=_generator(s.seed, image, -1)).tolist()
+        v = (order[draw] + 0.5) / s.n_draws
+    else:
+        raise ValueError(f"t_sampling must be 'random' or 'grid', got {s.t_sampling!r}")
+    return s.t_min + (s.t_max - s.t_min) * v
+
+
+def draw_noise(s: ScoreSettings, image: int, draw: int, shape) -> torch.Tensor:
+    g = _generator(s.seed, image, draw)
+    torch.rand(1, generator=g, dtype=torch.float64)  # the time's draw comes first from the same stream
+    return torch.randn(tuple(shape), generator=g)
+
+
+# ----------------------------------------------------------------------------- the engine
+
+class ScoringEngine:
+    def __init__(self, model, settings: ScoreSettings, device=None):
+        self.device = torch.device(device) if device else default_device()
+        self.model = model.to(self.device).eval()
+        self.s = settings
+        self.precision = resolve_precision(settings.mixed_precision, self.device)
+        if self.device.type == "cuda" or self.precision == "bf16":
+            self.model.to(memory_format=torch.channels_last)  # measured: +20-25% with bf16 on CPU
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.model.encode(b.to(self.device)).float().cpu() for b in x.split(self.s.batch_size)])
+
+    @torch.inference_mode()
+    def pixel_errors(self, z0, image_ids, draws, classes, reduce=True, with_x0=False):
+        """Evaluate the triples (j, draws[j][m], classes[j][m]) for local images j.
+
+        z0: (n, ...) encoded images; image_ids: their global indices (for the draws);
+        draws, classes: per local image, equal-length lists. Returns per triple the mean error (reduce) or
+        the per-pixel squared error map, plus optionally the one-step x0 estimates; in triple order.
+        """
+        triples = [(j, k, c) for j in range(len(z0)) for k, c in zip(draws[j], classes[j])]
+        out, x0s = [], []
+        sched = self.model.schedule
+        for b in range(0, len(triples), self.s.batch_size):
+            batch = triples[b:b + self.s.batch_size]
+            noise = {}
+            for j, k, _ in batch:
+                if (j, k) not in noise:
+                    noise[(j, k)] = (draw_time(self.s, int(image_ids[j]), k),
+                                     draw_noise(self.s, int(image_ids[j]), k, z0.shape[1:]))
+            u = torch.tensor([noise[(j, k)][0] for j, k, _ in batch], dtype=torch.float32, device=self.device)
+            eps = torch.stack([noise[(j, k)][1] for j, k, _ in batch]).to(self.device)
+            x0 = z0[[j for j, _, _ in batch]].to(self.device)
+            x_t = sched.add_noise(x0, eps, u)
+            labels = torch.tensor([c for _, _, c in batch], device=self.device)
+            if self.device.type == "cuda" or self.precision == "bf16":
+                x_t = x_t.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.precision):
+                pred = self.model.predict(x_t, u, labels)
+            eps_hat, x0_hat = sched.eps_and_x0(pred.float(), x_t, u)
+            err = (eps_hat - eps).pow(2)
+            out.append((err.flatten(1).mean(1) if reduce else err.mean(1)).float().cpu())
+            if with_x0:
+                x0s.append(x0_hat.cpu())
+        res = torch.cat(out) if out else torch.zeros(0)
+        return (res, torch.cat(x0s)) if with_x0 else res
+
+    def _score_images(self, z0, image_ids, n_classes) -> tuple[np.ndarray, np.ndarray]:
+        """E and U for a handful of images, with early stopping / elimination if asked."""
+        n, K = len(z0), self.s.n_draws
+        E = np.full((n, n_classes, K), np.nan, dtype=np.float32)
+        U = np.array([[draw_time(self.s, int(i), k) for k in range(K)] for i in image_ids], dtype=np.float32)
+        active = np.ones((n, n_classes), dtype=bool)
+        if self.s.stages:
+            bounds, keeps = np.cumsum([d for d, _ in self.s.stages]), [c for _, c in self.s.stages]
+            if bounds[-1] != K:
+                raise ValueError(f"elimination stages use {bounds[-1]} draws but n_draws is {K}")
+        else:
+            step = self.s.round_size if self.s.early_stop else K
+            bounds, keeps = list(range(step, K, step)) + [K], None
+        start = 0
+        for r, stop in enumerate(bounds):
+            todo = [j for j in range(n) if active[j].any()]
+            draws = [[k for k in range(start, stop) for c in np.flatnonzero(active[j])] if j in todo else [] for j in range(n)]
+            classes = [[c for k in range(start, stop) for c in np.flatnonzero(active[j])] if j in todo else [] for j in range(n)]
+            errs = self.pixel_errors(z0, image_ids, draws, classes).numpy()
+            pos = 0
+            for j in todo:
+                for k, c in zip(draws[j], classes[j]):
+                    E[j, c, k] = errs[pos]
+                    pos += 1
+            if keeps is not None:  # successive elimination: keep the classes with the lowest mean error so far
+                for j in todo:
+                    m = np.where(active[j], np.nanmean(E[j, :, :stop], axis=1), np.inf)
+                    active[j] = False
+                    active[j, np.argsort(m, kind="stable")[:int(keeps[r])]] = True
+            elif self.s.early_stop:
+                for j in todo:
+                    if decision.vote_decided(E[j:j + 1, :, :stop], K - stop)[0]:
+                        active[j] = False
+            start = stop
+        return E, U
+
+    def score(self, x: torch.Tensor, n_classes: int, cache_dir=None, image_offset: int = 0,
+              desc: str = "score") -> Scores:
+        """Score images x (N, C, H, W) in [-1, 1]. With cache_dir, chunks are written there as they finish
+        and reused on a re-run; with several processes each scores its share of chunks."""
+        from accelerate import PartialState
+
+        state = PartialState()
+        N, cs = len(x), self.s.chunk_size
+        chunks = list(range(0, N, cs))
+        cache = Path(cache_dir) if cache_dir else None
+        if cache is not None:
+            self._check_cache(cache, x)
+        mine = chunks[state.process_index::state.num_processes]
+        results = {}
+        bar = tqdm(total=N, desc=desc, unit="img", disable=not state.is_main_process, smoothing=0.1)
+        for c0 in mine:
+            path = cache / f"chunk_{c0:07d}.npz" if cache is not None else None
+            if path is not None and path.exists():
+                bar.update(min(cs, N - c0) * state.num_processes)
+                continue
+            ids = np.arange(c0, min(c0 + cs, N)) + image_offset
+            z0 = self.encode(x[c0:c0 + cs])
+            E, U = self._score_images(z0, ids, n_classes)
+            if path is not None:
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez(tmp, E=E, U=U)
+                tmp.replace(path)  # atomic: a killed run never leaves a half chunk behind
+            else:
+                results[c0] = (E, U)
+            bar.update(len(ids) * state.num_processes)
+        bar.close()
+        state.wait_for_everyone()
+        if cache is None:
+            if state.num_processes > 1:
+                raise ValueError("several processes need a cache_dir to merge their shards")
+            parts = [results[c0] for c0 in chunks]
+        else:
+            parts = []
+            for c0 in chunks:
+                with np.load(cache / f"chunk_{c0:07d}.npz") as z:
+                    parts.append((z["E"], z["U"]))
+        return Scores(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+    def _check_cache(self, cache: Path, x: torch.Tensor):
+        """A cache directory belongs to one (settings, model, data); anything else is refused, not mixed in."""
+        info = {"settings": self.s.key(), "data_sha1": hashlib.sha1(x.numpy().tobytes()).hexdigest(),
+                "model_sha1": model_fingerprint(self.model), "n_images": len(x)}
+        meta = cache / "scores.json"
+        state_main = True
+        try:
+            from accelerate import PartialState
+            state_main = PartialState().is_main_process
+        except Exception:
+            pass
+        if meta.exists():
+            old = json.loads(meta.read_text())
+            if old != info:
+                diff = [k for k in info if old.get(k) != info[k]]
+                raise CheckpointError(f"{meta}: score cache was made with other {diff}; remove {cache} or use another directory")
+        elif state_main:
+            cache.mkdir(parents=True, exist_ok=True)
+            meta.write_text(json.dumps(info, indent=1))
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    h = hashlib.sha1()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes()[:1 << 20])
+    return h.hexdigest()
+
+
+def cache_dir_for(root, split: str, settings: ScoreSettings, model, x: torch.Tensor) -> Path:
+    """A cache folder named by what determines E, so changed settings, weights or data never reuse stale scores."""
+    key = json.dumps({"s": settings.key(), "m": model_fingerprint(model),
+                      "x": hashlib.sha1(x.numpy().tobytes()).hexdigest()}, sort_keys=True)
+    return Path(root) / f"{split}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"

@@ -1,0 +1,71 @@
+"""The glue the notebooks share: one call gives a task's settings, tensors and run folder, so that no
+notebook repeats the loading, subsetting or path logic of another."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import datasets, preprocess, profiles
+from .paths import runs_dir
+
+
+@dataclass
+class Prepared:
+    cfg: dict
+    data: datasets.TaskData
+    x: dict  # split -> float tensor (N, C, H, W) in [-1, 1]
+    y: dict  # split -> int64 array (N,)
+    run_dir: Path
+
+    @property
+    def class_names(self):
+        return self.data.class_names
+
+
+def subset_indices(labels: np.ndarray, max_n: int | None, seed: int) -> np.ndarray:
+    """At most max_n rows, the classes in their original proportions (at least one each), seeded; sorted."""
+    if max_n is None or len(labels) <= max_n:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.maximum(1, np.round(counts / counts.sum() * max_n).astype(int))
+    picks = [rng.choice(np.flatnonzero(labels == c), min(q, n), replace=False) for c, q, n in zip(classes, quota, counts)]
+    return np.sort(np.concatenate(picks))
+
+
+def config_hash(cfg: dict, sections=("seed", "data", "diffusion", "unet", "train", "baseline")) -> str:
+    return hashlib.sha1(json.dumps({k: cfg[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def prepare(task: str, profile: str = "cpu", data_root=None, seed: int = 0, overrides: dict | None = None) -> Prepared:
+    cfg = profiles.get_profile(profile, task, {**(overrides or {}), "seed": seed})
+    res = cfg["data"]["resolution"]
+    data = datasets.load_task(task, data_root, size=max(res, 64), seed=seed)
+    x, y = {}, {}
+    for split, s in data.splits.items():
+        idx = subset_indices(s.labels, cfg["data"]["max_per_split"], seed)
+        x[split] = preprocess.to_tensor(s.images[idx], res, name=f"{data.source} [{split}]")
+        y[split] = s.labels[idx]
+    run = runs_dir() / profile / task / config_hash(cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(cfg, indent=1))
+    return Prepared(cfg, data, x, y, run)
+
+
+def available_tasks(tasks, data_root=None) -> tuple[list, list]:
+    """Split the requested tasks into those whose data is present and those skipped (with the reason)."""
+    ok, skipped = [], []
+    for t in tasks:
+        src = datasets.task_source(t, data_root)
+        (ok if src.exists() else skipped).append(t if src.exists() else (t, f"{src} not found"))
+    return ok, skipped
+
+
+def seed_everything(seed: int):
+    np.random.seed(seed)
+    torch.manual_seed(seed)

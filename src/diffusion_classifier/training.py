@@ -1,0 +1,155 @@
+"""Training loop for the class-conditional denoiser.
+
+AdamW, linear warm-up then cosine decay, EMA weights (used for evaluation), gradient clipping, label dropout
+to the null label, optional min-SNR weighting; `accelerate` for devices, mixed precision and several GPUs.
+Everything random in step s (batch indices, flips, times, noise, label dropout) comes from a generator seeded
+by (seed, s, process), so a run resumed from a checkpoint reaches the same weights as an uninterrupted one.
+"""
+import copy
+import json
+import math
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from .checkpointing import atomic_dir_write, load_state, save_state
+from .denoiser import Denoiser, build_unet
+from .device import default_device, resolve_precision
+from .errors import CheckpointError
+from .preprocess import augment
+
+FINAL, LAST = "final", "last"
+
+
+def diffusion_loss(model: Denoiser, x0, labels, generator, cfg) -> torch.Tensor:
+    d = cfg["diffusion"]
+    n = x0.shape[0]
+    u = torch.rand(n, generator=generator).to(x0.device)
+    eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+    drop = (torch.rand(n, generator=generator) < d["label_dropout"]).to(x0.device)
+    labels = torch.where(drop, torch.full_like(labels, model.null_label), labels)
+    x_t = model.schedule.add_noise(x0, eps, u)
+    pred = model.predict(x_t, u, labels).float()
+    per_sample = (pred - model.schedule.target(x0, eps, u)).pow(2).flatten(1).mean(1)
+    return (model.schedule.loss_weight(u, d["loss_weighting"], d["min_snr_gamma"]) * per_sample).mean()
+
+
+def lr_lambda(warmup: int, total: int):
+    def f(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return f
+
+
+@torch.no_grad()
+def per_class_loss(model: Denoiser, x, y, cfg, seed: int, n_batches: int, device) -> dict:
+    """Validation loss per class with fixed draws (the same every evaluation), conditioned on the true label."""
+    out = {}
+    bs = cfg["train"]["batch_size"]
+    for c, name in enumerate(model.class_names):
+        xc = x[y == c]
+        g = torch.Generator().manual_seed(seed + 7919 * c)
+        losses = []
+        for b in range(min(n_batches, math.ceil(len(xc) / bs))):
+            xb = xc[b * bs:(b + 1) * bs].to(device)
+            lab = torch.full((len(xb),), c, device=device)
+            d = dict(cfg, diffusion=dict(cfg["diffusion"], label_dropout=0.0))
+            losses.append(diffusion_loss(model, xb, lab, g, d).item())
+        out[f"val_loss_{name}"] = float(sum(losses) / max(1, len(losses)))
+    return out
+
+
+def _write_checkpoint(path: Path, model: Denoiser, ema: Denoiser, optimizer, info: dict):
+    def write(tmp):
+        model.save(tmp / "model")
+        ema.save(tmp / "ema")
+        save_state(tmp, optimizer, info)
+    atomic_dir_write(path, write)
+
+
+def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_dir, resume: bool = True,
+                   stop_after: int | None = None):
+    """Train (or resume, or return the finished model from) `out_dir`. Returns (ema Denoiser, history DataFrame).
+
+    `stop_after` ends the run early after that many steps, as a kill would (used by the resume test).
+    """
+    out_dir = Path(out_dir)
+    t = cfg["train"]
+    if resume and (out_dir / FINAL / "train_state.json").exists():
+        info = json.loads((out_dir / FINAL / "train_state.json").read_text())
+        if info["step"] >= t["steps"]:
+            return Denoiser.load(out_dir / FINAL / "ema", class_names), pd.DataFrame(info["history"])
+
+    device = default_device()
+    accelerator = Accelerator(mixed_precision=resolve_precision(t["mixed_precision"], device),
+                              cpu=device.type == "cpu")
+    seed = cfg["seed"]
+    torch.manual_seed(seed)  # weight initialisation
+    model = Denoiser(build_unet(cfg, x_train.shape[1], len(class_names)), cfg, class_names)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    step, history = 0, []
+    if resume and (out_dir / LAST).exists():
+        try:
+            model.unet.load_state_dict(Denoiser.load(out_dir / LAST / "model", class_names).unet.state_dict())
+            ema.unet.load_state_dict(Denoiser.load(out_dir / LAST / "ema", class_names).unet.state_dict())
+        except RuntimeError as exc:
+            raise CheckpointError(f"{out_dir / LAST}: does not match this configuration ({str(exc)[:200]})") from None
+        info = load_state(out_dir / LAST, optimizer)
+        step, history = info["step"], info["history"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["warmup_steps"], t["steps"]), last_epoch=-1)
+    with warnings.catch_warnings():  # fast-forward the learning-rate schedule to the resumed step
+        warnings.simplefilter("ignore")
+        for _ in range(step):
+            scheduler.step()
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema.to(accelerator.device)
+    raw = accelerator.unwrap_model(model)
+    x_val, y_val = x_val, torch.as_tensor(y_val)
+    y_train = torch.as_tensor(y_train)
+
+    bar = tqdm(total=t["steps"], initial=step, desc=f"train {cfg.get('task')}", disable=not accelerator.is_main_process)
+    running = []
+    while step < t["steps"]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + accelerator.process_index)
+        torch.manual_seed(seed * 1_000_003 + step * 101 + accelerator.process_index)  # dropout, if any
+        idx = torch.randint(0, len(x_train), (t["batch_size"],), generator=g)
+        xb = augment(x_train[idx], g, cfg["data"]["hflip"], cfg["data"]["vflip"]).to(accelerator.device)
+        with accelerator.autocast():
+            loss = diffusion_loss(raw, xb, y_train[idx].to(accelerator.device), g, cfg)
+        accelerator.backward(loss)
+        if t["grad_clip"]:
+            accelerator.clip_grad_norm_(model.parameters(), t["grad_clip"])
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            decay = min(t["ema_decay"], (1 + step) / (10 + step))  # warm-up of the EMA, as in diffusers' EMAModel
+            torch._foreach_lerp_(list(ema.parameters()), list(raw.parameters()), 1 - decay)
+        step += 1
+        running.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
+        if step % t["log_every"] == 0 or step == t["steps"]:
+            history.append({"step": step, "train_loss": sum(running) / len(running), "lr": scheduler.get_last_lr()[0]})
+            running = []
+        if step % t["checkpoint_every"] == 0 or step == t["steps"]:
+            history[-1].update(per_class_loss(ema, x_val, y_val, cfg, seed, t["val_batches"], accelerator.device))
+            if accelerator.is_main_process:
+                _write_checkpoint(out_dir / LAST, raw, ema, optimizer, {"step": step, "history": history})
+            accelerator.wait_for_everyone()
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            return ema, pd.DataFrame(history)
+    bar.close()
+    if accelerator.is_main_process:
+        atomic_dir_write(out_dir / FINAL, lambda tmp: (ema.save(tmp / "ema"),
+                                                       (tmp / "train_state.json").write_text(
+                                                           json.dumps({"step": step, "history": history}))))
+    accelerator.wait_for_everyone()
+    return ema.cpu(), pd.DataFrame(history)
