@@ -68,6 +68,19 @@ class Denoiser(torch.nn.Module):
         (path / META_FILE).write_text(json.dumps(meta, indent=1))
         return path
 
+    def load_trainable(self, path):
+        """Load the weights of a checkpoint folder into this model (same architecture required)."""
+        from safetensors.torch import load_file
+
+        files = sorted(Path(path).glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(f"{path}: no safetensors weights found")
+        try:
+            self.unet.load_state_dict(load_file(str(files[0])))
+        except Exception as exc:
+            raise CheckpointError(f"{path}: does not match this configuration ({type(exc).__name__}: {str(exc)[:200]})") from None
+        return self
+
     @classmethod
     def load(cls, path, expect_classes: list[str] | None = None) -> "Denoiser":
         path = Path(path)

@@ -105,3 +105,98 @@ def metric_vs_draws(table, task: str):
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _show(ax, img, title=None):
+    """img: (C, H, W) in [-1, 1]."""
+    im = np.clip((np.asarray(img).transpose(1, 2, 0) + 1) / 2, 0, 1)
+    ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray", vmin=0, vmax=1)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=7)
+
+
+def explanation_panel(x, diff_maps, cams, cf, case_of, class_names, title):
+    """One row per image: input, error-difference overlay, Grad-CAM overlay, one-step and DDIM counterfactuals."""
+    C = len(class_names)
+    gc = int(cams is not None)  # the Grad-CAM column, when a discriminative model is there to explain
+    cols = 2 + gc + C * (1 + ("ddim" in cf))
+    fig, axes = plt.subplots(len(x), cols, figsize=(cols * 1.25, len(x) * 1.3), squeeze=False)
+    lim = np.abs(diff_maps).max() or 1
+    for r in range(len(x)):
+        ax = axes[r]
+        _show(ax[0], x[r], "input" if r == 0 else None)
+        ax[0].text(-0.15, 0.5, case_of[r], transform=ax[0].transAxes, ha="right", va="center", fontsize=7)
+        _show(ax[1], x[r], "error diff." if r == 0 else None)
+        h, w = np.asarray(x[r]).shape[-2:]  # latent maps are coarser than the image: stretch them over it
+        ax[1].imshow(diff_maps[r], cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.6, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        if gc:
+            _show(ax[2], x[r], "Grad-CAM" if r == 0 else None)
+            ax[2].imshow(cams[r], cmap="jet", alpha=0.45)
+        for c in range(C):
+            _show(ax[2 + gc + c], cf["one_step"][r, c], f"x0 | {class_names[c]}" if r == 0 else None)
+            if "ddim" in cf:
+                _show(ax[2 + gc + C + c], cf["ddim"][r, c], f"DDIM | {class_names[c]}" if r == 0 else None)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def perturbation_curves(curves: dict, title: str):
+    """curves: (method, mode) -> (n, steps+1) scores."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for (method, mode), c in curves.items():
+        ax = axes[0 if mode == "deletion" else 1]
+        ax.plot(np.linspace(0, 1, c.shape[1]), c.mean(0), "o-", ms=3, label=method)
+    for ax, mode in zip(axes, ("deletion", "insertion")):
+        ax.set(xlabel=f"fraction of pixels {'removed' if mode == 'deletion' else 'inserted'}",
+               ylabel="classifier score of its prediction", title=f"{mode}")
+        ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagrams(curves: dict, title: str, n_bins: int = 10):
+    """curves: (model, score) -> (uncertainty, correct, confidence, calibrated confidence); scores with a
+    confidence get a panel with before/after temperature scaling."""
+    from .uncertainty import ece, reliability
+
+    items = [(k, v) for k, v in curves.items() if v[2] is not None]
+    fig, axes = plt.subplots(1, len(items), figsize=(3.2 * len(items), 3.2), squeeze=False)
+    for ax, ((model, score), (_, correct, conf, cal)) in zip(axes[0], items):
+        for label, c in (("raw", conf), ("temperature-scaled", cal)):
+            pts = np.array(reliability(c, correct, n_bins))
+            ax.plot(pts[:, 0], pts[:, 1], "o-", ms=3, label=f"{label} (ECE {ece(c, correct, n_bins):.3f})")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy", title=f"{model}: {score}")
+        ax.legend(fontsize=6, loc="upper left")
+    fig.suptitle(f"{title} (equal-mass bins, {n_bins})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def risk_coverage_curves(curves: dict, title: str):
+    from .uncertainty import risk_coverage
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for (model, score), (unc, correct, _, _) in curves.items():
+        cov, risk = risk_coverage(unc, correct)
+        ax.plot(cov, risk, label=f"{model}: {score}")
+    ax.set(xlabel="coverage (share of cases the model decides)", ylabel="selective risk (error rate)", title=title)
+    ax.legend(fontsize=6)
+    return fig
+
+
+def uncertainty_vs_draws(df, task: str):
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    for ax, col, label in zip(axes, ("error_auroc", "mean_vote_fraction", "acc_at_80_coverage"),
+                              ("error-detection AUROC", "mean winning vote share", "accuracy at 80% coverage")):
+        ax.plot(df.n_draws, df[col], "o-")
+        if f"{col}_ci_low" in df:
+            ax.fill_between(df.n_draws, df[f"{col}_ci_low"], df[f"{col}_ci_high"], alpha=0.2)
+        ax.set(xscale="log", xlabel="draws K", ylabel=label)
+        ax.set_xticks(df.n_draws, [str(k) for k in df.n_draws])
+    fig.suptitle(f"{task}: vote-based uncertainty as the number of draws grows", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -8,9 +8,12 @@ from .errors import DataError
 
 
 def to_tensor(images: np.ndarray, size: int | None = None, name: str = "images") -> torch.Tensor:
-    """(N, H, W[, C]) uint8 -> (N, C, size, size) float32 in [-1, 1]."""
-    if images.dtype != np.uint8:
-        raise DataError(f"{name}: expected uint8 images, got {images.dtype}")
+    """(N, H, W[, C]) uint8 (or float on the 0-255 scale, e.g. from 16-bit sources) -> (N, C, size, size)
+    float32 in [-1, 1]."""
+    if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
+        raise DataError(f"{name}: expected uint8 or float images, got {images.dtype}")
+    if images.ndim not in (3, 4) or len(images) == 0:
+        raise DataError(f"{name}: expected a non-empty (N, H, W[, C]) array, got shape {images.shape}")
     if images.ndim == 3:
         images = images[..., None]
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0

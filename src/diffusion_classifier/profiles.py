@@ -30,8 +30,13 @@ BASE = {
                 "chunk_size": 64, "mixed_precision": "auto", "early_stop_rounds": 4, "splits": ["val", "test"]},
     "ablation": {"n_draws": [1, 2, 4, 8, 16, 32], "t_ranges": [[0.0, 1 / 3], [1 / 3, 2 / 3], [2 / 3, 1.0]],
                  "n_bootstrap": 1000},
-    "explain": {"n_images": 48, "n_draws": 16, "t_min": 0.1, "t_max": 0.6, "counterfactual_t": 0.5,
-                "ddim_steps": 10, "deletion_steps": 10, "per_case": 3},
+    "explain": {"n_images": 32, "n_draws": 8, "t_min": 0.1, "t_max": 0.6, "counterfactual_t": 0.5,
+                "ddim_steps": 10, "deletion_steps": 8, "per_case": 2, "n_bootstrap": 1000},
+    "uncertainty": {"n_bins": 10, "n_bootstrap": 500},
+    # Stable Diffusion arm (notebook 07): latent resolution = resolution / 8; lora_rank 0 = full UNet fine-tuning
+    "foundation": {"resolution": 512, "lora_rank": 8, "n_draws": 32, "max_test_images": None,
+                   "train": {"steps": 1000, "batch_size": 8, "lr": 1e-4, "warmup_steps": 50, "checkpoint_every": 200,
+                             "mixed_precision": "auto", "val_batches": 2}},
 }
 
 PROFILES = {
@@ -43,7 +48,10 @@ PROFILES = {
         "baseline": {"epochs": 2, "batch_size": 32, "patience": 2},
         "scoring": {"n_draws": 8, "chunk_size": 16, "batch_size": 128},
         "ablation": {"n_draws": [1, 2, 4, 8], "n_bootstrap": 50},
-        "explain": {"n_images": 8, "n_draws": 4, "ddim_steps": 3, "deletion_steps": 4, "per_case": 1},
+        "explain": {"n_images": 8, "n_draws": 4, "ddim_steps": 3, "deletion_steps": 4, "per_case": 1, "n_bootstrap": 50},
+        "uncertainty": {"n_bins": 5, "n_bootstrap": 50},
+        "foundation": {"resolution": 16, "n_draws": 4, "max_test_images": 8,
+                       "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2}},
     },
     "cpu": {},
     "paper": {
@@ -58,6 +66,8 @@ PROFILES = {
         "scoring": {"n_draws": 256, "batch_size": 1024, "chunk_size": 256, "mixed_precision": "bf16"},
         "ablation": {"n_draws": [1, 2, 4, 8, 16, 32, 64, 128, 256]},
         "explain": {"n_images": 200, "n_draws": 64},
+        "foundation": {"resolution": 512, "lora_rank": 0, "n_draws": 64,
+                       "train": {"steps": 20_000, "batch_size": 16, "lr": 1e-5, "mixed_precision": "bf16"}},
     },
 }
 

@@ -19,14 +19,14 @@ from tqdm.auto import tqdm
 from .checkpointing import atomic_dir_write, load_state, save_state
 from .denoiser import Denoiser, build_unet
 from .device import default_device, resolve_precision
-from .errors import CheckpointError
 from .preprocess import augment
 
 FINAL, LAST = "final", "last"
 
 
-def diffusion_loss(model: Denoiser, x0, labels, generator, cfg) -> torch.Tensor:
+def diffusion_loss(model, x0, labels, generator, cfg) -> torch.Tensor:
     d = cfg["diffusion"]
+    x0 = model.encode(x0)  # identity for pixel-space models, the frozen VAE for Stable Diffusion
     n = x0.shape[0]
     u = torch.rand(n, generator=generator).to(x0.device)
     eps = torch.randn(x0.shape, generator=generator).to(x0.device)
@@ -47,7 +47,7 @@ def lr_lambda(warmup: int, total: int):
 
 
 @torch.no_grad()
-def per_class_loss(model: Denoiser, x, y, cfg, seed: int, n_batches: int, device) -> dict:
+def per_class_loss(model, x, y, cfg, seed: int, n_batches: int, device) -> dict:
     """Validation loss per class with fixed draws (the same every evaluation), conditioned on the true label."""
     out = {}
     bs = cfg["train"]["batch_size"]
@@ -64,7 +64,7 @@ def per_class_loss(model: Denoiser, x, y, cfg, seed: int, n_batches: int, device
     return out
 
 
-def _write_checkpoint(path: Path, model: Denoiser, ema: Denoiser, optimizer, info: dict):
+def _write_checkpoint(path: Path, model, ema, optimizer, info: dict):
     def write(tmp):
         model.save(tmp / "model")
         ema.save(tmp / "ema")
@@ -73,33 +73,36 @@ def _write_checkpoint(path: Path, model: Denoiser, ema: Denoiser, optimizer, inf
 
 
 def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_dir, resume: bool = True,
-                   stop_after: int | None = None):
-    """Train (or resume, or return the finished model from) `out_dir`. Returns (ema Denoiser, history DataFrame).
+                   stop_after: int | None = None, model=None):
+    """Train (or resume, or return the finished model from) `out_dir`. Returns (EMA model, history DataFrame).
 
+    `model`: any denoiser with the `Denoiser` interface (predict, schedule, save, load_trainable); by default a
+    fresh class-conditional UNet from the profile. Only its parameters with requires_grad are trained (LoRA).
     `stop_after` ends the run early after that many steps, as a kill would (used by the resume test).
     """
     out_dir = Path(out_dir)
     t = cfg["train"]
+    seed = cfg["seed"]
+    torch.manual_seed(seed)  # weight initialisation
+    if model is None:
+        model = Denoiser(build_unet(cfg, x_train.shape[1], len(class_names)), cfg, class_names)
     if resume and (out_dir / FINAL / "train_state.json").exists():
         info = json.loads((out_dir / FINAL / "train_state.json").read_text())
         if info["step"] >= t["steps"]:
-            return Denoiser.load(out_dir / FINAL / "ema", class_names), pd.DataFrame(info["history"])
+            model.load_trainable(out_dir / FINAL / "ema")
+            return model.eval(), pd.DataFrame(info["history"])
 
     device = default_device()
     accelerator = Accelerator(mixed_precision=resolve_precision(t["mixed_precision"], device),
                               cpu=device.type == "cpu")
-    seed = cfg["seed"]
-    torch.manual_seed(seed)  # weight initialisation
-    model = Denoiser(build_unet(cfg, x_train.shape[1], len(class_names)), cfg, class_names)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t["lr"],
+                                  weight_decay=t["weight_decay"])
     step, history = 0, []
     if resume and (out_dir / LAST).exists():
-        try:
-            model.unet.load_state_dict(Denoiser.load(out_dir / LAST / "model", class_names).unet.state_dict())
-            ema.unet.load_state_dict(Denoiser.load(out_dir / LAST / "ema", class_names).unet.state_dict())
-        except RuntimeError as exc:
-            raise CheckpointError(f"{out_dir / LAST}: does not match this configuration ({str(exc)[:200]})") from None
+        model.load_trainable(out_dir / LAST / "model")
+        ema.load_trainable(out_dir / LAST / "ema")
         info = load_state(out_dir / LAST, optimizer)
         step, history = info["step"], info["history"]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["warmup_steps"], t["steps"]), last_epoch=-1)
@@ -130,7 +133,9 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
         optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             decay = min(t["ema_decay"], (1 + step) / (10 + step))  # warm-up of the EMA, as in diffusers' EMAModel
-            torch._foreach_lerp_(list(ema.parameters()), list(raw.parameters()), 1 - decay)
+            live = dict(raw.named_parameters())
+            shadow = dict(ema.named_parameters())
+            torch._foreach_lerp_([shadow[n] for n in trainable], [live[n] for n in trainable], 1 - decay)
         step += 1
         running.append(loss.item())
         bar.update(1)

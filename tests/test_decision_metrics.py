@@ -1,0 +1,75 @@
+"""Decision rules on hand-made error tensors, and the metrics against scikit-learn."""
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
+
+from diffusion_classifier import decision
+from diffusion_classifier.metrics import binary_metrics, metrics_with_ci
+
+
+def E_from(rows):
+    """rows: per image, per class, the list of errors over draws."""
+    return np.array(rows, dtype=np.float32)
+
+
+def test_mean_and_vote_can_disagree():
+    # class 0 wins 2 of 3 draws by a hair; class 1 wins one draw by a lot, so it has the lower mean
+    E = E_from([[[1.0, 1.0, 1.0], [1.01, 1.01, 0.1]]])
+    assert decision.predict_mean(E).tolist() == [1]
+    assert decision.predict_vote(E).tolist() == [0]
+    assert decision.votes(E).tolist() == [[2, 1]]
+
+
+def test_vote_tie_goes_to_lower_mean_error_then_lower_index():
+    E = E_from([[[1.0, 2.0], [2.0, 0.5]],    # 1 vote each; class 1 mean 1.25 < 1.5
+                [[1.0, 2.0], [2.0, 1.0]]])   # 1 vote each, equal means -> lowest index
+    assert decision.predict_vote(E).tolist() == [1, 0]
+
+
+def test_nan_draws_do_not_vote_and_restrict():
+    E = E_from([[[1.0, np.nan, 3.0], [2.0, np.nan, 1.0]]])
+    assert decision.votes(E).tolist() == [[1, 1]]
+    U = np.array([[0.1, 0.5, 0.9]], dtype=np.float32)
+    assert decision.predict(decision.restrict(E, U, 0.0, 0.5), "vote").tolist() == [0]
+    assert decision.predict(decision.restrict(E, U, 0.5, 1.0), "vote").tolist() == [1]
+    assert decision.predict(decision.restrict(E, U, n_draws=1), "mean").tolist() == [0]
+
+
+def test_vote_decided_is_exact():
+    E = E_from([[[1, 1, 1], [2, 2, 2]]])  # 3-0 lead
+    assert decision.vote_decided(E, 2).tolist() == [True]
+    assert decision.vote_decided(E, 3).tolist() == [False]  # 3 more could tie it
+
+
+def test_scores_for_auc_rank_the_right_way():
+    E = E_from([[[1.0, 1.0], [2.0, 2.0]], [[2.0, 2.0], [1.0, 1.0]]])
+    for rule in ("mean", "vote"):
+        s = decision.positive_score(E, rule)
+        assert s[1] > s[0]
+    with pytest.raises(ValueError):
+        decision.predict(E, "median")
+
+
+def test_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    score = y + rng.normal(0, 1, 200)
+    score[:20] = 0.5  # ties
+    pred = (score > 0.5).astype(int)
+    m = binary_metrics(y, pred, score)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, score))
+    assert m["f1"] == pytest.approx(f1_score(y, pred))
+    assert m["sensitivity"] == pytest.approx(((pred == 1) & (y == 1)).sum() / (y == 1).sum())
+
+
+def test_bootstrap_ci_brackets_the_estimate_and_is_seeded():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    score = y + rng.normal(0, 1.5, 300)
+    a = metrics_with_ci(y, (score > 0.5).astype(int), score, n_boot=200, seed=3)
+    b = metrics_with_ci(y, (score > 0.5).astype(int), score, n_boot=200, seed=3)
+    assert a == b
+    assert a["auc_ci_low"] < a["auc"] < a["auc_ci_high"]
+    assert 0.02 < a["auc_ci_high"] - a["auc_ci_low"] < 0.2

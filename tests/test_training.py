@@ -1,0 +1,86 @@
+"""Denoiser training: learning, exact resume, checkpoint round trips and clear errors."""
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from diffusion_classifier.denoiser import Denoiser
+from diffusion_classifier.errors import CheckpointError
+from diffusion_classifier.sampling import sample
+from diffusion_classifier.training import diffusion_loss, train_denoiser
+
+
+def fixed_loss(model, x, y):
+    g = torch.Generator().manual_seed(123)
+    cfg = dict(model.cfg, diffusion=dict(model.cfg["diffusion"], label_dropout=0.0))
+    with torch.no_grad():
+        return diffusion_loss(model, x, torch.as_tensor(y), g, cfg).item()
+
+
+def test_a_few_steps_lower_the_loss(tmp_path, tiny_data):
+    x, y = tiny_data
+    cfg = tiny_cfg(steps=30, checkpoint_every=30)
+    torch.manual_seed(cfg["seed"])
+    from diffusion_classifier.denoiser import build_unet
+    untrained = Denoiser(build_unet(cfg, 1, 2), cfg, ["a", "b"])
+    trained, history = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
+    assert fixed_loss(trained, x, y) < 0.7 * fixed_loss(untrained, x, y)
+    assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]
+    assert {"val_loss_a", "val_loss_b"} <= set(history.columns)
+
+
+@pytest.mark.parametrize("prediction_type,schedule", [("v_prediction", "shifted_cosine"), ("sample", "ddpm")])
+def test_other_targets_and_schedules_train(tmp_path, tiny_data, prediction_type, schedule):
+    x, y = tiny_data
+    cfg = tiny_cfg(steps=4)
+    cfg["diffusion"].update(prediction_type=prediction_type, schedule=schedule, loss_weighting="min_snr")
+    model, history = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
+    assert torch.isfinite(torch.tensor(history.train_loss.values)).all()
+    assert Denoiser.load(tmp_path / "run" / "final" / "ema").schedule.prediction_type == prediction_type
+    imgs = sample(model, torch.tensor([0, 1, 2]), (1, 8, 8), steps=3)
+    assert imgs.shape == (3, 1, 8, 8) and imgs.abs().max() <= 1
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, tiny_data):
+    x, y = tiny_data
+    cfg = tiny_cfg(steps=8, checkpoint_every=4)
+    full, _ = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "full")
+    # "kill" after 6 steps: the last checkpoint is at step 4; the re-run resumes there
+    train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "killed", stop_after=6)
+    assert json.loads((tmp_path / "killed" / "last" / "train_state.json").read_text())["step"] == 4
+    resumed, history = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "killed")
+    assert history.step.tolist() == [2, 4, 6, 8]
+    for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+def test_save_load_round_trip_is_exact(tmp_path, tiny_model):
+    tiny_model.save(tmp_path / "ckpt")
+    loaded = Denoiser.load(tmp_path / "ckpt", ["a", "b"])
+    for (n, a), (_, b) in zip(tiny_model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert not list((tmp_path / "ckpt").glob("*.bin")) and list((tmp_path / "ckpt").glob("*.safetensors"))
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path, tiny_model):
+    tiny_model.save(tmp_path / "ckpt")
+    weights = next((tmp_path / "ckpt").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        Denoiser.load(tmp_path / "ckpt")
+
+
+def test_missing_or_mismatched_checkpoint(tmp_path, tiny_model, tiny_data):
+    with pytest.raises(CheckpointError, match="not a denoiser checkpoint"):
+        Denoiser.load(tmp_path / "nothing")
+    tiny_model.save(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="trained for classes"):
+        Denoiser.load(tmp_path / "ckpt", ["normal", "pneumonia"])
+    # resuming a run whose saved architecture differs from the configuration
+    x, y = tiny_data
+    train_denoiser(tiny_cfg(steps=4), x, y, x, y, ["a", "b"], tmp_path / "run", stop_after=4)
+    bigger = tiny_cfg(steps=8)
+    bigger["unet"]["block_out_channels"] = [16, 32]
+    with pytest.raises(CheckpointError, match="does not match"):
+        train_denoiser(bigger, x, y, x, y, ["a", "b"], tmp_path / "run")

@@ -1,0 +1,52 @@
+"""Uncertainty and calibration metrics against hand-computed cases and scikit-learn."""
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from diffusion_classifier import uncertainty as unc
+
+
+def test_ece_is_zero_for_a_perfectly_calibrated_toy():
+    # in each bin the confidence equals the observed accuracy
+    conf = np.repeat([0.6, 0.8, 1.0], 10)
+    correct = np.concatenate([np.arange(10) < 6, np.arange(10) < 8, np.ones(10, bool)])
+    assert unc.ece(conf, correct, n_bins=3) == pytest.approx(0.0)
+
+
+def test_ece_of_an_overconfident_model():
+    conf = np.full(100, 0.9)
+    correct = np.arange(100) % 5 < 3  # 60% right in every bin
+    assert unc.ece(conf, correct, n_bins=5) == pytest.approx(0.3)
+
+
+def test_aurc_of_a_perfect_ranking_is_the_minimum():
+    correct = np.array([1] * 8 + [0] * 2, bool)
+    perfect = np.arange(10.0)  # the two errors are the most uncertain
+    worst = -perfect
+    # the perfect ranking's risk is 0 until coverage 0.8, then 1/9 and 2/10
+    assert unc.aurc(perfect, correct) == pytest.approx((1 / 9 + 2 / 10) / 10)
+    assert unc.aurc(worst, correct) > unc.aurc(perfect, correct)
+    assert unc.error_auroc(perfect, correct) == 1.0
+    assert unc.accuracy_at_coverage(perfect, correct, 0.8) == 1.0
+
+
+def test_error_auroc_matches_sklearn():
+    rng = np.random.default_rng(0)
+    correct = rng.random(300) < 0.8
+    u = rng.normal(size=300) + (~correct)
+    assert unc.error_auroc(u, correct) == pytest.approx(roc_auc_score(~correct, u))
+
+
+def test_vote_scores_on_hand_made_tensor():
+    E = np.array([[[1, 1, 1, 1], [2, 2, 2, 2]],    # unanimous
+                  [[1, 2, 1, 2], [2, 1, 2, 1]]], dtype=float)  # split 2-2
+    assert unc.vote_fraction(E).tolist() == [1.0, 0.5]
+    assert unc.vote_entropy(E)[0] == pytest.approx(0.0)
+    assert unc.vote_entropy(E)[1] == pytest.approx(np.log(2))
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 2))
+    y = np.array([rng.choice(2, p=p) for p in unc.probabilities(logits, 2.5)])
+    assert unc.fit_temperature(logits, y) == pytest.approx(2.5, rel=0.15)
