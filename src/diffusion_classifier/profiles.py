@@ -27,7 +27,7 @@ BASE = {
     "sampling": {"steps": 50, "n_per_class": 8, "guidance_scale": 1.0},
     "baseline": {"epochs": 15, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-4, "patience": 4},
     "scoring": {"n_draws": 32, "t_sampling": "random", "t_min": 0.0, "t_max": 1.0, "batch_size": 512,
-                "chunk_size": 64, "mixed_precision": "auto", "early_stop_rounds": 4, "splits": ["val", "test"]},
+                "chunk_size": 64, "mixed_precision": "auto", "early_stop_rounds": 2, "splits": ["val", "test"]},
     "ablation": {"n_draws": [1, 2, 4, 8, 16, 32], "t_ranges": [[0.0, 1 / 3], [1 / 3, 2 / 3], [2 / 3, 1.0]],
                  "n_bootstrap": 1000},
     "explain": {"n_images": 32, "n_draws": 8, "t_min": 0.1, "t_max": 0.6, "counterfactual_t": 0.5,

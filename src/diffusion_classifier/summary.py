@@ -51,15 +51,16 @@ def build() -> str:
     path = tables / "classification.csv"
     if path.exists():
         df = pd.read_csv(path)
-        full = df[(df.t_range == "[0.00,1.00)") | (df.model != "diffusion-unet")]
-        kmax = full.groupby("task").n_draws.transform("max")
-        head = _ci(_ci(full[(full.n_draws == kmax) | (full.model != "diffusion-unet")].copy(), "auc"), "accuracy")
+        full = df[(df.t_range == "[0.00,1.00)") | (df.model == "resnet18")]
+        kmax = full.groupby(["task", "model"]).n_draws.transform("max")
+        head = _ci(_ci(full[full.n_draws == kmax].copy(), "auc"), "accuracy")
         out.extend(["## Diffusion classifier vs baseline (test split, K_max draws)", "",
                     "Full ablation over K and timestep ranges: `results/tables/classification.csv`.", "",
                     _table(head, ["task", "model", "rule", "n_draws", "accuracy (95% CI)", "auc (95% CI)",
                                   "balanced_accuracy", "sensitivity", "specificity", "unet_evals_per_image"]), ""])
     section("Explainability: faithfulness (lower deletion AUC / higher insertion AUC = more faithful)",
-            "explainability.csv", ["task", "method", "deletion_auc", "insertion_auc", "n_images", "note"])
+            "explainability.csv", ["task", "method", "classifier", "deletion_auc", "insertion_auc", "randomisation_rho",
+                                   "n_images", "note"])
     section("Uncertainty: calibration, error detection, selective prediction", "uncertainty.csv",
             ["task", "model", "score", "ece", "ece_calibrated", "error_auroc", "aurc", "acc_at_90_coverage",
              "acc_at_80_coverage"])
