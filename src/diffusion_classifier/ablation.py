@@ -60,3 +60,22 @@ def voting_verdict(table: pd.DataFrame, task: str) -> str:
             f"(95% CI {ci.accuracy_ci_low:.3f}-{ci.accuracy_ci_high:.3f}) vs mean error {acc_m:.3f}; "
             f"AUC {auc_v:.3f} vs {auc_m:.3f}. The vote beats the mean rule in accuracy at {wins} of {len(piv)} "
             f"values of K (ties: {ties}). The paper's voting claim {verdict}.")
+
+
+def val_selected_rows(E_val, U_val, y_val, E_test, U_test, y_test, task, model, t_ranges, n_boot=1000, seed=0):
+    """Per rule, the timestep range (full or one of `t_ranges`) with the best validation AUC, evaluated once on
+    test: model selection on val, never on test."""
+    from .metrics import binary_metrics
+
+    rows = []
+    for rule in ("mean", "vote"):
+        candidates = [(0.0, 1.0)] + [tuple(r) for r in t_ranges]
+        val_auc = [binary_metrics(y_val, decision.predict(decision.restrict(E_val, U_val, lo, hi), rule),
+                                  decision.positive_score(decision.restrict(E_val, U_val, lo, hi), rule))["auc"]
+                   for lo, hi in candidates]
+        lo, hi = candidates[int(np.nanargmax(val_auc))]
+        Er = decision.restrict(E_test, U_test, lo, hi)
+        used = np.isfinite(Er).any(1).sum(1)
+        rows.append({"task": task, "model": model, "rule": rule, "n_draws": int(np.median(used)),
+                     "t_range": f"val-selected {fmt_range(lo, hi)}", **rule_row(Er, y_test, rule, n_boot, seed)})
+    return pd.DataFrame(rows)[COLUMNS]
