@@ -109,7 +109,7 @@ def main():
     df.loc[df.method.str.contains("early"), "note"] = (
         f"evals/image {es.unet_evals.mean():.1f} vs {C * K} without: {C * K / es.unet_evals.mean():.2f}x fewer; "
         f"predictions identical to the full vote: {same_vote}; exact stopping needs > K/2 draws, so < 2x for C = 2")
-    df.loc[df.method.str.contains("fp32"), "note"] = (
+    df.loc[df.method.str.startswith("engine (") & df.method.str.contains("fp32"), "note"] = (
         f"bf16 vs fp32 decisions agree on {agree['mean']:.1%} (mean rule), {agree['vote']:.1%} (vote rule); "
         f"max |dE| {np.nanmax(np.abs(full.E - full32.E)):.2e}")
     df.insert(0, "setup", f"{a.task} {a.profile} ({weights} weights), {len(x)} images x {C} classes x {K} draws, "
