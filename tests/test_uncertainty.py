@@ -50,3 +50,11 @@ def test_temperature_scaling_recovers_a_known_temperature():
     logits = rng.normal(0, 3, (4000, 2))
     y = np.array([rng.choice(2, p=p) for p in unc.probabilities(logits, 2.5)])
     assert unc.fit_temperature(logits, y) == pytest.approx(2.5, rel=0.15)
+
+
+def test_ties_do_not_depend_on_input_order():
+    u = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
+    a = np.array([1, 1, 0, 0, 1], bool)
+    b = np.array([0, 0, 1, 1, 1], bool)  # same tie group content, other order
+    assert unc.aurc(u, a) == pytest.approx(unc.aurc(u, b))
+    assert unc.accuracy_at_coverage(u, a, 0.4) == pytest.approx(0.5)

@@ -87,12 +87,20 @@ def error_auroc(uncertainty: np.ndarray, correct: np.ndarray) -> float:
     return binary_metrics(wrong, wrong, uncertainty)["auc"]
 
 
+def _tie_averaged(uncertainty, values):
+    """values sorted by uncertainty, each replaced by the mean over its tie group: the expectation under a random
+    order of tied cases (vote shares tie often; the input order must not decide who is referred first)."""
+    order = np.argsort(uncertainty, kind="stable")
+    _, group = np.unique(uncertainty[order], return_inverse=True)
+    v = values[order].astype(float)
+    return (np.bincount(group, v) / np.bincount(group))[group]
+
+
 def risk_coverage(uncertainty: np.ndarray, correct: np.ndarray):
     """Coverage and selective risk when the most certain predictions are kept first."""
-    order = np.argsort(uncertainty, kind="stable")
-    errors = 1 - correct[order].astype(float)
-    k = np.arange(1, len(order) + 1)
-    return k / len(order), np.cumsum(errors) / k
+    errors = _tie_averaged(uncertainty, 1 - correct.astype(float))
+    k = np.arange(1, len(errors) + 1)
+    return k / len(errors), np.cumsum(errors) / k
 
 
 def aurc(uncertainty, correct) -> float:
@@ -103,7 +111,7 @@ def aurc(uncertainty, correct) -> float:
 def accuracy_at_coverage(uncertainty, correct, coverage: float) -> float:
     """Accuracy on the most certain `coverage` share; the rest are referred to a clinician."""
     n = max(1, int(round(coverage * len(correct))))
-    return float(correct[np.argsort(uncertainty, kind="stable")[:n]].mean())
+    return float(_tie_averaged(uncertainty, correct.astype(float))[:n].mean())
 
 
 def selective_metrics(uncertainty, correct, confidence=None, confidence_cal=None, n_bins=10) -> dict:
