@@ -84,3 +84,10 @@ def test_missing_or_mismatched_checkpoint(tmp_path, tiny_model, tiny_data):
     bigger["unet"]["block_out_channels"] = [16, 32]
     with pytest.raises(CheckpointError, match="does not match"):
         train_denoiser(bigger, x, y, x, y, ["a", "b"], tmp_path / "run")
+
+
+def test_checkpoints_between_log_steps(tmp_path, tiny_data):
+    x, y = tiny_data
+    cfg = tiny_cfg(steps=3, log_every=10, checkpoint_every=2)
+    _, history = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
+    assert history.step.tolist() == [2, 3] and history.val_loss_a.notna().all()

@@ -140,10 +140,11 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
         running.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
-        if step % t["log_every"] == 0 or step == t["steps"]:
+        checkpoint = step % t["checkpoint_every"] == 0 or step == t["steps"]
+        if step % t["log_every"] == 0 or checkpoint:  # a checkpoint always gets its own history row
             history.append({"step": step, "train_loss": sum(running) / len(running), "lr": scheduler.get_last_lr()[0]})
             running = []
-        if step % t["checkpoint_every"] == 0 or step == t["steps"]:
+        if checkpoint:
             history[-1].update(per_class_loss(ema, x_val, y_val, cfg, seed, t["val_batches"], accelerator.device))
             if accelerator.is_main_process:
                 _write_checkpoint(out_dir / LAST, raw, ema, optimizer, {"step": step, "history": history})
