@@ -13,13 +13,11 @@ from scipy.stats import spearmanr
 
 from . import decision
 from .sampling import ddim
-from .scoring import ScoringEngine, draw_noise
+from .scoring import ScoringEngine, draw_noise, draw_time
 
 
 def _draws_in_range(engine: ScoringEngine, image_ids, n_draws, t_min, t_max):
     """Per image, the indices of its first n_draws draws whose time falls in [t_min, t_max)."""
-    from .scoring import draw_time
-
     return [[k for k in range(n_draws) if t_min <= draw_time(engine.s, int(i), k) < t_max] or [0]
             for i in image_ids]
 
@@ -118,11 +116,7 @@ def diffusion_score_fn(engine: ScoringEngine, image_ids, target: np.ndarray, n_c
     """The diffusion classifier's own score for class `target`: its vote fraction over the engine's draws, on the
     same seeded draws for every perturbed version of an image (so the curves are paired)."""
     def score(x):
-        z0 = engine.encode(x)
-        K = engine.s.n_draws
-        draws = [[k for k in range(K) for _ in range(n_classes)] for _ in image_ids]
-        classes = [[c for _ in range(K) for c in range(n_classes)] for _ in image_ids]
-        E = engine.pixel_errors(z0, image_ids, draws, classes).numpy().reshape(len(x), K, n_classes).transpose(0, 2, 1)
+        E, _ = engine._score_images(engine.encode(x), image_ids, n_classes)
         return decision.class_scores(E, "vote")[np.arange(len(x)), target]
     return score
 

@@ -113,7 +113,7 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
     model, optimizer = accelerator.prepare(model, optimizer)
     ema.to(accelerator.device)
     raw = accelerator.unwrap_model(model)
-    x_val, y_val = x_val, torch.as_tensor(y_val)
+    y_val = torch.as_tensor(y_val)
     y_train = torch.as_tensor(y_train)
 
     bar = tqdm(total=t["steps"], initial=step, desc=f"train {cfg.get('task')}", disable=not accelerator.is_main_process)
