@@ -22,12 +22,13 @@ PACKAGES = ("torch", "diffusers", "accelerate", "monai", "numpy", "pandas", "sci
 
 
 def git_commit() -> dict:
+    """HEAD and whether code differs from it; results/ is left out, since a run rewrites it."""
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"))}
 
 
 def environment() -> dict:
