@@ -223,20 +223,19 @@ class ScoringEngine:
         info = {"settings": self.s.key(), "data_sha1": hashlib.sha1(x.numpy().tobytes()).hexdigest(),
                 "model_sha1": model_fingerprint(self.model), "n_images": len(x)}
         meta = cache / "scores.json"
-        state_main = True
-        try:
-            from accelerate import PartialState
-            state_main = PartialState().is_main_process
-        except Exception:
-            pass
-        if meta.exists():
-            old = json.loads(meta.read_text())
-            if old != info:
-                diff = [k for k in info if old.get(k) != info[k]]
-                raise CheckpointError(f"{meta}: score cache was made with other {diff}; remove {cache} or use another directory")
-        elif state_main:
-            cache.mkdir(parents=True, exist_ok=True)
-            meta.write_text(json.dumps(info, indent=1))
+        from accelerate import PartialState
+
+        state = PartialState()
+        cache.mkdir(parents=True, exist_ok=True)  # every process writes chunks here
+        if state.is_main_process and not meta.exists():
+            tmp = meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps(info, indent=1))
+            tmp.replace(meta)  # atomic: the other processes never read half a file
+        state.wait_for_everyone()
+        old = json.loads(meta.read_text())
+        if old != info:
+            diff = [k for k in info if old.get(k) != info[k]]
+            raise CheckpointError(f"{meta}: score cache was made with other {diff}; remove {cache} or use another directory")
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
