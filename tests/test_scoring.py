@@ -118,9 +118,12 @@ def test_two_processes_give_the_same_errors_as_one(tiny_model, tmp_path, make_np
                          env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     assert "vote rule accuracy" in one.stdout
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "diffusion_classifier.score", *common, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    for attempt in range(2):  # one relaunch: torchrun's rendezvous has failed once in ~8 runs here (cause not found)
+        two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                              "-m", "diffusion_classifier.score", *common, "--out", str(tmp_path / "two")],
+                             env=env, capture_output=True, text=True, timeout=300)
+        if two.returncode == 0:
+            break
     assert two.returncode == 0, two.stderr[:3000] + two.stderr[-1500:]
     a, b = np.load(tmp_path / "one" / "scores.npz"), np.load(tmp_path / "two" / "scores.npz")
     assert np.array_equal(a["E"], b["E"]) and np.array_equal(a["U"], b["U"])
