@@ -41,6 +41,44 @@ def test_vote_decided_is_exact():
     assert decision.vote_decided(E, 3).tolist() == [False]  # 3 more could tie it
 
 
+def votes_tensor(a, b):
+    """An image whose first a draws vote for class 0 and next b for class 1."""
+    return E_from([[[0.0] * a + [1.0] * b, [1.0] * a + [0.0] * b]])
+
+
+@pytest.mark.parametrize("a,b,remaining", [(6, 0, 26), (5, 3, 24), (10, 4, 18), (3, 3, 10), (9, 1, 2)])
+def test_flip_probability_matches_a_simulation_of_its_model(a, b, remaining):
+    """Leader's future share p ~ Beta(a + 1/2, b + 1/2), future votes ~ Binomial(remaining, p); the leader
+    fails when it ends with no more votes than the runner-up."""
+    rng = np.random.default_rng(0)
+    p = rng.beta(a + 0.5, b + 0.5, 400_000)
+    x = rng.binomial(remaining, p)
+    simulated = np.mean(a + x <= b + remaining - x)
+    computed = decision.vote_flip_probability(votes_tensor(a, b), remaining)[0]
+    assert computed == pytest.approx(simulated, abs=3e-3)
+
+
+def test_sequential_stopping_stops_clear_votes_early_and_split_votes_never():
+    K = 32
+    assert decision.vote_decided(votes_tensor(6, 0), K - 6, alpha=0.01).tolist() == [True]
+    assert decision.vote_decided(votes_tensor(6, 0), K - 6, alpha=0.0).tolist() == [False]  # exact needs 17
+    assert decision.vote_decided(votes_tensor(8, 8), K - 16, alpha=0.2).tolist() == [False]
+    assert decision.vote_flip_probability(votes_tensor(20, 0), 12).tolist() == [0.0]  # already exact
+
+
+def test_replayed_exact_stopping_keeps_every_vote_and_saves_less_than_half():
+    rng = np.random.default_rng(1)
+    E = rng.random((300, 2, 32)).astype(np.float32)
+    E[:150, 0] *= 0.6  # half the images have a clear winner
+    exact = decision.replay_early_stop(E, round_size=2)
+    assert (decision.predict_vote(exact) == decision.predict_vote(E)).all()
+    evaluated = np.isfinite(exact).sum((1, 2))
+    assert evaluated.min() > 32  # two classes: more than K/2 draws before any image can stop
+    assert evaluated[:150].mean() < 64
+    loose = np.isfinite(decision.replay_early_stop(E, round_size=2, alpha=0.05)).sum((1, 2))
+    assert (loose <= evaluated).all() and loose.mean() < evaluated.mean()
+
+
 def test_scores_for_auc_rank_the_right_way():
     E = E_from([[[1.0, 1.0], [2.0, 2.0]], [[2.0, 2.0], [1.0, 1.0]]])
     for rule in ("mean", "vote"):
@@ -73,3 +111,17 @@ def test_bootstrap_ci_brackets_the_estimate_and_is_seeded():
     assert a == b
     assert a["auc_ci_low"] < a["auc"] < a["auc_ci_high"]
     assert 0.02 < a["auc_ci_high"] - a["auc_ci_low"] < 0.2
+
+
+def test_early_stopping_table_reports_savings_and_changes():
+    from diffusion_classifier import ablation
+
+    rng = np.random.default_rng(2)
+    E = rng.random((200, 2, 32)).astype(np.float32)
+    E[:100, 1] *= 0.5
+    y = (np.arange(200) < 100).astype(int)
+    t = ablation.early_stopping_table(E, y, "toy", "test", round_size=1, alphas=(0.01, 0.3))
+    exact = t[t.stopping == "exact"].iloc[0]
+    assert exact.changed_vs_full_vote == 0 and 1 < exact.speedup < 2
+    assert t.speedup.is_monotonic_increasing  # a larger alpha never draws more
+    assert (t.full_vote_accuracy == t.full_vote_accuracy.iloc[0]).all()

@@ -84,11 +84,25 @@ def test_cache_refuses_other_settings(tiny_model, images, tmp_path):
 def test_early_stopping_gives_the_full_vote_with_fewer_evaluations(tiny_model, images):
     s = {**S, "n_draws": 32}
     full = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
-    early = ScoringEngine(tiny_model, ScoreSettings(**s, early_stop=True, round_size=4), "cpu").score(images, 2)
+    early = ScoringEngine(tiny_model, ScoreSettings(**s, early_stop="exact", round_size=4), "cpu").score(images, 2)
     assert (decision.predict_vote(early.E) == decision.predict_vote(full.E)).all()
     assert early.unet_evals.sum() <= full.unet_evals.sum()
     done = np.isfinite(early.E)
     np.testing.assert_allclose(early.E[done], full.E[done], rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode,alpha", [("exact", 0.0), ("sequential", 0.05)])
+def test_engine_stops_where_the_replay_on_full_scores_stops(tiny_model, images, mode, alpha):
+    """The notebook judges stopping rules by replaying them on stored full scores; that is only valid if the
+    engine stops each image after exactly the same draws."""
+    s = {**S, "n_draws": 32}
+    full = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
+    early = ScoringEngine(tiny_model, ScoreSettings(**s, early_stop=mode, early_stop_alpha=alpha, round_size=4),
+                          "cpu").score(images, 2)
+    replay = decision.replay_early_stop(full.E, round_size=4, alpha=alpha)
+    assert (np.isfinite(early.E) == np.isfinite(replay)).all()
+    with pytest.raises(ValueError, match="early_stop"):
+        ScoreSettings(early_stop=True)
 
 
 def test_successive_elimination_three_classes(images):
@@ -127,3 +141,11 @@ def test_two_processes_give_the_same_errors_as_one(tiny_model, tmp_path, make_np
     assert two.returncode == 0, two.stderr[:3000] + two.stderr[-1500:]
     a, b = np.load(tmp_path / "one" / "scores.npz"), np.load(tmp_path / "two" / "scores.npz")
     assert np.array_equal(a["E"], b["E"]) and np.array_equal(a["U"], b["U"])
+
+
+def test_compiled_forward_gives_the_eager_errors(tiny_model, images):
+    s = {**S, "batch_size": 16, "chunk_size": 4}  # one batch shape, so one compilation
+    eager = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
+    compiled = ScoringEngine(tiny_model, ScoreSettings(**s, compile=True), "cpu")
+    np.testing.assert_allclose(compiled.score(images, 2).E, eager.E, rtol=1e-4, atol=1e-6)
+    assert compiled.predict is not tiny_model.predict and ScoreSettings(**s, compile=True).key() == ScoreSettings(**s).key()

@@ -79,3 +79,35 @@ def val_selected_rows(E_val, U_val, y_val, E_test, U_test, y_test, task, model, 
         rows.append({"task": task, "model": model, "rule": rule, "n_draws": int(np.median(used)),
                      "t_range": f"val-selected {fmt_range(lo, hi)}", **rule_row(Er, y_test, rule, n_boot, seed)})
     return pd.DataFrame(rows)[COLUMNS]
+
+
+def early_stopping_table(E: np.ndarray, y: np.ndarray, task: str, split: str, round_size: int,
+                         alphas=(0.0001, 0.001, 0.01, 0.05)) -> pd.DataFrame:
+    """What stopping the vote early would have saved on stored full scores, and what it would have changed:
+    UNet evaluations per image, the speed-up over the full K draws, and the images whose vote differs from the
+    full vote (exact stopping: none by construction; sequential: a chance of at most alpha per image)."""
+    full = decision.predict_vote(E)
+    rows = []
+    for stopping, alpha in [("exact", 0.0)] + [("sequential", a) for a in alphas]:
+        Es = decision.replay_early_stop(E, round_size, alpha)
+        pred, evals = decision.predict_vote(Es), np.isfinite(Es).sum((1, 2)).mean()
+        rows.append({"task": task, "split": split, "stopping": stopping, "alpha": alpha, "round_size": round_size,
+                     "n_draws": E.shape[2], "n_images": len(E), "unet_evals_per_image": evals,
+                     "speedup": E.shape[1] * E.shape[2] / evals, "changed_vs_full_vote": int((pred != full).sum()),
+                     "vote_accuracy": float((pred == y).mean()), "full_vote_accuracy": float((full == y).mean())})
+    return pd.DataFrame(rows)
+
+
+def early_stopping_verdict(table: pd.DataFrame, task: str, alpha: float) -> str:
+    """Plain-language summary of `early_stopping_table` for one task: exact vs sequential at the profile's alpha."""
+    t = table[table.task == task]
+    ex = t[(t.stopping == "exact") & (t.split == "test")].iloc[0]
+    seq = t[(t.stopping == "sequential") & np.isclose(t.alpha, alpha)].set_index("split")
+    val, test = seq.loc["val"] if "val" in seq.index else None, seq.loc["test"]
+    return (f"**{task}** (K = {ex.n_draws}, test, {ex.n_images} images): exact stopping needs "
+            f"{ex.unet_evals_per_image:.1f} UNet evaluations per image instead of {ex.speedup * ex.unet_evals_per_image:.0f} "
+            f"({ex.speedup:.2f}x fewer, no vote changed); sequential stopping at α = {alpha:g} needs "
+            f"{test.unet_evals_per_image:.1f} ({test.speedup:.2f}x fewer) and changes {test.changed_vs_full_vote} of "
+            f"{test.n_images} votes" + (f" (validation: {val.speedup:.2f}x, {val.changed_vs_full_vote} of {val.n_images} changed)"
+                                         if val is not None else "")
+            + f"; vote accuracy {test.vote_accuracy:.3f} vs {test.full_vote_accuracy:.3f} with all draws.")

@@ -200,3 +200,18 @@ def uncertainty_vs_draws(df, task: str):
     fig.suptitle(f"{task}: vote-based uncertainty as the number of draws grows", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def early_stopping(table):
+    """Speed-up of early stopping against the share of images whose vote changes, per task and split."""
+    t = table.assign(rule=[("exact" if s == "exact" else f"α={a:g}") for s, a in zip(table.stopping, table.alpha)],
+                     changed=100 * table.changed_vs_full_vote / table.n_images)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, y, label in [(axes[0], "speedup", "fewer UNet evaluations (x)"),
+                         (axes[1], "changed", "images whose vote changes (%)")]:
+        sns.barplot(t, x="rule", y=y, hue=t.task + " " + t.split, ax=ax)
+        ax.set(xlabel="stopping rule", ylabel=label)
+    axes[0].axhline(2, ls="--", c="grey", lw=1)
+    axes[1].legend_.remove()
+    fig.tight_layout()
+    return fig

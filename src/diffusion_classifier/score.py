@@ -30,7 +30,11 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--chunk-size", type=int, default=None)
     ap.add_argument("--max-images", type=int, default=None, help="score only the first N images")
-    ap.add_argument("--early-stop", action="store_true", help="exact early stopping for the majority vote")
+    ap.add_argument("--early-stop", choices=["off", "exact", "sequential"], default="off",
+                    help="stop drawing for an image once its majority vote is decided: exactly (no class can "
+                         "overtake) or sequentially (chance of a different full-vote winner <= --alpha)")
+    ap.add_argument("--alpha", type=float, default=None, help="sequential early stopping's flip probability")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet forward (pays off on long runs)")
     ap.add_argument("--precision", default=None, choices=["auto", "bf16", "fp16", "no"])
     a = ap.parse_args(argv)
 
@@ -40,7 +44,9 @@ def main(argv=None):
     p = study.prepare(a.task, a.profile, a.data_root, a.seed)
     model = Denoiser.load(a.checkpoint, p.class_names)
     changes = {k: v for k, v in {"n_draws": a.n_draws, "t_sampling": a.t_sampling, "batch_size": a.batch_size,
-                                 "chunk_size": a.chunk_size, "mixed_precision": a.precision}.items() if v is not None}
+                                 "chunk_size": a.chunk_size, "mixed_precision": a.precision,
+                                 "early_stop_alpha": a.alpha,
+                                 "compile": a.compile or None}.items() if v is not None}
     settings = ScoreSettings.from_profile(p.cfg, early_stop=a.early_stop, **changes)
     device = state.device if state.device.type == "cuda" else "cpu"
     x, y = p.x[a.split], p.y[a.split]

@@ -58,6 +58,9 @@ def build() -> str:
                     "Full ablation over K and timestep ranges: `results/tables/classification.csv`.", "",
                     _table(head, ["task", "model", "rule", "n_draws", "accuracy (95% CI)", "auc (95% CI)",
                                   "balanced_accuracy", "sensitivity", "specificity", "unet_evals_per_image"]), ""])
+    section("Early stopping of the majority vote (replayed on the stored full scores)", "early_stopping.csv",
+            ["task", "split", "stopping", "alpha", "round_size", "n_draws", "n_images", "unet_evals_per_image", "speedup",
+             "changed_vs_full_vote", "vote_accuracy", "full_vote_accuracy"])
     section("Explainability: faithfulness (lower deletion AUC / higher insertion AUC = more faithful)",
             "explainability.csv", ["task", "method", "classifier", "deletion_auc", "insertion_auc", "randomisation_rho",
                                    "n_images", "note"])
