@@ -209,7 +209,7 @@ def early_stopping(table):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, y, label in [(axes[0], "speedup", "fewer UNet evaluations (x)"),
                          (axes[1], "changed", "images whose vote changes (%)")]:
-        sns.barplot(t, x="rule", y=y, hue=t.task + " " + t.split, ax=ax)
+        sns.barplot(t, x="rule", y=y, hue=(t.task + " " + t.split).rename("task, split"), ax=ax)
         ax.set(xlabel="stopping rule", ylabel=label)
     axes[0].axhline(2, ls="--", c="grey", lw=1)
     axes[1].legend_.remove()
