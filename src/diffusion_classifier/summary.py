@@ -15,6 +15,8 @@ def _table(df: pd.DataFrame, cols, digits=3) -> str:
     for c in cols:
         if pd.api.types.is_float_dtype(d[c]):
             d[c] = d[c].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
+        else:
+            d[c] = d[c].fillna("")
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     return head + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in d.itertuples(index=False))
 
@@ -40,6 +42,8 @@ def build() -> str:
         if not path.exists():
             return
         df = pd.read_csv(path)
+        if "alpha" in df.columns:  # 0.0001 must not print as 0.000
+            df["alpha"] = df.alpha.map("{:g}".format)
         for m in ci:
             df = _ci(df, m)
         out.extend([f"## {title}", "", note, "", _table(df, cols), ""] if note else [f"## {title}", "", _table(df, cols), ""])
@@ -69,7 +73,9 @@ def build() -> str:
              "acc_at_80_coverage"])
     bench = res / "benchmarks" / "scoring.csv"
     if bench.exists():
-        out.extend(["## Scoring speed (benchmarks/scoring.py)", "", _table(pd.read_csv(bench), list(pd.read_csv(bench).columns)), ""])
+        b = pd.read_csv(bench)
+        out.extend(["## Scoring speed (benchmarks/scoring.py)", "", f"Setup: {b.setup.iloc[0]}.", "",
+                    _table(b, [c for c in b.columns if c != "setup"]), ""])
     pngs = sorted(figs.glob("*.png"))
     if pngs:
         out.extend(["## Figures", ""] + [f"- [{p.stem}](figures/{p.name})" for p in pngs] + [""])
