@@ -2,7 +2,7 @@
 any entry (e.g. `{"train": {"steps": 2000}}`) and provenance.json records exactly what ran.
 
 smoke  every notebook in a few minutes on 2 CPU cores (tests, CI): tiny subsets, tiny models
-cpu    the real CPU study of both tasks (under 90 minutes on 2 cores): full test sets, small models
+cpu    the real CPU study of both tasks (about 90 minutes on 2 cores from scratch): full test sets, small models
 paper  the authors' settings (METHOD.md) for a GPU: 256 px, continuous v-prediction, min-SNR, large UNet
 """
 import copy
