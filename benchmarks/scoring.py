@@ -62,17 +62,21 @@ def main():
 
     # (a) the ceiling, (b) the engine and (c) the naive reference are timed in interleaved rounds (best of
     # each), so that drifts in the machine's speed hit all three alike and the ratios stay meaningful.
-    bs = settings.batch_size
-    xb = x[:1].repeat(bs, 1, 1, 1).contiguous(memory_format=torch.channels_last)
-    ub, lb = torch.rand(bs), torch.randint(0, C, (bs,))
-    raw_calls = max(3, 2048 // bs)
+    def raw_forward(batch, calls):
+        """The UNet alone on a ready batch at the engine's precision, `calls` times; returns the evaluations."""
+        xb = x[:1].repeat(batch, 1, 1, 1).contiguous(memory_format=torch.channels_last)
+        ub, lb = torch.rand(batch), torch.randint(0, C, (batch,))
 
-    def raw():  # (a) the UNet alone on a ready batch, at the engine's batch size and precision
-        with torch.inference_mode():
-            for _ in range(raw_calls):
-                with autocast(engine.device, engine.precision):
-                    model.predict(xb, ub, lb)
-        return raw_calls * bs
+        def run():
+            with torch.inference_mode():
+                for _ in range(calls):
+                    with autocast(engine.device, engine.precision):
+                        model.predict(xb, ub, lb)
+            return calls * batch
+        return run
+
+    bs = settings.batch_size
+    raw = raw_forward(bs, max(3, 2048 // bs))  # (a) the ceiling, at the engine's batch size
 
     sched = model.schedule
 
@@ -141,19 +145,11 @@ def main():
         rows.append({"method": f"engine + {label} early stopping (rounds of {settings.round_size})",
                      "evals_per_s": stopped[mode].unet_evals.sum() / t, "wall_s": t, "mode": mode})
 
-    def raw_forward(bs, repeat):
-        xb = x[:1].repeat(bs, 1, 1, 1).contiguous(memory_format=torch.channels_last)
-        ub, lb = torch.rand(bs), torch.randint(0, C, (bs,))
-        with torch.inference_mode():
-            def forward():
-                with autocast(engine.device, engine.precision):
-                    return model.predict(xb, ub, lb)
-            return bs / timed(forward, repeat=repeat)[0]
-
     # where the ceiling lies: the raw forward over batch sizes (less precise than the interleaved rounds above)
     for b in a.batch_sizes:
+        t, _ = timed(raw_forward(b, 1), repeat=max(3, 1024 // b))
         rows.append({"method": f"raw UNet forward, batch-size sweep (batch {b}, {engine.precision})",
-                     "evals_per_s": raw_forward(b, repeat=max(3, 1024 // b))})
+                     "evals_per_s": b / t})
 
     df = pd.DataFrame(rows)
     df["ratio_vs_raw"] = df.evals_per_s / rows[0]["evals_per_s"]

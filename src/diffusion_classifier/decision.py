@@ -71,6 +71,21 @@ def positive_score(E: np.ndarray, rule: str) -> np.ndarray:
     return s[:, 1] - s[:, 0]
 
 
+def _leader_and_runner_up(E: np.ndarray):
+    """(N,) vote counts of the leading class and of the runner-up (None for a single class)."""
+    v = np.sort(votes(E), axis=1)
+    return (v[:, -1], v[:, -2]) if v.shape[1] > 1 else (v[:, -1], None)
+
+
+def _flip_probability(a: np.ndarray, b: np.ndarray, remaining: int) -> np.ndarray:
+    if remaining <= 0:
+        return np.zeros(len(a))
+    from scipy.stats import betabinom
+
+    worst = np.floor((b + remaining - a) / 2)  # the most future leader votes that still lose or tie
+    return np.where(worst < 0, 0.0, betabinom.cdf(worst, remaining, a + 0.5, b + 0.5))
+
+
 def vote_flip_probability(E: np.ndarray, remaining: int) -> np.ndarray:
     """(N,) probability that the remaining draws leave the current vote leader without a strict win.
 
@@ -79,14 +94,8 @@ def vote_flip_probability(E: np.ndarray, remaining: int) -> np.ndarray:
     b + 1/2) (Jeffreys prior) and its future votes X the matching beta-binomial: the leader fails to win
     strictly when a + X <= b + remaining - X. Exact for two classes; for more, the other classes are ignored
     and every remaining draw is counted as contested between the two (an approximation)."""
-    from scipy.stats import betabinom
-
-    v = np.sort(votes(E), axis=1)
-    if v.shape[1] < 2 or remaining <= 0:
-        return np.zeros(len(v))
-    a, b = v[:, -1], v[:, -2]
-    worst = np.floor((b + remaining - a) / 2)  # the most future leader votes that still lose or tie
-    return np.where(worst < 0, 0.0, betabinom.cdf(worst, remaining, a + 0.5, b + 0.5))
+    a, b = _leader_and_runner_up(E)
+    return np.zeros(len(a)) if b is None else _flip_probability(a, b, remaining)
 
 
 def vote_decided(E: np.ndarray, remaining: int, alpha: float = 0.0) -> np.ndarray:
@@ -98,13 +107,18 @@ def vote_decided(E: np.ndarray, remaining: int, alpha: float = 0.0) -> np.ndarra
     alpha > 0 (sequential): also stop when the probability that the full vote would end otherwise
     (`vote_flip_probability`) is at most alpha; predictions then differ from the full vote's with a small,
     measured probability instead of never."""
-    v = np.sort(votes(E), axis=1)
-    if v.shape[1] < 2:
-        return np.ones(len(v), dtype=bool)
-    decided = (v[:, -1] - v[:, -2]) > remaining
+    a, b = _leader_and_runner_up(E)
+    if b is None:
+        return np.ones(len(a), dtype=bool)
+    decided = (a - b) > remaining
     if alpha > 0:
-        decided |= vote_flip_probability(E, remaining) <= alpha
+        decided |= _flip_probability(a, b, remaining) <= alpha
     return decided
+
+
+def round_ends(n_draws: int, round_size: int) -> list:
+    """The draw counts after which early stopping checks each image: every round_size draws, and at the end."""
+    return list(range(round_size, n_draws, round_size)) + [n_draws]
 
 
 def replay_early_stop(E: np.ndarray, round_size: int, alpha: float = 0.0) -> np.ndarray:
@@ -115,7 +129,7 @@ def replay_early_stop(E: np.ndarray, round_size: int, alpha: float = 0.0) -> np.
     out = np.full_like(E, np.nan)
     active = np.ones(N, dtype=bool)
     start = 0
-    for stop in list(range(round_size, K, round_size)) + [K]:
+    for stop in round_ends(K, round_size):
         out[active, :, start:stop] = E[active, :, start:stop]
         active &= ~vote_decided(out[:, :, :stop], K - stop, alpha)
         start = stop

@@ -9,7 +9,8 @@ class of an image sees the same draws (a paired comparison).
 The engine evaluates (image, draw, class) triples in large batches under inference_mode (bf16 autocast and
 channels_last where they pay off), writes E to disk chunk by chunk (a killed run resumes at the last finished
 chunk), shards chunks over processes with `accelerate`, and can stop drawing for an image once its majority
-vote is decided (early stopping: exact, or sequential with a bounded chance of ending otherwise) or drop classes between stages (successive elimination, Li et al.).
+vote is decided (early stopping: exact, or sequential with a bounded chance of ending otherwise) or drop
+classes between stages (successive elimination, Li et al.).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class ScoreSettings:
     mixed_precision: str = "auto"
     # majority vote only: stop drawing for an image once its vote is decided (decision.vote_decided)
     early_stop: str = "off"  # off | exact (no class can still overtake) | sequential (flip chance <= alpha)
-    early_stop_alpha: float = 0.01
+    early_stop_alpha: float = 0.001
     compile: bool = False  # torch.compile the forward pass: ~1.4x on CPU after a one-off compile of ~30-70 s
     round_size: int = 4  # draws per round between early-stopping checks
     stages: list = field(default_factory=list)  # successive elimination: [(draws, classes kept after), ...]
@@ -167,8 +168,7 @@ class ScoringEngine:
             if bounds[-1] != K:
                 raise ValueError(f"elimination stages use {bounds[-1]} draws but n_draws is {K}")
         else:
-            step = self.s.round_size if self.s.early_stop != "off" else K
-            bounds, keeps = list(range(step, K, step)) + [K], None
+            bounds, keeps = decision.round_ends(K, self.s.round_size if self.s.early_stop != "off" else K), None
         start = 0
         for r, stop in enumerate(bounds):
             todo = [j for j in range(n) if active[j].any()]
