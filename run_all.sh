@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole study: every numbered notebook in order, executed by papermill with one profile and seed.
 #
-#   bash run_all.sh [--profile smoke|cpu|paper] [--seed N] [--tasks "pneumonia melanoma"] [--from NN] [--only NN]
+#   bash run_all.sh [--profile smoke|cpu|paper] [--seed N] [--tasks "pneumonia melanoma_balanced"] [--from NN] [--to NN] [--only NN]
 #
 # Environment: DATA_ROOT (default ../shared/data beside the checkout), DC_RESULTS_DIR (default results/),
 # DC_RUNS_DIR (checkpoints and score caches, default runs/), SD_WEIGHTS (Stable Diffusion folder, notebook 07).
@@ -9,13 +9,14 @@
 # results/provenance.json and results/SUMMARY.md. Stops at the first failing notebook, naming it and the cell.
 set -euo pipefail
 cd "$(dirname "$0")"
-PROFILE=cpu SEED=0 TASKS="pneumonia melanoma" FROM=00 ONLY=""
+PROFILE=cpu SEED=0 TASKS="pneumonia melanoma_balanced" FROM=00 TO=99 ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) PROFILE=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --tasks) TASKS=$2; shift 2 ;;
     --from) FROM=$2; shift 2 ;;
+    --to) TO=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     -h|--help) sed -n 2,10p "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument $1" >&2; exit 2 ;;
@@ -33,7 +34,7 @@ echo "profile=$PROFILE seed=$SEED tasks=[$TASKS] data=$DATA_ROOT results=$RESULT
 for nb in notebooks/[0-9][0-9]_*.ipynb; do
   name=$(basename "$nb" .ipynb); num=${name:0:2}
   if [ -n "$ONLY" ] && [ "$num" != "$ONLY" ]; then continue; fi
-  if [[ "$num" < "$FROM" ]]; then continue; fi
+  if [[ "$num" < "$FROM" ]] || [[ "$num" > "$TO" ]]; then continue; fi
   echo "=== $name"
   start=$EPOCHREALTIME
   if ! papermill "$nb" "$RESULTS/notebooks/$name.ipynb" -y "$PARAMS" --cwd notebooks --log-output --no-progress-bar \

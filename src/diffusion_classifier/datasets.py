@@ -42,6 +42,7 @@ class Split:
     images: np.ndarray  # uint8 (N, H, W, C)
     labels: np.ndarray  # int64 (N,)
     ids: np.ndarray | None = None
+    sources: np.ndarray | None = None  # per-image data source (e.g. isic2017 / isic2018), for per-source results
 
     def __len__(self):
         return len(self.labels)
@@ -146,8 +147,13 @@ def read_npz(path: Path, n_classes: int, label_map: dict[int, int] | None = None
             keep = np.isin(labels, list(label_map))
             images, labels = images[keep], np.vectorize(label_map.get, otypes=[np.int64])(labels[keep])
         s = _check_split(images, labels, n_classes, path, split)
-        if f"{split}_ids" in arrays:
-            s.ids = arrays[f"{split}_ids"][: len(s)] if label_map is None else None
+        if label_map is None:
+            for key, attr in (("ids", "ids"), ("source", "sources")):
+                if f"{split}_{key}" in arrays:
+                    values = np.asarray(arrays[f"{split}_{key}"]).astype(str)
+                    if len(values) != len(s):
+                        raise DataError(f"{path}: {split}_{key} has {len(values)} entries for {len(s)} images")
+                    setattr(s, attr, values)
         splits[split] = s
     return splits
 

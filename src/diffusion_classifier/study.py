@@ -21,6 +21,7 @@ class Prepared:
     x: dict  # split -> float tensor (N, C, H, W) in [-1, 1]
     y: dict  # split -> int64 array (N,)
     run_dir: Path
+    sources: dict  # split -> str array (N,) of per-image data sources, or None when the task has one source
 
     @property
     def class_names(self):
@@ -46,15 +47,16 @@ def prepare(task: str, profile: str = "cpu", data_root=None, seed: int = 0, over
     cfg = profiles.get_profile(profile, task, {**(overrides or {}), "seed": seed})
     res = cfg["data"]["resolution"]
     data = datasets.load_task(task, data_root, size=max(res, 64), seed=seed)
-    x, y = {}, {}
+    x, y, sources = {}, {}, {}
     for split, s in data.splits.items():
         idx = subset_indices(s.labels, cfg["data"]["max_per_split"], seed)
         x[split] = preprocess.to_tensor(s.images[idx], res, name=f"{data.source} [{split}]")
         y[split] = s.labels[idx]
+        sources[split] = None if s.sources is None else s.sources[idx]
     run = runs_dir() / profile / task / config_hash(cfg)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(cfg, indent=1))
-    return Prepared(cfg, data, x, y, run)
+    return Prepared(cfg, data, x, y, run, sources)
 
 
 def available_tasks(tasks, data_root=None) -> tuple[list, list]:

@@ -38,6 +38,17 @@ def diffusion_loss(model, x0, labels, generator, cfg) -> torch.Tensor:
     return (model.schedule.loss_weight(u, d["loss_weighting"], d["min_snr_gamma"]) * per_sample).mean()
 
 
+def batch_indices(labels: torch.Tensor, batch_size: int, generator: torch.Generator, balanced: bool) -> torch.Tensor:
+    """Indices of one training batch, drawn with replacement. `balanced`: every class is equally likely (each image
+    weighted 1 / its class count), as the paper's subsampling to balanced classes intends; otherwise uniform over
+    images, so the model sees the classes at their (possibly imbalanced) data frequencies."""
+    if not balanced:
+        return torch.randint(0, len(labels), (batch_size,), generator=generator)
+    counts = torch.bincount(labels).float()
+    weights = 1.0 / counts[labels]
+    return torch.multinomial(weights, batch_size, replacement=True, generator=generator)
+
+
 def lr_lambda(warmup: int, total: int):
     def f(step):
         if step < warmup:
@@ -121,7 +132,7 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
     while step < t["steps"]:
         g = torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + accelerator.process_index)
         torch.manual_seed(seed * 1_000_003 + step * 101 + accelerator.process_index)  # dropout, if any
-        idx = torch.randint(0, len(x_train), (t["batch_size"],), generator=g)
+        idx = batch_indices(y_train, t["batch_size"], g, t["balanced_sampling"])
         xb = augment(x_train[idx], g, cfg["data"]["hflip"], cfg["data"]["vflip"]).to(accelerator.device)
         with accelerator.autocast():
             loss = diffusion_loss(raw, xb, y_train[idx].to(accelerator.device), g, cfg)
