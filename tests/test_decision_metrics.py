@@ -125,3 +125,29 @@ def test_early_stopping_table_reports_savings_and_changes():
     assert exact.changed_vs_full_vote == 0 and 1 < exact.speedup < 2
     assert t.speedup.is_monotonic_increasing  # a larger alpha never draws more
     assert (t.full_vote_accuracy == t.full_vote_accuracy.iloc[0]).all()
+
+
+def test_paired_bootstrap_and_mcnemar_hand_computed():
+    from diffusion_classifier import paired
+
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    a = np.array([1, 1, 1, 0, 0, 0, 0, 1])  # right on 6
+    b = np.array([1, 0, 0, 0, 0, 0, 1, 1])  # right on 3 (images 0, 4, 5), all of which a gets right too
+    m = paired.mcnemar(y, a, b)
+    assert (m["only_a_right"], m["only_b_right"]) == (3, 0)
+    assert m["mcnemar_p"] == pytest.approx(0.25)  # two-sided exact: 2 * 0.5**3
+    assert paired.mcnemar(y, a, a)["mcnemar_p"] == 1.0
+    d = paired.bootstrap_difference(y, (a, a.astype(float)), (b, b.astype(float)), n_boot=300, seed=0)
+    assert d["accuracy"][0] == pytest.approx(0.375)
+    assert d["accuracy"][1] <= 0.375 <= d["accuracy"][2]
+    same = paired.bootstrap_difference(y, (a, a.astype(float)), (a, a.astype(float)), n_boot=50, seed=0)
+    assert same["auc"] == (0.0, 0.0, 0.0)  # the same resamples for both: identical methods never differ
+
+
+def test_vote_scores_break_ties_by_the_mean_error():
+    E = np.array([[[0.1, 0.1, 0.9], [0.2, 0.2, 0.1]],    # 2 of 3 votes for class 0, mean errors 0.367 vs 0.167
+                  [[0.1, 0.1, 0.3], [0.2, 0.2, 0.1]]])   # 2 of 3 votes for class 0, mean errors 0.167 vs 0.167
+    s = decision.positive_score(E, "vote")
+    assert decision.predict_vote(E).tolist() == [0, 0]
+    assert s[0] > s[1]  # same vote share; image 0's mean error favours class 1 more
+    assert abs(s[0] - s[1]) < 1e-5

@@ -16,22 +16,50 @@ def test_profiles_merge_and_reject_typos():
         profiles.get_profile("gpu")
 
 
-def test_ablation_table_and_verdict_follow_the_numbers():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 200)
-    # class y gets the lower error on 70% of draws, with a small margin; the other draws favour the wrong class
-    # by a large margin, so the mean rule is fooled more often than the vote
-    E = np.ones((200, 2, 16))
-    wins = rng.random((200, 16)) < 0.7
-    E[np.arange(200), 1 - y] += np.where(wins, 0.01, -0.05)
-    U = rng.random((200, 16))
-    tab = ablation.ablation_table(E, U, y, "toy", "diffusion-unet", [1, 4, 16], [[0, 0.5], [0.5, 1]], n_boot=50)
-    assert set(tab.columns) == set(ablation.COLUMNS)
-    full = tab[(tab.t_range == "[0.00,1.00)") & (tab.n_draws == 16)].set_index("rule")
+def planted_votes(n=300, k=51, seed=0):
+    """Class y gets the lower error on 70% of draws by a small margin; the other draws favour the wrong class by a
+    large margin, so the mean rule is fooled more often than the vote."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    E = np.ones((n, 2, k))
+    wins = rng.random((n, k)) < 0.7
+    E[np.arange(n), 1 - y] += np.where(wins, 0.01, -0.05)
+    return E, rng.random((n, k)), y
+
+
+def test_ablation_table_and_voting_verdict_follow_the_numbers():
+    E, U, y = planted_votes()
+    tab = ablation.ablation_table(E, U, y, "toy", "diffusion-unet", [1, 11, 51], [[0, 0.5], [0.5, 1]], n_boot=50)
+    assert list(tab.columns) == ablation.COLUMNS and tab.unet_evals_per_image.max() == 102
+    full = tab[(tab.t_range == ablation.FULL_RANGE) & (tab.n_draws == 51)].set_index("rule")
     assert full.loc["vote", "accuracy"] > full.loc["mean", "accuracy"]
-    text = ablation.voting_verdict(tab, "toy")
-    assert "K = 16" in text and f"{full.loc['vote', 'accuracy']:.3f}" in text
-    assert tab.unet_evals_per_image.max() == 32
+    pairs = ablation.paired_table(E, y, "toy", [1, 11, 51], n_boot=200)
+    assert pairs.loc[0, "accuracy_diff"] == 0  # N = 1: both rules are the same single draw
+    text = ablation.voting_verdict(pairs, full.loc["vote"], "toy")
+    assert "N = 51" in text and "**supported**" in text
+    # the same tensor with the roles of the margins swapped: the mean rule wins, the verdict must turn
+    E2 = 2 - E
+    pairs2 = ablation.paired_table(E2, 1 - y, "toy", [51], n_boot=200)
+    assert "**contradicted**" in ablation.voting_verdict(pairs2, full.loc["vote"], "toy") or \
+        pairs2.loc[0, "accuracy_diff_ci_high"] >= 0
+    short = ablation.paired_table(E[:, :, :25], y, "toy", [25], n_boot=50)
+    assert "not testable" in ablation.voting_verdict(short, full.loc["vote"], "toy")
+    chance = full.loc["vote"].copy()
+    chance["auc_ci_low"] = 0.45
+    assert "not testable" in ablation.voting_verdict(pairs, chance, "toy")
+
+
+def test_a_new_rule_is_one_registry_entry(monkeypatch):
+    """Adding a rule touches only decision.RULES: it then has its own rows in the ablation table."""
+    from diffusion_classifier import decision
+
+    median = decision.Rule(lambda E: np.nanmedian(E, 2).argmin(1), lambda E: -np.nanmedian(E, 2))
+    monkeypatch.setitem(decision.RULES, "median", median)
+    E, U, y = planted_votes(n=60, k=11)
+    tab = ablation.ablation_table(E, U, y, "toy", "diffusion-unet", [1, 11], [], n_boot=20)
+    assert set(tab.rule) == {"mean", "vote", "median"}
+    row = tab[(tab.rule == "median") & (tab.n_draws == 11)].iloc[0]
+    assert row.accuracy == pytest.approx((np.median(E, 2).argmin(1) == y).mean())
 
 
 def test_summary_reads_tables(tmp_path, monkeypatch):

@@ -59,18 +59,18 @@ def test_batch_size_and_chunking_do_not_change_results(tiny_model, images):
 def test_interrupted_run_resumes_bit_identically(tiny_model, images, tmp_path, monkeypatch):
     full = ScoringEngine(tiny_model, ScoreSettings(**S), "cpu").score(images, 2, tmp_path / "full")
     engine = ScoringEngine(tiny_model, ScoreSettings(**S), "cpu")
-    real, calls = engine._score_images, []
+    real, calls = engine.score_images, []
 
     def dies_on_third_chunk(*args):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*args)
-    monkeypatch.setattr(engine, "_score_images", dies_on_third_chunk)
+    monkeypatch.setattr(engine, "score_images", dies_on_third_chunk)
     with pytest.raises(KeyboardInterrupt):
         engine.score(images, 2, tmp_path / "killed")
     assert len(list((tmp_path / "killed").glob("chunk_*.npz"))) == 2
-    monkeypatch.setattr(engine, "_score_images", real)
+    monkeypatch.setattr(engine, "score_images", real)
     resumed = engine.score(images, 2, tmp_path / "killed")
     assert np.array_equal(full.E, resumed.E) and np.array_equal(full.U, resumed.U)
 

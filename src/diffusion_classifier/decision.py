@@ -5,6 +5,9 @@ majority vote (Favero et al.): every draw votes for its argmin class; most votes
     Tie rule (the paper's is unverified): among the classes tied on votes, the one with the lowest mean error
     wins; a tie on both goes to the lowest class index.
 """
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 
@@ -46,23 +49,53 @@ def predict_vote(E: np.ndarray) -> np.ndarray:
     return np.where(tied, mean_errors(E), np.inf).argmin(1)
 
 
-def predict(E: np.ndarray, rule: str) -> np.ndarray:
-    return {"mean": predict_mean, "vote": predict_vote}[check_rule(rule)](E)
+def mean_scores(E: np.ndarray) -> np.ndarray:
+    """(N, C) minus the mean error: higher = more likely."""
+    return -mean_errors(E)
+
+
+# Vote shares take only K + 1 values, so many images tie; a term far below one vote (the mean error times
+# TIE_BREAK, with errors of order 1e-3 to 1) ranks images with equal shares by the mean-error rule's evidence.
+TIE_BREAK = 1e-6
+
+
+def vote_scores(E: np.ndarray) -> np.ndarray:
+    """(N, C) vote share, ties among images broken by the mean error (see TIE_BREAK)."""
+    v = votes(E)
+    return v / np.maximum(v.sum(1, keepdims=True), 1) - TIE_BREAK * mean_errors(E)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A decision rule over E: its prediction, its class scores (higher = more likely, for AUC and confidences)
+    and whether the engine can stop drawing early for it."""
+    predict: Callable[[np.ndarray], np.ndarray]
+    class_scores: Callable[[np.ndarray], np.ndarray]
+    early_stop: bool = False
+    description: str = ""
+
+
+# The registry: a new rule is one entry here (and its tests); ablations, tables and notebooks iterate over it.
+RULES = {
+    "mean": Rule(predict_mean, mean_scores, description="argmin of the mean error (Li et al. 2023)"),
+    "vote": Rule(predict_vote, vote_scores, early_stop=True,
+                 description="majority vote of the draws; score = vote share, ties by mean error (Favero et al.)"),
+}
 
 
 def check_rule(rule: str) -> str:
-    if rule not in ("mean", "vote"):
-        raise ValueError(f"rule must be 'mean' or 'vote', got {rule!r}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     return rule
 
 
+def predict(E: np.ndarray, rule: str) -> np.ndarray:
+    return RULES[check_rule(rule)].predict(E)
+
+
 def class_scores(E: np.ndarray, rule: str) -> np.ndarray:
-    """(N, C) scores, higher = more likely, for ranking metrics (AUC): minus the mean error for the mean rule;
-    the vote fraction for the vote rule (ties among images stay ties: the vote is a coarse score by design)."""
-    if check_rule(rule) == "mean":
-        return -mean_errors(E)
-    v = votes(E)
-    return v / np.maximum(v.sum(1, keepdims=True), 1)
+    """(N, C) scores of a rule, higher = more likely."""
+    return RULES[check_rule(rule)].class_scores(E)
 
 
 def positive_score(E: np.ndarray, rule: str) -> np.ndarray:

@@ -88,21 +88,38 @@ def roc_curves(curves: dict, title: str):
     return fig
 
 
-def metric_vs_draws(table, task: str):
-    """Accuracy and AUC against K (log2 axis) per rule, with 95% bootstrap bands; the baseline as a line."""
-    t = table[(table.task == task) & (table.t_range == "[0.00,1.00)")]
-    base = table[(table.task == task) & (table.model == "resnet18")]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
-    for ax, m in zip(axes, ("accuracy", "auc")):
+def voting_vs_draws(table, pairs, task: str):
+    """Claim 2 at a glance: accuracy and AUC of each rule against N (95% bootstrap bands, ResNet-18 dashed), the
+    paired vote - mean accuracy difference with its CI, and the paper's CheXpert curves (other data) for shape."""
+    from .reference import PAPER_N, PAPER_VOTE_CURVES
+
+    t = table[(table.task == task) & (table.source == "all") & (table.t_range == "[0.00,1.00)")
+              & (table.model != "resnet18")]
+    base = table[(table.task == task) & (table.model == "resnet18") & (table.source == "all")]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.4))
+    ticks = sorted(t.n_draws.unique())
+    for ax, m in zip(axes[:2], ("accuracy", "auc")):
         for rule, g in t.groupby("rule"):
             g = g.sort_values("n_draws")
             ax.plot(g.n_draws, g[m], "o-", label=f"diffusion, {rule} rule")
             ax.fill_between(g.n_draws, g[f"{m}_ci_low"], g[f"{m}_ci_high"], alpha=0.2)
         if len(base):
             ax.axhline(base[m].iloc[0], color="k", ls="--", lw=1, label="ResNet-18")
-        ax.set(xscale="log", xlabel="draws K (timestep, noise)", ylabel=m, title=f"{task}: {m} vs K")
-        ax.set_xticks(sorted(t.n_draws.unique()), [str(k) for k in sorted(t.n_draws.unique())])
+        ax.set(xscale="log", xlabel="draws N (timestep, noise)", ylabel=m, title=f"{task}: {m} vs N")
+        ax.set_xticks(ticks, [str(k) for k in ticks])
     axes[0].legend(fontsize=7)
+    d = pairs[pairs.task == task].sort_values("n_draws")
+    axes[2].plot(d.n_draws, d.accuracy_diff, "o-", color="C2")
+    axes[2].fill_between(d.n_draws, d.accuracy_diff_ci_low, d.accuracy_diff_ci_high, alpha=0.25, color="C2")
+    axes[2].axhline(0, color="k", lw=0.8)
+    axes[2].set(xscale="log", xlabel="draws N", ylabel="vote - mean accuracy", title="paired difference (95% CI)")
+    axes[2].set_xticks(ticks, [str(k) for k in ticks])
+    for (model, rule), acc in PAPER_VOTE_CURVES.items():
+        if model == "UNet":
+            axes[3].plot(PAPER_N, acc, "o-" if rule == "vote" else "s--", ms=3, label=f"paper UNet, {rule}")
+    axes[3].set(xscale="log", xlabel="draws N", ylabel="accuracy (%)", title="the paper: CheXpert, 256 px (other data)")
+    axes[3].set_xticks(PAPER_N, [str(k) for k in PAPER_N])
+    axes[3].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -116,43 +133,67 @@ def _show(ax, img, title=None):
         ax.set_title(title, fontsize=7)
 
 
-def explanation_panel(x, diff_maps, cams, cf, case_of, class_names, title):
-    """One row per image: input, error-difference overlay, Grad-CAM overlay, one-step and DDIM counterfactuals."""
+def explanation_panel(x, diff_maps, cams, cf, case_of, class_names, title, cf_maps=None):
+    """One row per image: input; error-difference map (ours); counterfactual - input towards the other class (the
+    paper's map); Grad-CAM of the ResNet; the one-step x0 estimate and the guided counterfactual under each class.
+    cams, cf_maps and cf["guided"] are optional."""
     C = len(class_names)
-    gc = int(cams is not None)  # the Grad-CAM column, when a discriminative model is there to explain
-    cols = 2 + gc + C * (1 + ("ddim" in cf))
+    overlays = [("error diff. (ours)", diff_maps, "RdBu_r")]
+    if cf_maps is not None:
+        overlays.append(("CF - input (paper)", cf_maps, "PuOr_r"))
+    if cams is not None:
+        overlays.append(("Grad-CAM", cams, "jet"))
+    recon = [(f"x0 | {n}", cf["one_step"][:, c]) for c, n in enumerate(class_names)]
+    if "guided" in cf:
+        recon += [(f"CF | {n}", cf["guided"][:, c]) for c, n in enumerate(class_names)]
+    cols = 1 + len(overlays) + len(recon)
     fig, axes = plt.subplots(len(x), cols, figsize=(cols * 1.25, len(x) * 1.3), squeeze=False)
-    lim = np.abs(diff_maps).max() or 1
     for r in range(len(x)):
         ax = axes[r]
         _show(ax[0], x[r], "input" if r == 0 else None)
         ax[0].text(-0.15, 0.5, case_of[r], transform=ax[0].transAxes, ha="right", va="center", fontsize=7)
-        _show(ax[1], x[r], "error diff." if r == 0 else None)
         h, w = np.asarray(x[r]).shape[-2:]  # latent maps are coarser than the image: stretch them over it
-        ax[1].imshow(diff_maps[r], cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.6, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-        if gc:
-            _show(ax[2], x[r], "Grad-CAM" if r == 0 else None)
-            ax[2].imshow(cams[r], cmap="jet", alpha=0.45)
-        for c in range(C):
-            _show(ax[2 + gc + c], cf["one_step"][r, c], f"x0 | {class_names[c]}" if r == 0 else None)
-            if "ddim" in cf:
-                _show(ax[2 + gc + C + c], cf["ddim"][r, c], f"DDIM | {class_names[c]}" if r == 0 else None)
+        for j, (name, maps, cmap) in enumerate(overlays, start=1):
+            _show(ax[j], x[r], name if r == 0 else None)
+            if cmap == "jet":
+                ax[j].imshow(maps[r], cmap=cmap, alpha=0.45, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+            else:
+                lim = np.abs(maps).max() or 1
+                ax[j].imshow(maps[r], cmap=cmap, vmin=-lim, vmax=lim, alpha=0.6, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        for j, (name, imgs) in enumerate(recon, start=1 + len(overlays)):
+            _show(ax[j], imgs[r], name if r == 0 else None)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def perturbation_curves(curves: dict, title: str):
-    """curves: (method, mode) -> (n, steps+1) scores."""
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for (method, mode), c in curves.items():
-        ax = axes[0 if mode == "deletion" else 1]
-        ax.plot(np.linspace(0, 1, c.shape[1]), c.mean(0), "o-", ms=3, label=method)
-    for ax, mode in zip(axes, ("deletion", "insertion")):
-        ax.set(xlabel=f"fraction of pixels {'removed' if mode == 'deletion' else 'inserted'}",
-               ylabel="classifier score of its prediction", title=f"{mode}")
-        ax.legend(fontsize=6)
+    """curves: (judge, fill, mode, method) -> mean normalised curve; one row of panels per (judge, fill)."""
+    panels = list(dict.fromkeys((j, f) for j, f, _, _ in curves))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(8, 2.6 * len(panels)), squeeze=False)
+    for (judge, fill, mode, method), c in curves.items():
+        ax = axes[panels.index((judge, fill)), 0 if mode == "deletion" else 1]
+        ax.plot(np.linspace(0, 1, len(c)), c, "o-", ms=2, label=method)
+    for r, (judge, fill) in enumerate(panels):
+        for k, mode in enumerate(("deletion", "insertion")):
+            axes[r, k].set(xlabel=f"fraction of patches {'removed' if mode == 'deletion' else 'inserted'}",
+                           ylabel="normalised score", title=f"{judge} judge, {fill} fill: {mode}")
+            axes[r, k].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def randomisation_cascade(cascades: dict, title: str):
+    """cascades: method -> rows (stage, stage_name, rho per image); mean Spearman after each cumulative stage."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for method, rows in cascades.items():
+        ax.plot([r["stage"] for r in rows], [np.nanmean(r["rho"]) for r in rows], "o-", label=method)
+        for r in rows:
+            ax.annotate(r["stage_name"], (r["stage"], np.nanmean(r["rho"])), fontsize=5, rotation=30)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="stages re-initialised (from the output down)", ylabel="Spearman of |map| with trained", title=title)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -26,18 +26,29 @@ BASE = {
               "log_every": 10, "val_batches": 4,
               # class-balanced batches (each class equally likely), as the paper's subsampling to balanced classes
               "balanced_sampling": True},
-    "sampling": {"steps": 50, "n_per_class": 8, "guidance_scale": 1.0},
+    # guidance_w: classifier-free guidance in the paper's convention, (1 + w) * cond - w * uncond (0 = none)
+    "sampling": {"steps": 50, "n_per_class": 8, "guidance_w": 0.0},
     # select_on: "val_loss" (class-balanced cross-entropy on val) or "val_auc"; no early stop before min_epochs;
     # balanced_sampling: class-balanced batches, like the denoiser (else a class-weighted loss)
     "baseline": {"epochs": 40, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-4, "patience": 5, "min_epochs": 5,
                  "select_on": "val_loss", "balanced_sampling": True},
-    "scoring": {"n_draws": 32, "t_sampling": "random", "t_min": 0.0, "t_max": 1.0, "batch_size": 512,
+    # the headline decision rule, fixed before any test number is read
+    "decision": {"rule": "vote"},
+    # N is odd (as in the paper), so two classes never tie in the vote
+    "scoring": {"n_draws": 51, "t_sampling": "random", "t_min": 0.0, "t_max": 1.0, "batch_size": 512,
                 "chunk_size": 64, "mixed_precision": "auto", "early_stop_rounds": 1, "early_stop_alpha": 0.001,
                 "splits": ["val", "test"]},
-    "ablation": {"n_draws": [1, 2, 4, 8, 16, 32], "t_ranges": [[0.0, 1 / 3], [1 / 3, 2 / 3], [2 / 3, 1.0]],
+    "ablation": {"n_draws": [1, 3, 5, 11, 25, 51], "t_ranges": [[0.0, 1 / 3], [1 / 3, 2 / 3], [2 / 3, 1.0]],
                  "n_bootstrap": 1000},
-    "explain": {"n_images": 32, "n_draws": 8, "t_min": 0.1, "t_max": 0.6, "counterfactual_t": 0.5,
-                "ddim_steps": 10, "deletion_steps": 8, "per_case": 2, "n_bootstrap": 1000},
+    # Explanations (notebook 05): maps from map_draws of the classification's own draws with t in [t_min, t_max);
+    # judges score with judge_draws draws of their own seed; perturbation in `steps` steps of patches
+    # (patches_per_side^2 patches); fills per judge (the diffusion judge costs judge_draws x classes UNet calls per
+    # perturbed image, so the cpu profile gives it the blurred fill only); counterfactuals as the authors'
+    # explain.py: noise to counterfactual_t, guided ancestral sampling (w = guidance_w) in counterfactual_steps steps
+    "explain": {"n_images": 64, "map_draws": 8, "t_min": 0.1, "t_max": 0.6, "judge_draws": 32, "steps": 16,
+                "patches_per_side": 8, "fills": {"resnet18": ["grey", "blur"], "diffusion": ["blur"]},
+                "counterfactual_t": 0.5, "counterfactual_steps": 50, "guidance_w": 4.5, "n_counterfactual": 32,
+                "per_case": 2, "n_bootstrap": 1000},
     "uncertainty": {"n_bins": 10, "n_bootstrap": 500},
     # Stable Diffusion arm (notebook 07): latent resolution = resolution / 8; lora_rank 0 = full UNet fine-tuning
     "foundation": {"resolution": 512, "lora_rank": 8, "n_draws": 32, "max_test_images": None,
@@ -52,9 +63,10 @@ PROFILES = {
         "train": {"steps": 30, "batch_size": 32, "warmup_steps": 5, "checkpoint_every": 15, "val_batches": 1},
         "sampling": {"steps": 5, "n_per_class": 4},
         "baseline": {"epochs": 2, "batch_size": 32, "patience": 2},
-        "scoring": {"n_draws": 8, "chunk_size": 16, "batch_size": 128},
-        "ablation": {"n_draws": [1, 2, 4, 8], "n_bootstrap": 50},
-        "explain": {"n_images": 8, "n_draws": 4, "ddim_steps": 3, "deletion_steps": 4, "per_case": 1, "n_bootstrap": 50},
+        "scoring": {"n_draws": 11, "chunk_size": 16, "batch_size": 128},
+        "ablation": {"n_draws": [1, 3, 5, 11], "n_bootstrap": 50},
+        "explain": {"n_images": 8, "map_draws": 4, "judge_draws": 4, "steps": 4, "patches_per_side": 4,
+                    "counterfactual_steps": 3, "n_counterfactual": 4, "per_case": 1, "n_bootstrap": 50},
         "uncertainty": {"n_bins": 5, "n_bootstrap": 50},
         "foundation": {"resolution": 16, "n_draws": 4, "max_test_images": 8,
                        "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2}},
@@ -71,10 +83,11 @@ PROFILES = {
                   "checkpoint_every": 5000, "mixed_precision": "bf16", "val_batches": 20},
         "sampling": {"steps": 100, "n_per_class": 8},
         "baseline": {"epochs": 100, "batch_size": 64, "lr": 1e-4, "patience": 10},
-        "scoring": {"n_draws": 256, "batch_size": 1024, "chunk_size": 256, "mixed_precision": "bf16",
+        "scoring": {"n_draws": 501, "batch_size": 1024, "chunk_size": 256, "mixed_precision": "bf16",
                     "early_stop_rounds": 4},
-        "ablation": {"n_draws": [1, 2, 4, 8, 16, 32, 64, 128, 256]},
-        "explain": {"n_images": 200, "n_draws": 64},
+        "ablation": {"n_draws": [1, 3, 5, 11, 25, 51, 101, 251, 501]},
+        "explain": {"n_images": 200, "map_draws": 64, "judge_draws": 64, "counterfactual_steps": 256,
+                    "fills": {"resnet18": ["grey", "blur"], "diffusion": ["grey", "blur"]}},
         "foundation": {"resolution": 512, "lora_rank": 0, "n_draws": 64,
                        "train": {"steps": 20_000, "batch_size": 16, "lr": 1e-5, "mixed_precision": "bf16"}},
     },

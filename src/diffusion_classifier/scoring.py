@@ -157,7 +157,7 @@ class ScoringEngine:
         res = torch.cat(out) if out else torch.zeros(0)
         return (res, torch.cat(x0s)) if with_x0 else res
 
-    def _score_images(self, z0, image_ids, n_classes) -> tuple[np.ndarray, np.ndarray]:
+    def score_images(self, z0, image_ids, n_classes) -> tuple[np.ndarray, np.ndarray]:
         """E and U for a handful of images, with early stopping / elimination if asked."""
         n, K = len(z0), self.s.n_draws
         E = np.full((n, n_classes, K), np.nan, dtype=np.float32)
@@ -212,7 +212,7 @@ class ScoringEngine:
                 continue
             ids = np.arange(c0, min(c0 + cs, N)) + image_offset
             z0 = self.encode(x[c0:c0 + cs])
-            E, U = self._score_images(z0, ids, n_classes)
+            E, U = self.score_images(z0, ids, n_classes)
             if path is not None:
                 tmp = path.with_suffix(".tmp.npz")
                 np.savez(tmp, E=E, U=U)

@@ -1,0 +1,44 @@
+"""Paired comparisons of two classifiers on the same images: both see the same bootstrap resamples, so the CI is
+of the difference itself (overlapping marginal CIs are not a test), and McNemar's exact test on the images where
+exactly one of the two is right."""
+import numpy as np
+from scipy.stats import binomtest
+
+from .metrics import binary_metrics
+
+COMPARED = ("auc", "balanced_accuracy", "accuracy", "f1")
+
+
+def bootstrap_difference(y, a: tuple, b: tuple, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """a, b = (predictions, positive-class scores). Per metric in COMPARED: (a - b, ci_low, ci_high) with the
+    percentile bootstrap over images, the same resample for both."""
+    y = np.asarray(y)
+    point_a, point_b = binary_metrics(y, *a), binary_metrics(y, *b)
+    rng = np.random.default_rng(seed)
+    diffs = {k: [] for k in COMPARED}
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        ma = binary_metrics(y[idx], a[0][idx], a[1][idx])
+        mb = binary_metrics(y[idx], b[0][idx], b[1][idx])
+        for k in COMPARED:
+            diffs[k].append(ma[k] - mb[k])
+    return {k: (float(point_a[k] - point_b[k]), float(np.nanquantile(diffs[k], alpha / 2)),
+                float(np.nanquantile(diffs[k], 1 - alpha / 2))) for k in COMPARED}
+
+
+def mcnemar(y, pred_a, pred_b) -> dict:
+    """Exact McNemar test: among images where exactly one classifier is right, is either side more frequent
+    than chance? Two-sided binomial p-value (1.0 when there is no discordant image)."""
+    right_a, right_b = np.asarray(pred_a) == np.asarray(y), np.asarray(pred_b) == np.asarray(y)
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    n = only_a + only_b
+    p = binomtest(only_a, n, 0.5).pvalue if n else 1.0
+    return {"only_a_right": only_a, "only_b_right": only_b, "mcnemar_p": float(p)}
+
+
+def compare(y, a: tuple, b: tuple, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Flat row: `<metric>_diff`, `_diff_ci_low`, `_diff_ci_high` for each metric, plus McNemar's counts and p."""
+    row = {}
+    for k, (d, lo, hi) in bootstrap_difference(y, a, b, n_boot, seed).items():
+        row[f"{k}_diff"], row[f"{k}_diff_ci_low"], row[f"{k}_diff_ci_high"] = d, lo, hi
+    return {**row, **mcnemar(y, a[0], b[0])}
