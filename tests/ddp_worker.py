@@ -28,7 +28,8 @@ def train_and_save(out_dir: Path, rank: int = 0):
     weights = {f"live.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights |= {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
     save_file(weights, str(out_dir / f"weights{rank}.safetensors"))
-    (out_dir / f"loss{rank}.json").write_text(json.dumps(history.train_loss.tolist()))
+    (out_dir / f"log{rank}.json").write_text(json.dumps({"loss": history.train_loss.tolist(),
+                                                          "threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":

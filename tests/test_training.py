@@ -11,6 +11,7 @@ import torch
 
 from conftest import tiny_cfg
 from diffusion_classifier.denoiser import Denoiser, build_unet
+from diffusion_classifier.device import cap_threads, usable_cores
 from diffusion_classifier.errors import CheckpointError
 from diffusion_classifier.sampling import sample
 from diffusion_classifier.training import diffusion_loss, train_denoiser
@@ -123,7 +124,8 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     from ddp_worker import train_and_save
 
     worker = Path(__file__).with_name("ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 processes x 1 thread: no more threads than the 2 cores
+    # 2 threads asked per process: training caps them to its share of the cores (1 each on a 2-core machine)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
     for attempt in range(2):  # one relaunch: torchrun's rendezvous has failed once in ~8 runs here (cause not found)
         two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                               str(worker), str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
@@ -142,5 +144,20 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
         # summation-order noise (~1e-7), which Adam amplifies to ~1e-5 on the attention key bias: its true
         # gradient is zero (softmax ignores a shift shared by all keys), so its steps are noise normalised to size
         torch.testing.assert_close(rank0[k], one[k], rtol=0, atol=1e-4, msg=k)
-    losses = [json.loads((tmp_path / d / "loss0.json").read_text()) for d in ("one", "two")]
-    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)  # the logged loss is the global batch's
+    one_log, two_log = (json.loads((tmp_path / d / "log0.json").read_text()) for d in ("one", "two"))
+    np.testing.assert_allclose(two_log["loss"], one_log["loss"], rtol=1e-5)  # the logged loss is the global batch's
+    assert two_log["threads"] == min(2, max(1, usable_cores() // 2))
+
+
+def test_threads_are_capped_to_the_share_of_the_cores(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(usable_cores())
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert cap_threads() == torch.get_num_threads() == max(1, usable_cores() // 2)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * usable_cores()))
+        assert cap_threads() == 1
+        monkeypatch.delenv("LOCAL_WORLD_SIZE")
+        assert cap_threads() == 1  # a lower setting is kept, not raised
+    finally:
+        torch.set_num_threads(before)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .checkpointing import atomic_dir_write, load_state, save_state
 from .denoiser import Denoiser, build_unet
-from .device import default_device, resolve_precision
+from .device import cap_threads, default_device, resolve_precision
 from .preprocess import augment
 
 FINAL, LAST = "final", "last"
@@ -115,6 +115,7 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
             return model.eval(), pd.DataFrame(info["history"])
 
     device = default_device()
+    cap_threads()  # several processes on one CPU: processes x threads <= cores
     accelerator = Accelerator(mixed_precision=resolve_precision(t["mixed_precision"], device),
                               cpu=device.type == "cpu")
     ema = copy.deepcopy(model).eval().requires_grad_(False)
