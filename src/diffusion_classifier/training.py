@@ -44,7 +44,7 @@ def diffusion_loss(model, x0, labels, generator, cfg, net=None, shard=(0, 1)) ->
     drop = (torch.rand(n, generator=generator)[rows] < d["label_dropout"]).to(x0.device)
     labels = torch.where(drop, torch.full_like(labels, model.null_label), labels)
     x_t = model.schedule.add_noise(x0, eps, u)
-    pred = (net or model)(x_t, u, labels).float()
+    pred = (model if net is None else net)(x_t, u, labels).float()
     per_sample = (pred - model.schedule.target(x0, eps, u)).pow(2).flatten(1).mean(1)
     return (model.schedule.loss_weight(u, d["loss_weighting"], d["min_snr_gamma"]) * per_sample).mean()
 
