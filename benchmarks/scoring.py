@@ -1,37 +1,61 @@
 """Scoring speed: UNet evaluations per second of the engine against the raw forward pass (the ceiling) and a
 naive per-image, per-class, per-draw loop (the reference), the raw forward over batch sizes (why the cpu
-profile batches 64, not 512), bf16 vs fp32, and early stopping (exact and sequential).
+profile batches 64, not 512), bf16 vs fp32, and early stopping (exact and sequential). Every row also gives the
+FLOPs per UNet evaluation (torch.utils.flop_counter), the achieved FLOP/s and the model FLOP utilisation (MFU:
+achieved FLOP/s over this machine's matmul peak at the row's precision, measured in the same run), and on a GPU
+the peak memory.
 
     .venv/bin/python benchmarks/scoring.py [--task pneumonia] [--profile cpu] [--images 128] [--draws 32]
+    .venv/bin/python benchmarks/scoring.py --quick            # seconds: smoke-size model, for development
+    .venv/bin/python benchmarks/scoring.py --profile paper --device cuda --out scoring_gpu.csv
 
 Uses the trained denoiser of the profile's run (notebook 02) when it exists, else a freshly initialised one of
-the same architecture (speed does not depend on the weights; early-stopping savings do). Prints a table and
-writes results/benchmarks/scoring.csv.
+the same architecture (speed does not depend on the weights; early-stopping savings do), and random images of the
+task's shape when its data is absent. Prints a table and writes results/benchmarks/scoring.csv.
 """
 import argparse
 import platform
-import time
 
 import numpy as np
 import pandas as pd
 import torch
 
-from diffusion_classifier import decision, study
+from diffusion_classifier import datasets, decision, profiles, study
 from diffusion_classifier.denoiser import Denoiser, build_unet
-from diffusion_classifier.device import autocast
+from diffusion_classifier.device import autocast, cap_threads
 from diffusion_classifier.paths import results_dir
 from diffusion_classifier.scoring import ScoreSettings, ScoringEngine, draw_noise, draw_time
+from measure import CHANNELS, clock, count_flops, matmul_peak, peak_memory_gb, pick_device, reset_peak_memory
 
 
-def timed(fn, repeat=1, warmup=None):
-    """Best time of `repeat` calls (the least disturbed by other work on the machine) and the last output."""
+def timed(fn, device, repeat=1, warmup=None):
+    """Best time of `repeat` calls (the least disturbed by other work on the machine), the last output and the
+    peak GPU memory of the calls."""
     (warmup or fn)()  # oneDNN picks kernels (and torch.compile compiles) on first use
-    best = float("inf")
+    best, base = float("inf"), reset_peak_memory(device)
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock(device)
         out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        best = min(best, clock(device) - t0)
+    return best, out, peak_memory_gb(device, base)
+
+
+def load(task: str, profile: str, n_images: int):
+    """(cfg, model, weights, images, what the images are): the profile's trained denoiser and the task's test
+    images where they exist, else a fresh model and random images of the task's shape."""
+    if datasets.task_available(task):
+        p = study.prepare(task, profile)
+        cfg, x, names, data = p.cfg, p.x["test"][:n_images], p.class_names, "test images"
+        ckpt = p.run_dir / "denoiser" / "final" / "ema"
+    else:
+        cfg, names, data = profiles.get_profile(profile, task), datasets.TASKS[task], "random images (no data)"
+        res = cfg["data"]["resolution"]
+        x = torch.rand(n_images, CHANNELS[task], res, res, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        ckpt = None
+    if ckpt is not None and ckpt.exists():
+        return cfg, Denoiser.load(ckpt, names), "trained", x, data
+    torch.manual_seed(0)
+    return cfg, Denoiser(build_unet(cfg, x.shape[1], len(names)), cfg, names).eval(), "untrained", x, data
 
 
 def main():
@@ -44,28 +68,37 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds of raw / engine / naive")
     ap.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 16, 32, 64, 128, 256, 512],
                     help="raw forward batch sizes to sweep")
+    ap.add_argument("--batch-size", type=int, default=None, help="the engine's batch (default: the profile's)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (its compilation)")
+    ap.add_argument("--matmul-size", type=int, default=None, help="side of the peak-measuring matmul")
+    ap.add_argument("--out", default=None, help="file name under results/benchmarks (default scoring.csv)")
+    ap.add_argument("--quick", action="store_true", help="development check: smoke-size model, a few seconds")
     a = ap.parse_args()
+    if a.quick:
+        a.profile, a.images, a.draws, a.naive_evals, a.rounds = "smoke", 8, 4, 16, 1
+        a.batch_sizes, a.no_compile, a.out = [1, 16], True, a.out or "scoring_quick.csv"
+    device = pick_device(a.device)
+    threads = cap_threads()
 
-    p = study.prepare(a.task, a.profile)
-    ckpt = p.run_dir / "denoiser" / "final" / "ema"
-    if ckpt.exists():
-        model, weights = Denoiser.load(ckpt, p.class_names), "trained"
-    else:
-        torch.manual_seed(0)
-        model, weights = Denoiser(build_unet(p.cfg, p.x["train"].shape[1], 2), p.cfg, p.class_names).eval(), "untrained"
-    x = p.x["test"][:a.images]
+    cfg, model, weights, x, data = load(a.task, a.profile, a.images)
     C, K = model.n_classes, a.draws
-    settings = ScoreSettings.from_profile(p.cfg, n_draws=K)
-    engine = ScoringEngine(model, settings, "cpu")
+    if a.batch_size:
+        cfg["scoring"]["batch_size"] = a.batch_size
+    settings = ScoreSettings.from_profile(cfg, n_draws=K)
+    engine = ScoringEngine(model, settings, device)
     n_evals = len(x) * C * K
     rows = []
+    # the matmul peak at the engine's precision and fp32, before and after the timings (the better of the two)
+    n = a.matmul_size or (8192 if device.type == "cuda" else 256 if a.quick else 2048)
+    peaks = {q: matmul_peak(device, q, n) for q in {engine.precision, "no"}}
 
     # (a) the ceiling, (b) the engine and (c) the naive reference are timed in interleaved rounds (best of
     # each), so that drifts in the machine's speed hit all three alike and the ratios stay meaningful.
     def raw_forward(batch, calls):
         """The UNet alone on a ready batch at the engine's precision, `calls` times; returns the evaluations."""
-        xb = x[:1].repeat(batch, 1, 1, 1).contiguous(memory_format=torch.channels_last)
-        ub, lb = torch.rand(batch), torch.randint(0, C, (batch,))
+        xb = x[:1].repeat(batch, 1, 1, 1).to(device).contiguous(memory_format=torch.channels_last)
+        ub, lb = torch.rand(batch, device=device), torch.randint(0, C, (batch,), device=device)
 
         def run():
             with torch.inference_mode():
@@ -85,11 +118,11 @@ def main():
         with torch.no_grad():
             for i in range(len(x)):
                 for k in range(K):
-                    u = torch.tensor([draw_time(settings, i, k)], dtype=torch.float32)
-                    eps = draw_noise(settings, i, k, x.shape[1:])[None]
-                    x_t = sched.add_noise(x[i:i + 1], eps, u)
+                    u = torch.tensor([draw_time(settings, i, k)], dtype=torch.float32, device=device)
+                    eps = draw_noise(settings, i, k, x.shape[1:])[None].to(device)
+                    x_t = sched.add_noise(x[i:i + 1].to(device), eps, u)
                     for c in range(C):
-                        pred = model.predict(x_t, u, torch.tensor([c]))
+                        pred = model.predict(x_t, u, torch.tensor([c], device=device))
                         _ = (sched.eps_and_x0(pred, x_t, u)[0] - eps).pow(2).mean()
                         done += 1
                         if done >= a.naive_evals:
@@ -101,9 +134,9 @@ def main():
     in_forward, forward = [0.0], engine.predict
 
     def clocked_forward(*args):
-        t0 = time.perf_counter()
+        t0 = clock(device)
         out = forward(*args)
-        in_forward[0] += time.perf_counter() - t0
+        in_forward[0] += clock(device) - t0
         return out
 
     engine.predict = clocked_forward
@@ -111,52 +144,96 @@ def main():
     engine.score(x[:4], C)  # warm-ups: oneDNN picks its kernels on first use
     raw(), naive()
     best, out, forward_share = {k: float("inf") for k in runs}, {}, 0.0
+    base = reset_peak_memory(device)
     for _ in range(a.rounds):
         for name, fn in runs.items():
             in_forward[0] = 0.0
-            t0 = time.perf_counter()
+            t0 = clock(device)
             out[name] = fn()
-            t = time.perf_counter() - t0
+            t = clock(device) - t0
             if t < best[name]:
                 best[name] = t
                 forward_share = in_forward[0] / t if name == "engine" else forward_share
     engine.predict = forward
     full = out["engine"]
-    rows.append({"method": f"raw UNet forward (batch {bs}, {engine.precision})", "evals_per_s": out["raw"] / best["raw"]})
-    rows.append({"method": f"engine (batch {bs}, {engine.precision})", "evals_per_s": n_evals / best["engine"]})
-    rows.append({"method": "naive loop (batch 1, fp32)", "evals_per_s": out["naive"] / best["naive"]})
+    p, mem = engine.precision, peak_memory_gb(device, base)  # the three share one window: the largest of them
+    rows.append({"method": f"raw UNet forward (batch {bs}, {p})", "evals_per_s": out["raw"] / best["raw"],
+                 "precision": p, "peak_mem_gb": mem})
+    rows.append({"method": f"engine (batch {bs}, {p})", "evals_per_s": n_evals / best["engine"], "precision": p,
+                 "peak_mem_gb": mem})
+    rows.append({"method": "naive loop (batch 1, fp32)", "evals_per_s": out["naive"] / best["naive"],
+                 "precision": "no", "peak_mem_gb": mem})
+
+    def attempt(method, precision, fn):
+        """One more row; a failure (out of memory, a compiler error) is reported in it, not fatal."""
+        try:
+            return fn()
+        except Exception as exc:
+            print(f"{method}: failed ({type(exc).__name__}: {str(exc)[:200]})", flush=True)
+            rows.append({"method": method, "precision": precision, "evals_per_s": np.nan,
+                         "note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"})
 
     # the engine with a compiled forward (compiled during the warm-up)
-    comp = ScoringEngine(model, ScoreSettings.from_profile(p.cfg, n_draws=K, compile=True), "cpu")
-    t_comp, full_comp = timed(lambda: comp.score(x, C), repeat=2, warmup=lambda: comp.score(x[:4], C))
-    rows.append({"method": f"engine + torch.compile (batch {bs}, {engine.precision})", "evals_per_s": n_evals / t_comp})
+    def compiled():
+        comp = ScoringEngine(model, ScoreSettings.from_profile(cfg, n_draws=K, compile=True), device)
+        t, scores, mem = timed(lambda: comp.score(x, C), device, repeat=2, warmup=lambda: comp.score(x[:4], C))
+        rows.append({"method": f"engine + torch.compile (batch {bs}, {p})", "evals_per_s": n_evals / t,
+                     "precision": p, "peak_mem_gb": mem})
+        return scores
+
+    full_comp = None if a.no_compile else attempt(f"engine + torch.compile (batch {bs}, {p})", p, compiled)
 
     # fp32 engine: does bf16 change any decision?
-    fp32 = ScoringEngine(model, ScoreSettings.from_profile(p.cfg, n_draws=K, mixed_precision="no"), "cpu")
-    t32, full32 = timed(lambda: fp32.score(x, C), warmup=lambda: fp32.score(x[:4], C))
-    rows.append({"method": f"engine (batch {bs}, fp32)", "evals_per_s": n_evals / t32})
+    def fp32():
+        eng = ScoringEngine(model, ScoreSettings.from_profile(cfg, n_draws=K, mixed_precision="no"), device)
+        t, scores, mem = timed(lambda: eng.score(x, C), device, warmup=lambda: eng.score(x[:4], C))
+        rows.append({"method": f"engine (batch {bs}, fp32)", "evals_per_s": n_evals / t, "precision": "no",
+                     "peak_mem_gb": mem})
+        return scores
+
+    full32 = attempt(f"engine (batch {bs}, fp32)", "no", fp32)
 
     # early stopping of the majority vote: exact, and sequential at the profile's alpha
     stopped = {}
     for mode in ("exact", "sequential"):
-        eng = ScoringEngine(model, ScoreSettings.from_profile(p.cfg, n_draws=K, early_stop=mode), "cpu")
-        t, stopped[mode] = timed(lambda: eng.score(x, C), repeat=2, warmup=lambda: eng.score(x[:4], C))
         label = "exact" if mode == "exact" else f"sequential, alpha {settings.early_stop_alpha:g}"
-        rows.append({"method": f"engine + {label} early stopping (rounds of {settings.round_size})",
-                     "evals_per_s": stopped[mode].unet_evals.sum() / t, "wall_s": t, "mode": mode})
+        method = f"engine + {label} early stopping (rounds of {settings.round_size})"
+
+        def early(mode=mode, method=method):
+            eng = ScoringEngine(model, ScoreSettings.from_profile(cfg, n_draws=K, early_stop=mode), device)
+            t, stopped[mode], mem = timed(lambda: eng.score(x, C), device, repeat=2, warmup=lambda: eng.score(x[:4], C))
+            rows.append({"method": method, "evals_per_s": stopped[mode].unet_evals.sum() / t, "wall_s": t,
+                         "mode": mode, "precision": p, "peak_mem_gb": mem})
+
+        attempt(method, p, early)
 
     # where the ceiling lies: the raw forward over batch sizes (less precise than the interleaved rounds above)
     for b in a.batch_sizes:
-        t, _ = timed(raw_forward(b, 1), repeat=max(3, 1024 // b))
-        rows.append({"method": f"raw UNet forward, batch-size sweep (batch {b}, {engine.precision})",
-                     "evals_per_s": b / t})
+        def sweep(b=b):
+            t, _, mem = timed(raw_forward(b, 1), device, repeat=max(3, 1024 // b))
+            rows.append({"method": f"raw UNet forward, batch-size sweep (batch {b}, {p})", "evals_per_s": b / t,
+                         "precision": p, "peak_mem_gb": mem})
+
+        attempt(f"raw UNet forward, batch-size sweep (batch {b}, {p})", p, sweep)
+
+    peaks = {q: max(v, matmul_peak(device, q, n)) for q, v in peaks.items()}
+    # FLOPs of one UNet evaluation: the forward, linear in the batch, so counted on 2 images
+    xf, uf, lf = x[:2].to(device), torch.rand(2, device=device), torch.zeros(2, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        flops = count_flops(lambda: model.predict(xf, uf, lf)) / 2
 
     df = pd.DataFrame(rows)
     df["ratio_vs_raw"] = df.evals_per_s / rows[0]["evals_per_s"]
     df["ratio_vs_naive"] = df.evals_per_s / rows[2]["evals_per_s"]
     df["images_per_s"] = df.evals_per_s / (C * K)
     df["unet_evals_per_image"] = float(C * K)
-    df["note"] = ""
+    df["gflop_per_eval"] = flops / 1e9
+    df["achieved_gflops"] = df.evals_per_s * df.gflop_per_eval
+    df["mfu"] = df.achieved_gflops * 1e9 / df.precision.map(peaks)
+    df["note"] = df.get("note", pd.Series("", index=df.index)).fillna("")
+    for col in ("wall_s", "mode", "peak_mem_gb"):
+        if col not in df:
+            df[col] = np.nan
     for mode, es in stopped.items():
         at = df["mode"] == mode
         same = decision.predict_vote(es.E) == decision.predict_vote(full.E)
@@ -167,21 +244,26 @@ def main():
             f"{len(x) / df.loc[at, 'wall_s'].item():.1f} images/s; predictions identical to the full vote on "
             f"{same.sum()}/{len(same)} images" + ("; exact stopping needs > K/2 draws, so < 2x for C = 2"
                                                   if mode == "exact" else ""))
-    df = df.drop(columns=["wall_s", "mode"])
-    df.loc[df.method == f"engine (batch {bs}, {engine.precision})", "note"] = (
+    df = df.reindex(columns=["method", "evals_per_s", "ratio_vs_raw", "ratio_vs_naive", "images_per_s",
+                             "unet_evals_per_image", "gflop_per_eval", "achieved_gflops", "mfu", "peak_mem_gb", "note"])
+    df.loc[df.method == f"engine (batch {bs}, {p})", "note"] = (
         f"{forward_share:.1%} of the engine's wall time is spent in the UNet forward itself (own overhead "
         f"{1 - forward_share:.1%}); timed in {a.rounds} interleaved rounds with the raw forward and the naive loop")
-    df.loc[df.method.str.contains("compile"), "note"] = (
-        f"decisions agree with the eager engine on {(decision.predict_vote(full_comp.E) == decision.predict_vote(full.E)).mean():.1%}"
-        f" (vote rule); max |dE| {np.nanmax(np.abs(full.E - full_comp.E)):.2e}")
-    agree = {r: float((decision.predict(full.E, r) == decision.predict(full32.E, r)).mean()) for r in ("mean", "vote")}
-    df.loc[df.method.str.startswith("engine (") & df.method.str.contains("fp32"), "note"] = (
-        f"bf16 vs fp32 decisions agree on {agree['mean']:.1%} (mean rule), {agree['vote']:.1%} (vote rule); "
-        f"max |dE| {np.nanmax(np.abs(full.E - full32.E)):.2e}")
-    df.insert(0, "setup", f"{a.task} {a.profile} ({weights} weights), {len(x)} images x {C} classes x {K} draws, "
-                          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                          f"torch {torch.__version__}")
-    out = results_dir() / "benchmarks" / "scoring.csv"
+    if full_comp is not None:
+        df.loc[df.method.str.contains("compile"), "note"] = (
+            f"decisions agree with the eager engine on {(decision.predict_vote(full_comp.E) == decision.predict_vote(full.E)).mean():.1%}"
+            f" (vote rule); max |dE| {np.nanmax(np.abs(full.E - full_comp.E)):.2e}")
+    if full32 is not None:
+        agree = {r: float((decision.predict(full.E, r) == decision.predict(full32.E, r)).mean()) for r in ("mean", "vote")}
+        df.loc[df.method.str.startswith("engine (") & df.method.str.contains("fp32"), "note"] = (
+            f"{p} vs fp32 decisions agree on {agree['mean']:.1%} (mean rule), {agree['vote']:.1%} (vote rule); "
+            f"max |dE| {np.nanmax(np.abs(full.E - full32.E)):.2e}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    df.insert(0, "setup", f"{a.task} {a.profile} ({weights} weights, {data}), {len(x)} images x {C} classes x {K} "
+                          f"draws, {name}, {threads} threads, torch {torch.__version__}; matmul peak " +
+                          ", ".join(f"{'fp32' if q == 'no' else q} {v / 1e9:.0f} GFLOP/s" for q, v in peaks.items()))
+    out = results_dir() / "benchmarks" / (a.out or "scoring.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
     df.round(3).to_csv(out, index=False)
     with pd.option_context("display.max_colwidth", 200, "display.width", 250):
         print(df.drop(columns="setup").round(3).to_string(index=False))

@@ -72,13 +72,17 @@ def tiny_cfg(**train):
     return cfg
 
 
-@pytest.fixture
-def tiny_data():
+def tiny_training_data():
     import torch
     g = torch.Generator().manual_seed(0)
     y = torch.arange(64) % 2
     x = (torch.rand(64, 1, 8, 8, generator=g) * 0.5 - 0.75 + 0.9 * y[:, None, None, None]).clamp(-1, 1)
     return x, y.numpy()
+
+
+@pytest.fixture
+def tiny_data():
+    return tiny_training_data()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@
 `Denoiser` is the one interface the scoring engine, the explanation maps and the sampler use:
     encode(x)                 image -> the space the diffusion runs in (identity here; the VAE for Stable Diffusion)
     predict(x_t, u, labels)   the network's raw prediction (eps, v or x0, per schedule.prediction_type)
+    forward(x_t, u, labels)   the same: training calls the module (through the DDP wrapper with several processes)
 Checkpoints are diffusers folders (config.json + safetensors) plus `denoiser.json` with the schedule and
 class names; loading never unpickles.
 """

@@ -1,4 +1,6 @@
-"""Device and precision choice, shared by training and scoring."""
+"""Device, precision and CPU thread choice, shared by training, scoring and the benchmarks."""
+import os
+
 import torch
 
 
@@ -27,3 +29,19 @@ def resolve_precision(setting: str, device: torch.device) -> str:
 def autocast(device: torch.device, precision: str):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cap_threads() -> int:
+    """Limit this process's torch threads to its share of the cores: the usable cores divided by the processes
+    launched on this machine (LOCAL_WORLD_SIZE, set by torchrun and accelerate launch). The launchers only pick
+    1 thread when OMP_NUM_THREADS is unset, so an exported OMP_NUM_THREADS would otherwise oversubscribe; a
+    lower setting is kept. Returns the number of threads."""
+    share = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    threads = min(torch.get_num_threads(), share)
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return threads

@@ -105,6 +105,9 @@ class FoundationDenoiser(torch.nn.Module):
     def predict(self, z_t, u, labels):
         return self.unet(z_t, self.schedule.model_time(u), encoder_hidden_states=self.prompt_embeds[labels]).sample
 
+    def forward(self, z_t, u, labels):  # training calls the model (through its DDP wrapper), not predict
+        return self.predict(z_t, u, labels)
+
     # ------------------------------------------------------------------ fine-tuned weights
     def save(self, path):
         """LoRA: the adapter weights; full fine-tuning: the UNet. Safetensors plus a JSON of the prompts."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import decision, study
 from .denoiser import Denoiser
+from .device import cap_threads
 from .scoring import ScoreSettings, ScoringEngine
 
 
@@ -41,6 +42,7 @@ def main(argv=None):
     from accelerate import PartialState
 
     state = PartialState()  # sets up torch.distributed (gloo on CPU, nccl on GPU) under torchrun/accelerate
+    cap_threads()  # processes x threads <= cores
     p = study.prepare(a.task, a.profile, a.data_root, a.seed)
     model = Denoiser.load(a.checkpoint, p.class_names)
     changes = {k: v for k, v in {"n_draws": a.n_draws, "t_sampling": a.t_sampling, "batch_size": a.batch_size,

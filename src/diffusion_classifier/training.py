@@ -3,7 +3,13 @@
 AdamW, linear warm-up then cosine decay, EMA weights (used for evaluation), gradient clipping, label dropout
 to the null label, optional min-SNR weighting; `accelerate` for devices, mixed precision and several GPUs.
 Everything random in step s (batch indices, flips, times, noise, label dropout) comes from a generator seeded
-by (seed, s, process), so a run resumed from a checkpoint reaches the same weights as an uninterrupted one.
+by (seed, s), so a run resumed from a checkpoint reaches the same weights as an uninterrupted one.
+
+Several processes: `train.batch_size` is the global batch. Every process draws the randomness of the whole
+batch from the shared (seed, s) generator and trains on its own equal slice (process i of P: rows
+i*B/P .. (i+1)*B/P - 1), so P processes with B/P images each see exactly the draws of one process with B, and
+the gradients the DDP wrapper averages are those of the one-process batch (equal up to floating-point summation
+order). Only dropout masks (torch's global generator) differ per process. B must be a multiple of P.
 """
 import copy
 import json
@@ -18,22 +24,27 @@ from tqdm.auto import tqdm
 
 from .checkpointing import atomic_dir_write, load_state, save_state
 from .denoiser import Denoiser, build_unet
-from .device import default_device, resolve_precision
+from .device import cap_threads, default_device, resolve_precision
 from .preprocess import augment
 
 FINAL, LAST = "final", "last"
 
 
-def diffusion_loss(model, x0, labels, generator, cfg) -> torch.Tensor:
+def diffusion_loss(model, x0, labels, generator, cfg, net=None, shard=(0, 1)) -> torch.Tensor:
+    """Mean loss over (x0, labels), which are part `shard` = (index, count) of `count` equal parts of a batch.
+    The times, noise and label dropout are drawn for the whole batch (so every process consumes `generator`
+    alike) and the part's rows kept. `net` runs the prediction: in training the prepared model, whose
+    (DDP) forward makes backward average the gradients over processes; by default `model` itself."""
     d = cfg["diffusion"]
     x0 = model.encode(x0)  # identity for pixel-space models, the frozen VAE for Stable Diffusion
-    n = x0.shape[0]
-    u = torch.rand(n, generator=generator).to(x0.device)
-    eps = torch.randn(x0.shape, generator=generator).to(x0.device)
-    drop = (torch.rand(n, generator=generator) < d["label_dropout"]).to(x0.device)
+    part = x0.shape[0]
+    n, rows = part * shard[1], slice(part * shard[0], part * (shard[0] + 1))
+    u = torch.rand(n, generator=generator)[rows].to(x0.device)
+    eps = torch.randn((n, *x0.shape[1:]), generator=generator)[rows].to(x0.device)
+    drop = (torch.rand(n, generator=generator)[rows] < d["label_dropout"]).to(x0.device)
     labels = torch.where(drop, torch.full_like(labels, model.null_label), labels)
     x_t = model.schedule.add_noise(x0, eps, u)
-    pred = model.predict(x_t, u, labels).float()
+    pred = (model if net is None else net)(x_t, u, labels).float()
     per_sample = (pred - model.schedule.target(x0, eps, u)).pow(2).flatten(1).mean(1)
     return (model.schedule.loss_weight(u, d["loss_weighting"], d["min_snr_gamma"]) * per_sample).mean()
 
@@ -87,7 +98,7 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
                    stop_after: int | None = None, model=None):
     """Train (or resume, or return the finished model from) `out_dir`. Returns (EMA model, history DataFrame).
 
-    `model`: any denoiser with the `Denoiser` interface (predict, schedule, save, load_trainable); by default a
+    `model`: any denoiser with the `Denoiser` interface (forward, schedule, save, load_trainable); by default a
     fresh class-conditional UNet from the profile. Only its parameters with requires_grad are trained (LoRA).
     `stop_after` ends the run early after that many steps, as a kill would (used by the resume test).
     """
@@ -104,6 +115,7 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
             return model.eval(), pd.DataFrame(info["history"])
 
     device = default_device()
+    cap_threads()  # several processes on one CPU: processes x threads <= cores
     accelerator = Accelerator(mixed_precision=resolve_precision(t["mixed_precision"], device),
                               cpu=device.type == "cpu")
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -121,21 +133,27 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
         warnings.simplefilter("ignore")
         for _ in range(step):
             scheduler.step()
-    model, optimizer = accelerator.prepare(model, optimizer)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if t["batch_size"] % world:
+        raise ValueError(f"train.batch_size {t['batch_size']} (the global batch) must be a multiple of the "
+                         f"{world} processes")
+    mine = slice(rank * t["batch_size"] // world, (rank + 1) * t["batch_size"] // world)
+    model, optimizer = accelerator.prepare(model, optimizer)  # model: the DDP wrapper with several processes
     ema.to(accelerator.device)
-    raw = accelerator.unwrap_model(model)
+    raw = accelerator.unwrap_model(model)  # the module itself: encode, schedule, checkpoints, the EMA's source
     y_val = torch.as_tensor(y_val)
     y_train = torch.as_tensor(y_train)
 
     bar = tqdm(total=t["steps"], initial=step, desc=f"train {cfg.get('task')}", disable=not accelerator.is_main_process)
     running = []
     while step < t["steps"]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + accelerator.process_index)
-        torch.manual_seed(seed * 1_000_003 + step * 101 + accelerator.process_index)  # dropout, if any
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step * 101)  # the same in every process
+        torch.manual_seed(seed * 1_000_003 + step * 101 + rank)  # dropout, if any: own masks per process
         idx = batch_indices(y_train, t["batch_size"], g, t["balanced_sampling"])
-        xb = augment(x_train[idx], g, cfg["data"]["hflip"], cfg["data"]["vflip"]).to(accelerator.device)
+        xb = augment(x_train[idx], g, cfg["data"]["hflip"], cfg["data"]["vflip"])[mine].to(accelerator.device)
         with accelerator.autocast():
-            loss = diffusion_loss(raw, xb, y_train[idx].to(accelerator.device), g, cfg)
+            loss = diffusion_loss(raw, xb, y_train[idx][mine].to(accelerator.device), g, cfg, net=model,
+                                  shard=(rank, world))
         accelerator.backward(loss)
         if t["grad_clip"]:
             accelerator.clip_grad_norm_(model.parameters(), t["grad_clip"])
@@ -148,7 +166,7 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
             shadow = dict(ema.named_parameters())
             torch._foreach_lerp_([shadow[n] for n in trainable], [live[n] for n in trainable], 1 - decay)
         step += 1
-        running.append(loss.item())
+        running.append(accelerator.reduce(loss.detach(), "mean").item())  # the loss of the global batch
         bar.update(1)
         bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}")
         checkpoint = step % t["checkpoint_every"] == 0 or step == t["steps"]
