@@ -21,14 +21,51 @@ def test_pneumonia_official_counts():
 
 
 @pytest.mark.skipif(not (REAL_DATA / "isic2017").exists(), reason="shared data absent")
-def test_melanoma_official_counts_and_cache(monkeypatch):
+def test_melanoma_official_counts_near_duplicates_dropped_and_cache(monkeypatch):
+    official = datasets.read_isic2017(REAL_DATA / "isic2017", 32)
+    assert {s: official[s].counts(2).tolist() for s in datasets.SPLITS} == \
+        {"train": [1626, 374], "val": [120, 30], "test": [483, 117]}
     data = datasets.load_task("melanoma", REAL_DATA, size=32)
-    assert counts(data) == {"train": [1626, 374], "val": [120, 30], "test": [483, 117]}
-    assert data.splits["test"].images.shape == (600, 32, 32, 3)
+    # 29 pairs: 10 inside train, 2 train-val, 11 train-test, 2 val-test, 4 inside test; the later member goes
+    assert data.notes["near_duplicates_dropped"] == {"train": 10, "val": 2, "test": 17}
+    assert counts(data) == {"train": [1620, 370], "val": [119, 29], "test": [469, 114]}
+    assert data.splits["test"].images.shape == (583, 32, 32, 3)
+    kept = {i for s in data.splits.values() for i in s.ids}
+    pairs = datasets.isic2017_near_duplicates()
+    assert len(pairs) == 29 and not any(a in kept and b in kept for a, b in pairs)
+    # every kept image is the official one: same pixels and label as in the reader's full split
+    row = {iid: k for k, iid in enumerate(official["test"].ids)}
+    idx = [row[i] for i in data.splits["test"].ids]
+    assert np.array_equal(data.splits["test"].images, official["test"].images[idx])
+    assert np.array_equal(data.splits["test"].labels, official["test"].labels[idx])
     # second load comes from the cache: decoding is never called again
     monkeypatch.setattr(datasets, "_decode", lambda *a: (_ for _ in ()).throw(AssertionError("decoded twice")))
     again = datasets.load_task("melanoma", REAL_DATA, size=32)
     assert np.array_equal(again.splits["test"].images, data.splits["test"].images)
+
+
+@pytest.mark.skipif(not (REAL_DATA / "isic2017_melanoma_64.npz").exists(), reason="shared data absent")
+def test_shipped_near_duplicate_list_is_the_shared_one():
+    with np.load(REAL_DATA / "isic2017_melanoma_64.npz") as z:
+        shared = [tuple(p) for p in z["near_duplicates"].tolist()]
+    assert datasets.isic2017_near_duplicates() == shared
+
+
+def test_near_duplicates_drop_the_later_member(isic_folder, monkeypatch):
+    pairs = [("ISIC_Te00003", "ISIC_Tr00001"),  # test after train: the test image goes
+             ("ISIC_Va00000", "ISIC_Te00000"),  # test after val
+             ("ISIC_Te00002", "ISIC_Te00001"),  # same split: the later row goes
+             ("ISIC_Tr00004", "ISIC_Tr00002"),
+             ("ISIC_Va00003", "ISIC_0000000")]  # one member absent: nothing to drop
+    monkeypatch.setattr(datasets, "isic2017_near_duplicates", lambda: pairs)
+    data = datasets.load_task("melanoma", isic_folder.parent, size=8)
+    assert data.notes["near_duplicates_dropped"] == {"train": 1, "val": 0, "test": 3}
+    assert data.splits["train"].ids.tolist() == ["ISIC_Tr00000", "ISIC_Tr00001", "ISIC_Tr00002", "ISIC_Tr00003",
+                                                 "ISIC_Tr00005"]
+    assert data.splits["test"].ids.tolist() == ["ISIC_Te00001"]
+    full = datasets.read_isic2017(isic_folder, 8)
+    assert np.array_equal(data.splits["test"].images[0], full["test"].images[1])
+    assert data.splits["test"].labels.tolist() == [full["test"].labels[1]]
 
 
 def test_npz_reader_normalises_shapes(make_npz):

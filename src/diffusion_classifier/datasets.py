@@ -9,7 +9,8 @@ path, size and modification time of every source image: any change is noticed an
 
 Tasks
     pneumonia          PneumoniaMNIST npz (0 normal, 1 pneumonia); stands in for the paper's CheXpert
-    melanoma           ISIC 2017 Task 3a, official folder layout (1 melanoma vs 0 nevus / seborrheic keratosis)
+    melanoma           ISIC 2017 Task 3a, official folder layout (1 melanoma vs 0 nevus / seborrheic keratosis),
+                       near-duplicate images dropped (the later of each pair, train < val < test)
     melanoma_balanced  ISIC 2017 + 2018, balanced, 64 px npz (closest to the authors' balanced ISIC set)
     dermamnist         DermaMNIST npz: melanoma (4) vs melanocytic nevus (5)
     isic2020           ISIC 2019/2020 layout: CSV `image_name,target` + JPEG folder, split 80/10/10 seeded
@@ -24,6 +25,7 @@ import json
 import warnings
 import zipfile
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,8 @@ from .paths import cache_dir, data_root
 SPLITS = ("train", "val", "test")
 # Bump when decoding/resizing of folder layouts or the cache format changes. 2: caches record their sources.
 CACHE_VERSION = 2
+# Pairs of ISIC 2017 ids showing the same lesion image (package data; see isic2017_near_duplicates()).
+NEAR_DUPLICATES_CSV = "isic2017_near_duplicates.csv"
 
 # Official MedMNIST v2 files (28 px): zenodo record 10519652, md5 from medmnist's INFO table.
 MEDMNIST_FILES = {
@@ -416,6 +420,33 @@ def read_isic2017(root: Path, size: int, strict: bool = False) -> dict[str, Spli
     return splits
 
 
+def isic2017_near_duplicates() -> list[tuple[str, str]]:
+    """The 29 pairs of ISIC 2017 image ids that show the same lesion image (re-uploads, some with other colour
+    processing). Found on 16 px grey thumbnails (cosine >= 0.98) and checked by eye when the shared data was
+    built (`near_duplicates` of isic2017_melanoma_64.npz); shipped with the package as ids only."""
+    text = resources.files(__package__).joinpath(NEAR_DUPLICATES_CSV).read_text(encoding="utf-8")
+    return [(r["image_id"], r["duplicate_id"]) for r in csv.DictReader(io.StringIO(text))]
+
+
+def _subset(s: Split, keep: np.ndarray) -> Split:
+    return Split(s.images[keep], s.labels[keep], None if s.ids is None else s.ids[keep],
+                 None if s.sources is None else s.sources[keep])
+
+
+def drop_near_duplicates(splits: dict[str, Split], pairs) -> dict[str, int]:
+    """Drop the later member of each pair present, in the order train < val < test and, within a split, the later
+    row: the first copy of an image stays, so a test image that repeats a train image leaves the test set.
+    Changes `splits` in place; returns the number dropped per split."""
+    where = {iid: (rank, row) for rank, split in enumerate(SPLITS) for row, iid in enumerate(splits[split].ids)}
+    drop = {max(where[a], where[b]) for a, b in pairs if a in where and b in where}
+    dropped = {}
+    for rank, split in enumerate(SPLITS):
+        rows = [row for r, row in drop if r == rank]
+        splits[split] = _subset(splits[split], np.setdiff1d(np.arange(len(splits[split])), rows))
+        dropped[split] = len(rows)
+    return dropped
+
+
 def _seeded_split(n: int, labels: np.ndarray, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
     """Stratified train/val/test index split (the authors' ISIC code split 80/10/10)."""
     rng = np.random.default_rng(seed)
@@ -558,6 +589,7 @@ def load_task(task: str, root=None, size: int = 64, download: bool = True, seed:
         splits = read_npz(source, 2)
     elif task == "melanoma":
         splits = read_isic2017(_require(source, "ISIC 2017 folder", "see data/README.md"), size, strict)
+        notes["near_duplicates_dropped"] = drop_near_duplicates(splits, isic2017_near_duplicates())
     elif task == "isic2020":
         csv_path = next(iter(sorted(source.glob("*GroundTruth*.csv"))), source / "ISIC_2020_Training_GroundTruth.csv")
         image_dir = source / "train" if (source / "train").exists() else source
