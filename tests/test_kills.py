@@ -42,12 +42,16 @@ def score_worker(argv):
     score.main(argv)
 
 
-def run(target, *args) -> float:
-    """Run target to its end in a child process; its wall time."""
+def run(target, *args, timeout: float = 120) -> float:
+    """Run target to its end in a child process; its wall time. A hung child fails the test instead of CI."""
     start = time.perf_counter()
     p = FORK.Process(target=target, args=args)
     p.start()
-    p.join()
+    p.join(timeout)
+    if p.is_alive():
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+        pytest.fail(f"{target.__name__} still running after {timeout} s")
     assert p.exitcode == 0, f"{target.__name__} failed with exit code {p.exitcode}"
     return time.perf_counter() - start
 
