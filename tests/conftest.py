@@ -92,3 +92,14 @@ def tiny_model():
     torch.manual_seed(0)
     cfg = tiny_cfg()
     return Denoiser(build_unet(cfg, 1, 2), cfg, ["a", "b"]).eval()
+
+
+@pytest.fixture
+def smoke_checkpoint(tmp_path):
+    """A tiny untrained pneumonia denoiser saved at the smoke profile's resolution (16 px), as the CLI expects."""
+    from diffusion_classifier.denoiser import Denoiser, build_unet
+    import torch
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    cfg["data"]["resolution"] = 16
+    return Denoiser(build_unet(cfg, 1, 2), cfg, ["normal", "pneumonia"]).save(tmp_path / "ckpt")

@@ -21,14 +21,51 @@ def test_pneumonia_official_counts():
 
 
 @pytest.mark.skipif(not (REAL_DATA / "isic2017").exists(), reason="shared data absent")
-def test_melanoma_official_counts_and_cache(monkeypatch):
+def test_melanoma_official_counts_near_duplicates_dropped_and_cache(monkeypatch):
+    official = datasets.read_isic2017(REAL_DATA / "isic2017", 32)
+    assert {s: official[s].counts(2).tolist() for s in datasets.SPLITS} == \
+        {"train": [1626, 374], "val": [120, 30], "test": [483, 117]}
     data = datasets.load_task("melanoma", REAL_DATA, size=32)
-    assert counts(data) == {"train": [1626, 374], "val": [120, 30], "test": [483, 117]}
-    assert data.splits["test"].images.shape == (600, 32, 32, 3)
+    # 29 pairs: 10 inside train, 2 train-val, 11 train-test, 2 val-test, 4 inside test; the later member goes
+    assert data.notes["near_duplicates_dropped"] == {"train": 10, "val": 2, "test": 17}
+    assert counts(data) == {"train": [1620, 370], "val": [119, 29], "test": [469, 114]}
+    assert data.splits["test"].images.shape == (583, 32, 32, 3)
+    kept = {i for s in data.splits.values() for i in s.ids}
+    pairs = datasets.isic2017_near_duplicates()
+    assert len(pairs) == 29 and not any(a in kept and b in kept for a, b in pairs)
+    # every kept image is the official one: same pixels and label as in the reader's full split
+    row = {iid: k for k, iid in enumerate(official["test"].ids)}
+    idx = [row[i] for i in data.splits["test"].ids]
+    assert np.array_equal(data.splits["test"].images, official["test"].images[idx])
+    assert np.array_equal(data.splits["test"].labels, official["test"].labels[idx])
     # second load comes from the cache: decoding is never called again
     monkeypatch.setattr(datasets, "_decode", lambda *a: (_ for _ in ()).throw(AssertionError("decoded twice")))
     again = datasets.load_task("melanoma", REAL_DATA, size=32)
     assert np.array_equal(again.splits["test"].images, data.splits["test"].images)
+
+
+@pytest.mark.skipif(not (REAL_DATA / "isic2017_melanoma_64.npz").exists(), reason="shared data absent")
+def test_shipped_near_duplicate_list_is_the_shared_one():
+    with np.load(REAL_DATA / "isic2017_melanoma_64.npz") as z:
+        shared = [tuple(p) for p in z["near_duplicates"].tolist()]
+    assert datasets.isic2017_near_duplicates() == shared
+
+
+def test_near_duplicates_drop_the_later_member(isic_folder, monkeypatch):
+    pairs = [("ISIC_Te00003", "ISIC_Tr00001"),  # test after train: the test image goes
+             ("ISIC_Va00000", "ISIC_Te00000"),  # test after val
+             ("ISIC_Te00002", "ISIC_Te00001"),  # same split: the later row goes
+             ("ISIC_Tr00004", "ISIC_Tr00002"),
+             ("ISIC_Va00003", "ISIC_0000000")]  # one member absent: nothing to drop
+    monkeypatch.setattr(datasets, "isic2017_near_duplicates", lambda: pairs)
+    data = datasets.load_task("melanoma", isic_folder.parent, size=8)
+    assert data.notes["near_duplicates_dropped"] == {"train": 1, "val": 0, "test": 3}
+    assert data.splits["train"].ids.tolist() == ["ISIC_Tr00000", "ISIC_Tr00001", "ISIC_Tr00002", "ISIC_Tr00003",
+                                                 "ISIC_Tr00005"]
+    assert data.splits["test"].ids.tolist() == ["ISIC_Te00001"]
+    full = datasets.read_isic2017(isic_folder, 8)
+    assert np.array_equal(data.splits["test"].images[0], full["test"].images[1])
+    assert data.splits["test"].labels.tolist() == [full["test"].labels[1]]
 
 
 def test_npz_reader_normalises_shapes(make_npz):
@@ -118,10 +155,10 @@ def test_truncated_npz(make_npz):
 
 def test_corrupt_npz(tmp_path):
     path = tmp_path / "bad.npz"
-    path.write_bytes(b"not a zip file at all" * 10)
+    path.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 2)
     with pytest.raises(DataError) as e:
         datasets.read_npz(path, 2)
-    one_line(e, str(path), "corrupt")
+    one_line(e, str(path), "truncated or corrupt", "516 bytes")
 
 
 def test_missing_keys(make_npz):
@@ -202,3 +239,236 @@ def test_preprocess_range_and_determinism(make_npz):
     b = preprocess.to_tensor(splits["train"].images, 16)
     assert a.shape == (24, 1, 16, 16) and a.min() >= -1 and a.max() <= 1
     assert (a == b).all()
+
+
+# --------------------------------------------------------------------------- decoded-image cache keyed by content
+
+def test_cache_notices_an_edited_image(isic_folder):
+    first = datasets.read_isic2017(isic_folder, 8)
+    edited = isic_folder / "ISIC-2017_Test_v2_Data" / "ISIC_Te00001.jpg"
+    Image.fromarray(np.full((20, 30, 3), 255, np.uint8)).save(edited)  # same count, same name, new content
+    with pytest.warns(UserWarning, match=r"1 changed \(first ISIC_Te00001.jpg\); decoding the images again"):
+        second = datasets.read_isic2017(isic_folder, 8)
+    assert second["test"].images[1].min() > 240 and not np.array_equal(first["test"].images[1], second["test"].images[1])
+    assert np.array_equal(first["test"].images[[0, 2, 3]], second["test"].images[[0, 2, 3]])
+
+
+def test_cache_never_serves_a_deleted_image(isic_folder):
+    datasets.read_isic2017(isic_folder, 8)
+    (isic_folder / "ISIC-2017_Test_v2_Data" / "ISIC_Te00002.jpg").unlink()
+    with pytest.raises(DataError) as e:
+        datasets.read_isic2017(isic_folder, 8)
+    one_line(e, "ISIC_Te00002.jpg", "ISIC-2017_Test_v2_Part3_GroundTruth.csv: line 4", "missing")
+
+
+def test_cache_of_another_folder_is_not_used(isic_folder, tmp_path):
+    import shutil
+    original = datasets.read_isic2017(isic_folder, 8)
+    copy = tmp_path / "copy" / "isic2017"
+    shutil.copytree(isic_folder, copy)  # same names and counts, so the old cache key (source, split, size) collided
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(copy / "ISIC-2017_Test_v2_Data" / "ISIC_Te00000.jpg")
+    copied = datasets.read_isic2017(copy, 8)
+    assert copied["test"].images[0].max() < 10 and original["test"].images[0].max() > 10
+
+
+def test_unreadable_cache_is_rebuilt(isic_folder):
+    from diffusion_classifier.paths import cache_dir
+    first = datasets.read_isic2017(isic_folder, 8)
+    for f in cache_dir().glob("isic2017_val_*.npz"):
+        f.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = datasets.read_isic2017(isic_folder, 8)
+    assert np.array_equal(first["val"].images, again["val"].images)
+
+
+# --------------------------------------------------------------------------- ground-truth integrity
+
+def edit_csv(folder, name, old, new):
+    path = folder / f"ISIC-2017_{name}_Part3_GroundTruth.csv"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_duplicate_id_in_ground_truth(isic_folder):
+    path = isic_folder / "ISIC-2017_Test_v2_Part3_GroundTruth.csv"
+    path.write_text(path.read_text() + "ISIC_Te00001,1.0,0.0\n")  # one repeated row
+    with pytest.raises(DataError) as e:
+        datasets.read_isic2017(isic_folder, 8)
+    one_line(e, f"{path}: line 6", "'ISIC_Te00001' repeats", "line 3")
+
+
+def test_same_image_in_two_splits(isic_folder):
+    import shutil
+    shutil.copy(isic_folder / "ISIC-2017_Training_Data" / "ISIC_Tr00002.jpg", isic_folder / "ISIC-2017_Validation_Data")
+    path = edit_csv(isic_folder, "Validation", "ISIC_Va00003,", "ISIC_Tr00002,")
+    with pytest.raises(DataError) as e:
+        datasets.read_isic2017(isic_folder, 8)
+    one_line(e, f"{path}: line 5", "ISIC_Tr00002", "Training_Part3_GroundTruth.csv: line 4")
+
+
+def test_contradictory_labels(isic_folder):
+    path = edit_csv(isic_folder, "Test_v2", "ISIC_Te00001,1.0,0.0", "ISIC_Te00001,1.0,1.0")
+    with pytest.raises(DataError) as e:
+        datasets.read_isic2017(isic_folder, 8)
+    one_line(e, f"{path}: line 3", "melanoma and seborrheic_keratosis", "one class per image")
+
+
+def test_label_that_is_not_zero_or_one(isic_folder):
+    path = edit_csv(isic_folder, "Training", "ISIC_Tr00003,1.0,0.0", "ISIC_Tr00003,,0.0")
+    with pytest.raises(DataError) as e:
+        datasets.read_isic2017(isic_folder, 8)
+    one_line(e, f"{path}: line 5", "'melanoma'", "must be 0 or 1")
+
+
+def test_images_without_ground_truth_warn_or_fail_when_strict(isic_folder):
+    extra = isic_folder / "ISIC-2017_Training_Data" / "ISIC_9999999.jpg"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(extra)
+    with pytest.warns(UserWarning, match="1 images not listed in ISIC-2017_Training_Part3_GroundTruth.csv"):
+        data = datasets.load_task("melanoma", isic_folder.parent, size=8)
+    assert len(data.splits["train"]) == 6
+    with pytest.raises(DataError) as e:
+        datasets.load_task("melanoma", isic_folder.parent, size=8, strict=True)
+    one_line(e, "ISIC-2017_Training_Data", "ISIC_9999999.jpg", "strict")
+
+
+@pytest.mark.parametrize("content,words", [
+    (b"", ["empty file", "0 bytes"]),
+    (b"image_id,melanoma,seborrheic_keratosis\n", ["no rows", "header only"]),
+    ("image_id,melanoma,seborrheic_keratosis\nISIC_Va00000,0.0,0.0\nISIC_Va00001,1.0,0.0,extra\n".encode(),
+     ["line 3", "4 fields, the header has 3"]),
+    ("image_id,melanoma,seborrheic_keratosis\nISIC_Va00000,0.0,0.0\nISIC_Vä00001,1.0,0.0\n".encode("latin-1"),
+     ["line 3", "not UTF-8", "0xe4"]),
+    (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb5\xfa\x9c\x01", ["not UTF-8", "zip archive"]),
+])
+def test_unreadable_ground_truth_files(isic_folder, content, words):
+    path = isic_folder / "ISIC-2017_Validation_Part3_GroundTruth.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as e:
+        datasets.read_isic2017(isic_folder, 8)
+    one_line(e, str(path), *words)
+
+
+def test_csv_with_byte_order_mark_is_read(isic_folder):
+    path = isic_folder / "ISIC-2017_Validation_Part3_GroundTruth.csv"
+    path.write_text("\ufeff" + path.read_text(), encoding="utf-8")  # as Excel saves "CSV UTF-8"
+    assert datasets.read_isic2017(isic_folder, 8)["val"].labels.tolist() == [0, 1, 0, 1]
+
+
+def isic_csv_folder(tmp_path, header, rows):
+    folder = tmp_path / "data" / "isic2020"
+    (folder / "train").mkdir(parents=True)
+    for r in rows:
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(folder / "train" / f"{r.split(',')[0]}.jpg")
+    path = folder / "ISIC_2019_Training_GroundTruth.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_isic2019_one_hot_rows_must_name_one_class(tmp_path):
+    rows = [f"ISIC_{i},{float(i % 2)},{float(1 - i % 2)},0.0" for i in range(20)]
+    rows[7] = "ISIC_7,1.0,1.0,0.0"
+    path = isic_csv_folder(tmp_path, "image,MEL,NV,BCC", rows)
+    with pytest.raises(DataError) as e:
+        datasets.load_task("isic2020", path.parent.parent, size=8)
+    one_line(e, f"{path}: line 9", "'ISIC_7'", "MEL and NV", "one class per image")
+    rows[7] = "ISIC_7,0.0,0.0,0.0"
+    path.write_text("\n".join(["image,MEL,NV,BCC", *rows]) + "\n")
+    with pytest.raises(DataError) as e:
+        datasets.load_task("isic2020", path.parent.parent, size=8)
+    one_line(e, f"{path}: line 9", "none of ['MEL', 'NV', 'BCC']")
+
+
+def test_isic2020_target_contradicting_diagnosis_and_duplicate_name(tmp_path):
+    rows = [f"ISIC_{i},{i % 2},{'malignant' if i % 2 else 'benign'}" for i in range(20)]
+    rows[3] = "ISIC_3,1,benign"
+    path = isic_csv_folder(tmp_path, "image_name,target,benign_malignant", rows)
+    with pytest.raises(DataError) as e:
+        datasets.load_task("isic2020", path.parent.parent, size=8)
+    one_line(e, f"{path}: line 5", "target 1 contradicts benign_malignant 'benign'")
+    rows[3] = "ISIC_5,1,malignant"
+    path.write_text("\n".join(["image_name,target,benign_malignant", *rows]) + "\n")
+    with pytest.raises(DataError) as e:
+        datasets.load_task("isic2020", path.parent.parent, size=8)
+    one_line(e, f"{path}: line 7", "'ISIC_5' repeats", "line 5")
+
+
+def chexpert_folder(tmp_path, rows):
+    root = tmp_path / "data" / "CheXpert-v1.0-small"
+    for split in ("train", "valid"):
+        lines = ["Path,Frontal/Lateral,No Finding,Pleural Effusion"]
+        for i, (nf, pe) in enumerate(rows):
+            rel = f"CheXpert-v1.0-small/{split}/patient{i:05d}/study1/view1_frontal.jpg"
+            (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((12, 12), i, dtype=np.uint8)).save(tmp_path / "data" / rel)
+            lines.append(f"{rel},Frontal,{nf},{pe}")
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_chexpert_label_values_and_contradictions(tmp_path):
+    rows = [("", "1.0"), ("1.0", ""), ("", "0.0"), ("", "-1.0")] * 10
+    root = chexpert_folder(tmp_path, rows)
+    assert len(datasets.load_task("chexpert", root.parent, size=8).splits["test"]) == 20
+    for bad, words in ((("", "0.5"), ["line 4", "'Pleural Effusion'", "must be 1, 0, -1 or blank"]),
+                       (("1.0", "1.0"), ["line 4", "'No Finding' and 'Pleural Effusion'", "contradictory"])):
+        root = chexpert_folder(tmp_path, rows[:2] + [bad] + rows[3:])
+        with pytest.raises(DataError) as e:
+            datasets.load_task("chexpert", root.parent, size=8)
+        one_line(e, "train.csv", *words)
+
+
+def test_npz_that_is_a_text_file(tmp_path):
+    path = tmp_path / "pneumoniamnist.npz"
+    path.write_text("train_images,train_labels\n1,2\n")
+    with pytest.raises(DataError) as e:
+        datasets.load_task("pneumonia", tmp_path, download=False)
+    one_line(e, str(path), "not an npz file", "30 bytes", "plain text")
+    assert "pickle" not in str(e.value)
+
+
+@pytest.mark.parametrize("content,words", [
+    (b"", ["it is empty (0 bytes)"]),
+    (b"<!DOCTYPE html><html><body>Too many requests</body></html>", ["HTML", "failed download"]),
+    (None, ["single .npy array"]),
+])
+def test_npz_that_is_something_else(tmp_path, content, words):
+    path = tmp_path / "data.npz"
+    if content is None:
+        np.save(tmp_path / "data.npy", np.zeros(3))
+        (tmp_path / "data.npy").rename(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as e:
+        datasets.read_npz(path, 2)
+    one_line(e, str(path), "not an npz file", *words)
+
+
+def test_npz_with_pickled_objects(make_npz):
+    path = make_npz(train_ids=np.array([{"id": 1}] * 24, dtype=object))
+    with pytest.raises(DataError) as e:
+        datasets.read_npz(path, 2)
+    one_line(e, str(path), "'train_ids'", "pickled Python objects")
+
+
+def test_npz_duplicate_ids(make_npz):
+    ids = {f"{s}_ids": np.array([f"{s}{i}" for i in range(n)]) for s, n in (("train", 24), ("val", 8), ("test", 8))}
+    assert len(datasets.read_npz(make_npz(**ids), 2)["test"]) == 8
+    twice = ids["test_ids"].copy()
+    twice[5] = twice[2]
+    with pytest.raises(DataError) as e:
+        datasets.read_npz(make_npz(**{**ids, "test_ids": twice}), 2)
+    one_line(e, "test_ids[5]", "'test2' repeats", "test_ids[2]")
+    leak = ids["test_ids"].astype("<U8")  # room for a train id
+    leak[0] = "train7"
+    with pytest.raises(DataError) as e:
+        datasets.read_npz(make_npz(**{**ids, "test_ids": leak}), 2)
+    one_line(e, "test_ids[0]", "'train7' repeats", "train_ids[7]")
+
+
+def test_npz_multi_hot_labels(make_npz):
+    labels = np.eye(3, dtype=np.uint8)[np.arange(24) % 3]
+    with pytest.raises(DataError) as e:
+        datasets.read_npz(make_npz(train_labels=labels), 2)
+    one_line(e, "[train]", "3 columns", "one class per image")

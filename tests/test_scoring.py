@@ -120,12 +120,10 @@ def test_successive_elimination_three_classes(images):
     np.testing.assert_allclose(scores.E[both], full.E[both], rtol=1e-5)
 
 
-def test_two_processes_give_the_same_errors_as_one(tiny_model, tmp_path, make_npz):
+def test_two_processes_give_the_same_errors_as_one(smoke_checkpoint, tmp_path, make_npz):
     """torchrun with 2 CPU processes (gloo) through the command-line entry, against one process."""
     data = make_npz(n=(8, 8, 10), size=8)
-    tiny_model.class_names = ["normal", "pneumonia"]
-    tiny_model.save(tmp_path / "ckpt")
-    common = ["--checkpoint", str(tmp_path / "ckpt"), "--task", "pneumonia", "--split", "test", "--profile", "smoke",
+    common = ["--checkpoint", str(smoke_checkpoint), "--task", "pneumonia", "--split", "test", "--profile", "smoke",
               "--data-root", str(data.parent), "--n-draws", "4", "--chunk-size", "3", "--precision", "no"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "diffusion_classifier.score", *common, "--out", str(tmp_path / "one")],
@@ -149,3 +147,125 @@ def test_compiled_forward_gives_the_eager_errors(tiny_model, images):
     compiled = ScoringEngine(tiny_model, ScoreSettings(**s, compile=True), "cpu")
     np.testing.assert_allclose(compiled.score(images, 2).E, eager.E, rtol=1e-4, atol=1e-6)
     assert compiled.predict is not tiny_model.predict and ScoreSettings(**s, compile=True).key() == ScoreSettings(**s).key()
+
+
+# --------------------------------------------------------------------------- corrupt or mismatched score caches
+
+def refused(call, *words):
+    with pytest.raises(CheckpointError) as e:
+        call()
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_chunks_of_another_model_are_refused(tiny_model, images, tmp_path):
+    torch.manual_seed(1)
+    other = Denoiser(build_unet(tiny_cfg(), 1, 2), tiny_cfg(), ["a", "b"]).eval()
+    ScoringEngine(tiny_model, ScoreSettings(**S), "cpu").score(images, 2, tmp_path / "mine")
+    ScoringEngine(other, ScoreSettings(**S), "cpu").score(images, 2, tmp_path / "other")
+    (tmp_path / "other" / "chunk_0000005.npz").replace(tmp_path / "mine" / "chunk_0000005.npz")
+    refused(lambda: ScoringEngine(tiny_model, ScoreSettings(**S), "cpu").score(images, 2, tmp_path / "mine"),
+            "chunk_0000005.npz", "written for another score cache")
+
+
+def test_damaged_or_misplaced_chunks_are_refused(tiny_model, images, tmp_path):
+    engine = ScoringEngine(tiny_model, ScoreSettings(**S), "cpu")
+    engine.score(images, 2, tmp_path / "c")
+    chunk = tmp_path / "c" / "chunk_0000005.npz"
+    good = chunk.read_bytes()
+    chunk.write_bytes(good[:300])
+    refused(lambda: engine.score(images, 2, tmp_path / "c"), "chunk_0000005.npz", "unreadable score chunk")
+    chunk.write_bytes(good)
+    (tmp_path / "c" / "chunk_0000010.npz").unlink()
+    chunk.rename(tmp_path / "c" / "chunk_0000010.npz")  # the right cache, the wrong images
+    refused(lambda: engine.score(images, 2, tmp_path / "c"), "chunk_0000010.npz", "holds images 5-10", "expected 10-12")
+    (tmp_path / "c" / "scores.json").write_text('{"format": 2, "sett')
+    refused(lambda: engine.score(images, 2, tmp_path / "c"), "scores.json", "unreadable")
+
+
+def test_rerun_with_another_chunk_size_reuses_the_cache_correctly(tiny_model, images, tmp_path):
+    first = ScoringEngine(tiny_model, ScoreSettings(**S), "cpu").score(images, 2, tmp_path / "c")
+    again = ScoringEngine(tiny_model, ScoreSettings(**{**S, "chunk_size": 3}), "cpu")
+    again.score_images = lambda *a: pytest.fail("the cached chunks should have been used")
+    second = again.score(images, 2, tmp_path / "c")
+    assert np.array_equal(first.E, second.E) and np.array_equal(first.U, second.U)
+
+
+# --------------------------------------------------------------------------- command-line mistakes
+
+def cli_args(data_root, checkpoint, out, **change) -> list[str]:
+    args = {"--checkpoint": str(checkpoint), "--task": "pneumonia", "--split": "test", "--profile": "smoke",
+            "--data-root": str(data_root), "--n-draws": "2", "--precision": "no", "--out": str(out), **change}
+    return [part for key, value in args.items() if value is not None for part in (key, value)]
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"--n-draws": "0"}, ["--n-draws", "must be at least 1, got 0"]),
+    ({"--chunk-size": "two"}, ["--chunk-size", "not a whole number: 'two'"]),
+    ({"--max-images": "0"}, ["--max-images", "must be at least 1"]),
+    ({"--alpha": "1.5", "--early-stop": "sequential"}, ["--alpha", "strictly between 0 and 1, got 1.5"]),
+    ({"--alpha": "0.01"}, ["--alpha applies only with --early-stop sequential"]),
+    ({"--task": "covid"}, ["--task", "invalid choice: 'covid'"]),
+    ({"--profile": "laptop"}, ["--profile", "invalid choice: 'laptop'"]),
+    ({"--checkpoint": None}, ["required", "--checkpoint"]),
+])
+def test_command_line_argument_errors(tmp_path, capsys, change, words):
+    from diffusion_classifier import score
+    with pytest.raises(SystemExit) as e:
+        score.main(cli_args(tmp_path, tmp_path / "ckpt", tmp_path / "out", **change))
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    for w in words:
+        assert w in last, last
+
+
+def test_command_line_out_is_a_file(tmp_path, capsys):
+    from diffusion_classifier import score
+    (tmp_path / "out.npz").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        score.main(cli_args(tmp_path, tmp_path / "ckpt", tmp_path / "out.npz"))
+    assert "out.npz: exists and is not a folder" in capsys.readouterr().err
+
+
+def cli_error(argv) -> str:
+    """The one line the command prints for a data or checkpoint problem (no traceback)."""
+    from diffusion_classifier import score
+    with pytest.raises(SystemExit) as e:
+        score.main(argv)
+    msg = str(e.value)
+    assert msg.startswith("error: ") and "\n" not in msg, msg
+    return msg
+
+
+def test_command_line_checkpoint_mistakes(tmp_path, make_npz, tiny_model, smoke_checkpoint):
+    root = make_npz().parent
+    assert "not a denoiser checkpoint" in cli_error(cli_args(root, tmp_path / "nothing", tmp_path / "o1"))
+    tiny_model.save(tmp_path / "ab")  # classes a, b
+    assert "trained for classes ['a', 'b'], not ['normal', 'pneumonia']" in \
+        cli_error(cli_args(root, tmp_path / "ab", tmp_path / "o2"))
+    tiny_model.class_names = ["normal", "pneumonia"]
+    tiny_model.save(tmp_path / "8px")
+    assert "trained at 8 px, but profile 'smoke' scores pneumonia at 16 px" in \
+        cli_error(cli_args(root, tmp_path / "8px", tmp_path / "o3"))
+    ScoringEngine(Denoiser.load(smoke_checkpoint), ScoreSettings(n_draws=3)).score(torch.zeros(8, 1, 16, 16), 2,
+                                                                                 tmp_path / "o4")
+    assert "score cache was made with other" in cli_error(cli_args(root, smoke_checkpoint, tmp_path / "o4"))
+
+
+def test_command_line_model_for_other_channels(tmp_path, make_npz):
+    root = make_npz("dermamnist.npz", n=(24, 12, 12), channels=3, n_classes=6).parent  # RGB; labels 4 and 5 kept
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    cfg["data"]["resolution"] = 16
+    Denoiser(build_unet(cfg, 1, 2), cfg, ["nevus", "melanoma"]).save(tmp_path / "grey")
+    assert "takes 1-channel images, but dermamnist has 3" in \
+        cli_error(cli_args(root, tmp_path / "grey", tmp_path / "o", **{"--task": "dermamnist"}))
+
+
+def test_command_line_missing_data_offline(tmp_path, smoke_checkpoint, monkeypatch):
+    import pooch
+    monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("offline")))
+    msg = cli_error(cli_args(tmp_path / "empty", smoke_checkpoint, tmp_path / "o"))
+    assert "pneumoniamnist.npz: missing and could not be downloaded" in msg

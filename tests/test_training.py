@@ -72,7 +72,7 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path, tiny_model):
     tiny_model.save(tmp_path / "ckpt")
     weights = next((tmp_path / "ckpt").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+    with pytest.raises(CheckpointError, match=r"100 bytes but \d+ were written \(truncated or replaced\)"):
         Denoiser.load(tmp_path / "ckpt")
 
 
@@ -161,3 +161,97 @@ def test_threads_are_capped_to_the_share_of_the_cores(monkeypatch):
         assert cap_threads() == 1  # a lower setting is kept, not raised
     finally:
         torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- corrupt or mismatched checkpoints
+
+def one_line_error(call, *words):
+    with pytest.raises(CheckpointError) as e:
+        call()
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_edited_checkpoint_files_are_refused(tmp_path, tiny_model):
+    tiny_model.save(tmp_path / "ckpt")
+    config = tmp_path / "ckpt" / "config.json"
+    original = config.read_text()
+    config.write_text(original.replace('"norm_num_groups": 4', '"norm_num_groups": 2'))  # still a loadable model
+    one_line_error(lambda: Denoiser.load(tmp_path / "ckpt"), "config.json", "changed since the checkpoint was written")
+    config.write_text(original)
+    meta = tmp_path / "ckpt" / "denoiser.json"
+    meta.write_text(meta.read_text().replace('"a"', '"x"').replace('"b"', '"a"').replace('"x"', '"b"'))  # swapped
+    one_line_error(lambda: Denoiser.load(tmp_path / "ckpt", ["b", "a"]), "denoiser.json", "changed since")
+
+
+def test_checkpoint_with_a_foreign_weights_file_is_refused(tmp_path, tiny_model):
+    tiny_model.save(tmp_path / "ckpt")
+    tiny_model.save(tmp_path / "other")
+    (tmp_path / "other" / "diffusion_pytorch_model.safetensors").rename(tmp_path / "ckpt" / "a_model.safetensors")
+    one_line_error(lambda: Denoiser.load(tmp_path / "ckpt"), "a_model.safetensors", "not part of the checkpoint")
+
+
+def test_run_folder_instead_of_model_folder(tmp_path, tiny_data):
+    x, y = tiny_data
+    train_denoiser(tiny_cfg(steps=2, checkpoint_every=2), x, y, x, y, ["a", "b"], tmp_path / "run")
+    one_line_error(lambda: Denoiser.load(tmp_path / "run" / "final"), "not a denoiser checkpoint",
+                   str(tmp_path / "run" / "final" / "ema"))
+
+
+def test_damaged_resume_state_is_refused(tmp_path, tiny_data):
+    x, y = tiny_data
+    cfg = tiny_cfg(steps=8, checkpoint_every=4)
+    train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run", stop_after=4)
+    weights = tmp_path / "run" / "last" / "model" / "diffusion_pytorch_model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:len(good) // 2])
+    one_line_error(lambda: train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run"),
+                   "diffusion_pytorch_model.safetensors", "truncated")
+    weights.write_bytes(good)
+    state = tmp_path / "run" / "last" / "train_state.json"
+    state.write_text(state.read_text().replace('"step": 4', '"step": 7'))
+    one_line_error(lambda: train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run"),
+                   "train_state.json", "changed since")
+
+
+def test_finished_run_with_damaged_state_is_refused(tmp_path, tiny_data):
+    x, y = tiny_data
+    cfg = tiny_cfg(steps=2, checkpoint_every=2)
+    train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
+    (tmp_path / "run" / "final" / "train_state.json").write_text('{"step": 2, "hist')  # cut short
+    one_line_error(lambda: train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run"),
+                   "final/train_state.json", "truncated")
+
+
+def test_run_folder_refuses_other_training_data(tmp_path, tiny_data):
+    x, y = tiny_data
+    cfg = tiny_cfg(steps=2, checkpoint_every=2)
+    train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
+    other = x.clone()
+    other[0] = 0
+    one_line_error(lambda: train_denoiser(cfg, other, y, x, y, ["a", "b"], tmp_path / "run"),
+                   "inputs.json", "trained with other ['x_train']")
+    one_line_error(lambda: train_denoiser(cfg, x, y, x, y, ["b", "a"], tmp_path / "run"), "['class_names']")
+    train_denoiser(cfg, other, y, x, y, ["a", "b"], tmp_path / "run", resume=False)  # starting afresh is allowed
+
+
+def test_checkpoint_swap_cut_between_its_renames_is_completed(tmp_path, tiny_data, monkeypatch):
+    """A kill between `last -> last.old` and `last.tmp -> last` leaves no `last`: the resumed run finds the previous
+    checkpoint in last.old instead of starting again from step 0."""
+    from diffusion_classifier import training
+    x, y = tiny_data
+    cfg = tiny_cfg(steps=8, checkpoint_every=4)
+    full, _ = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "full")
+    train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "cut", stop_after=4)
+    last = tmp_path / "cut" / "last"
+    last.rename(last.with_name("last.old"))
+    (tmp_path / "cut" / "last.tmp").mkdir()  # the half-written next checkpoint
+    steps, draw = [], training.batch_indices
+    monkeypatch.setattr(training, "batch_indices", lambda *a: steps.append(1) or draw(*a))
+    resumed, history = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "cut")
+    assert len(steps) == 4 and history.step.tolist() == [2, 4, 6, 8]
+    assert not (tmp_path / "cut" / "last.old").exists() and not (tmp_path / "cut" / "last.tmp").exists()
+    for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), n

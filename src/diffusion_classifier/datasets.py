@@ -1,10 +1,16 @@
 """Readers for the tasks of the study. Every reader returns a `TaskData`: per split, uint8 images
 (N, H, W, C) and int64 labels, plus the class names. Every malformed input raises `DataError` with a
-one-line message naming the file and the problem (never a traceback from deep inside numpy or PIL).
+one-line message naming the file (and CSV line) and the problem (never a traceback from deep inside numpy or PIL).
+
+Ground truth is checked, not trusted: ids must be unique within and across splits, each image has exactly one
+class, every listed image exists, and images the ground truth does not list are reported (a warning, or an error
+with `strict=True`). Decoded folder images are cached under data/cache, keyed by the decode settings and by the
+path, size and modification time of every source image: any change is noticed and decoded again.
 
 Tasks
     pneumonia          PneumoniaMNIST npz (0 normal, 1 pneumonia); stands in for the paper's CheXpert
-    melanoma           ISIC 2017 Task 3a, official folder layout (1 melanoma vs 0 nevus / seborrheic keratosis)
+    melanoma           ISIC 2017 Task 3a, official folder layout (1 melanoma vs 0 nevus / seborrheic keratosis),
+                       near-duplicate images dropped (the later of each pair, train < val < test)
     melanoma_balanced  ISIC 2017 + 2018, balanced, 64 px npz (closest to the authors' balanced ISIC set)
     dermamnist         DermaMNIST npz: melanoma (4) vs melanocytic nevus (5)
     isic2020           ISIC 2019/2020 layout: CSV `image_name,target` + JPEG folder, split 80/10/10 seeded
@@ -13,11 +19,17 @@ Tasks
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import json
+import warnings
 import zipfile
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
@@ -25,8 +37,10 @@ from .errors import DataError
 from .paths import cache_dir, data_root
 
 SPLITS = ("train", "val", "test")
-# Bump when decoding/resizing of folder layouts changes, so stale caches are never reused.
-CACHE_VERSION = 1
+# Bump when decoding/resizing of folder layouts or the cache format changes. 2: caches record their sources.
+CACHE_VERSION = 2
+# Pairs of ISIC 2017 ids showing the same lesion image (package data; see isic2017_near_duplicates()).
+NEAR_DUPLICATES_CSV = "isic2017_near_duplicates.csv"
 
 # Official MedMNIST v2 files (28 px): zenodo record 10519652, md5 from medmnist's INFO table.
 MEDMNIST_FILES = {
@@ -82,6 +96,9 @@ def _check_split(images, labels, n_classes, path, split) -> Split:
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
+    if labels.ndim == 2:
+        raise DataError(f"{name}: labels have {labels.shape[1]} columns (one-hot or multi-label); "
+                        f"this task expects one class per image, shape (N,) or (N, 1)")
     if labels.ndim != 1:
         raise DataError(f"{name}: labels must have shape (N,) or (N, 1), got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -105,6 +122,37 @@ def _require(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
+_MAGIC = ((b"\x93NUMPY", "a single .npy array, not an .npz archive"), (b"PK", "a zip archive (.zip, .xlsx, .npz)"),
+          (b"\x1f\x8b", "gzip-compressed data"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+          (b"%PDF", "a PDF document"), (b"\x80", "a Python pickle"))
+
+
+def _describe(path: Path) -> str:
+    """What a file really is, for messages about a file that is not what its name says: size, first bytes, a guess."""
+    size = path.stat().st_size
+    if size == 0:
+        return "it is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(16)
+    guess = next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+    if guess is None and head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<?xml")):
+        guess = "an HTML or XML page (a failed download?)"
+    if guess is None and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        guess = "plain text"
+    return f"{size} bytes starting {head!r}" + (f", {guess}" if guess else "")
+
+
+def _check_unique_ids(ids, source: Path, where, seen: dict):
+    """No image id twice, within or across splits: a repeated id is a counted-twice image or a train/test leak.
+    `where(i)` names row i of `source`; `seen` maps ids to the (source, row) they were first met at."""
+    for i, iid in enumerate(map(str, ids)):
+        if iid in seen:
+            first_source, first = seen[iid]
+            first = first if first_source == source else f"{first_source}: {first}"
+            raise DataError(f"{source}: {where(i)}: id {iid!r} repeats {first} (one row per image, no image in two splits)")
+        seen[iid] = (source, where(i))
+
+
 # ----------------------------------------------------------------------------- npz (MedMNIST layout)
 
 def fetch_medmnist(filename: str, root: Path, download: bool = True) -> Path:
@@ -126,16 +174,35 @@ def fetch_medmnist(filename: str, root: Path, download: bool = True) -> Path:
     raise DataError(f"{path}: missing; {hint}")
 
 
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an npz, refusing pickled (object) arrays. A file that is no zip archive at all is described
+    (size, first bytes) rather than handed to numpy, which would call it pickled data."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise DataError(f"{path}: not an npz file (an npz is a zip archive): {_describe(path)}")
+    arrays = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                try:
+                    arrays[key] = z[key]
+                except ValueError as exc:
+                    if "pickle" not in str(exc):
+                        raise
+                    raise DataError(f"{path}: key {key!r} holds pickled Python objects, which are never loaded; "
+                                    f"store plain numeric or string arrays") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: truncated or corrupt npz ({path.stat().st_size} bytes; {exc})") from None
+    return arrays
+
+
 def read_npz(path: Path, n_classes: int, label_map: dict[int, int] | None = None) -> dict[str, Split]:
     """Read a MedMNIST-layout npz (`{split}_images`, `{split}_labels`). `label_map` keeps and renumbers labels."""
     path = Path(path)
     _require(path, "npz file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable npz file (truncated or corrupt: {exc})") from None
-    splits = {}
+    arrays = _load_npz(path)
+    splits, seen = {}, {}
     for split in SPLITS:
         missing = [k for k in (f"{split}_images", f"{split}_labels") if k not in arrays]
         if missing:
@@ -143,7 +210,7 @@ def read_npz(path: Path, n_classes: int, label_map: dict[int, int] | None = None
         images, labels = arrays[f"{split}_images"], np.asarray(arrays[f"{split}_labels"])
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
-        if label_map is not None and len(labels) == len(images):
+        if label_map is not None and labels.ndim == 1 and len(labels) == len(images):
             keep = np.isin(labels, list(label_map))
             images, labels = images[keep], np.vectorize(label_map.get, otypes=[np.int64])(labels[keep])
         s = _check_split(images, labels, n_classes, path, split)
@@ -154,11 +221,117 @@ def read_npz(path: Path, n_classes: int, label_map: dict[int, int] | None = None
                     if len(values) != len(s):
                         raise DataError(f"{path}: {split}_{key} has {len(values)} entries for {len(s)} images")
                     setattr(s, attr, values)
+            if s.ids is not None:  # ids of different sources may coincide (ISIC 2017 and 2018 are separate archives)
+                keys = s.ids if s.sources is None else [f"{src}/{i}" for src, i in zip(s.sources, s.ids)]
+                _check_unique_ids(keys, path, lambda i, split=split: f"{split}_ids[{i}]", seen)
         splits[split] = s
     return splits
 
 
-# ----------------------------------------------------------------------------- image folders
+# ----------------------------------------------------------------------------- ground-truth CSVs
+
+@dataclass
+class Table:
+    """A ground-truth CSV: its rows and, for messages, the file line each row came from."""
+    path: Path
+    columns: list[str]
+    rows: list[dict]
+    lines: list[int]
+
+    def at(self, i: int) -> str:
+        return f"{self.path}: line {self.lines[i]}"
+
+    def need(self, columns: list[str]):
+        missing = [c for c in columns if c not in self.columns]
+        if missing:
+            raise DataError(f"{self.path}: CSV lacks columns {missing} (has {self.columns})")
+
+
+def read_csv(path: Path, required: list[str] = ()) -> Table:
+    """A UTF-8 CSV with a header (a byte-order mark is allowed), every row as long as the header."""
+    raw = _require(Path(path), "ground-truth CSV").read_bytes()
+    if not raw:
+        raise DataError(f"{path}: empty file (0 bytes); expected a CSV with a header row")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                        f"save it as UTF-8 CSV ({_describe(Path(path))})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows, lines = [], []
+    try:
+        for row in reader:
+            if None in row or None in row.values():  # DictReader's marks for extra and missing fields
+                n = len(reader.fieldnames) + len(row.get(None, [])) - sum(v is None for v in row.values())
+                raise DataError(f"{path}: line {reader.line_num}: {n} fields, the header has {len(reader.fieldnames)}")
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num}: cannot parse CSV ({exc})") from None
+    if not rows:
+        raise DataError(f"{path}: CSV has no rows{' (header only)' if reader.fieldnames else ''}")
+    table = Table(Path(path), list(reader.fieldnames), rows, lines)
+    table.need(list(required))
+    return table
+
+
+def _number(table: Table, i: int, column: str) -> float:
+    value = table.rows[i][column]
+    try:
+        return float(value) if value.strip() else float("nan")
+    except ValueError:
+        raise DataError(f"{table.at(i)}, column {column!r}: not a number: {value!r}") from None
+
+
+def _binary(table: Table, column: str) -> np.ndarray:
+    """A 0/1 column as int64; anything else (blank included) names its line."""
+    values = np.array([_number(table, i, column) for i in range(len(table.rows))])
+    bad = np.flatnonzero(~np.isin(values, (0.0, 1.0)))
+    if len(bad):
+        raise DataError(f"{table.at(bad[0])}, column {column!r}: must be 0 or 1, got {table.rows[bad[0]][column]!r}")
+    return values.astype(np.int64)
+
+
+def _check_one_class(table: Table, id_column: str, columns: list[str], default: str | None = None):
+    """One class per image in one-hot diagnosis columns: at most one 1 when no 1 means `default` (ISIC 2017:
+    nevus), exactly one otherwise (ISIC 2019: MEL, NV, BCC, ...). Checked when at least two columns are there."""
+    present = [c for c in columns if c in table.columns]
+    if len(present) < 2:
+        return
+    hot = np.stack([_binary(table, c) for c in present], axis=1)
+    for i, n in enumerate(hot.sum(1)):
+        if n > 1 or (n == 0 and default is None):
+            marked = " and ".join(c for c, h in zip(present, hot[i]) if h) or f"none of {present}"
+            raise DataError(f"{table.at(i)}: image {table.rows[i][id_column]!r} is marked {marked}; "
+                            f"one class per image expected")
+
+
+def _ids(table: Table, column: str, seen: dict) -> list[str]:
+    """The id column, non-empty and unique within this table and the other splits' tables (`seen`)."""
+    ids = [r[column].strip() for r in table.rows]
+    if "" in ids:
+        raise DataError(f"{table.at(ids.index(''))}: empty {column}")
+    _check_unique_ids(ids, table.path, lambda i: f"line {table.lines[i]}", seen)
+    return ids
+
+
+def _check_images(table: Table, paths: list[Path], folder: Path, pattern: str, strict: bool):
+    """Every image the ground truth lists must exist. Images in `folder` it does not list usually mean a wrong or
+    incomplete CSV: a warning, or an error with `strict`."""
+    for i, p in enumerate(paths):
+        if not p.is_file():
+            raise DataError(f"{p}: listed in {table.at(i)} but missing")
+    listed = set(paths)
+    unlisted = sorted(p for p in folder.glob(pattern) if p not in listed)
+    if unlisted:
+        msg = f"{folder}: {len(unlisted)} images not listed in {table.path.name} (first {unlisted[0].name})"
+        if strict:
+            raise DataError(f"{msg}; strict mode refuses them")
+        warnings.warn(f"{msg}; they are ignored", stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- decoded-image cache
 
 def _decode(path: Path, size: int, mode: str) -> np.ndarray:
     try:
@@ -167,65 +340,111 @@ def _decode(path: Path, size: int, mode: str) -> np.ndarray:
             # BICUBIC with PIL's antialiasing: the same resampling used to build the shared 64 px files.
             im = im.resize((size, size), Image.BICUBIC)
             return np.asarray(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image listed in the ground truth is missing") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
 
 
+def _sources(paths: list[Path]) -> list[list]:
+    """[resolved path, bytes, mtime_ns] of each image: what a decoded cache depends on besides the settings."""
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _what_changed(made: dict, settings: dict, files: list) -> str:
+    made_with = made.get("settings", {})
+    if made_with != settings:
+        return f"made with other decode settings {sorted(k for k in settings if made_with.get(k) != settings[k])}"
+    old, new = {f[0]: f[1:] for f in made.get("files", [])}, {f[0]: f[1:] for f in files}
+    kinds = (([p for p in new if p in old and old[p] != new[p]], "changed"), ([p for p in new if p not in old], "new"),
+             ([p for p in old if p not in new], "no longer listed"))
+    parts = [f"{len(ps)} {what} (first {Path(ps[0]).name})" for ps, what in kinds if ps]
+    return "made from other images: " + ", ".join(parts) if parts else "made from the same images in another order"
+
+
+def _read_cache(cache: Path, settings: dict, files: list) -> tuple[np.ndarray | None, str | None]:
+    """The cached images if `cache` was made from exactly these files with these settings; else (None, why not)."""
+    if not cache.exists():
+        return None, None
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            made = json.loads(str(z["manifest"]))
+            if made == {"settings": settings, "files": files}:
+                return z["images"], None
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as exc:
+        return None, f"unreadable ({type(exc).__name__})"
+    return None, _what_changed(made, settings, files)
+
+
 def _cached_decode(key: str, paths: list[Path], size: int, mode: str = "RGB") -> np.ndarray:
-    """Decode and resize a list of images once; later calls read a cache keyed by source, size and code version."""
-    cache = cache_dir() / f"{key}_{size}px_v{CACHE_VERSION}.npy"
-    if cache.exists():
-        arr = np.load(cache, allow_pickle=False)
-        if len(arr) == len(paths):
-            return arr
-    arr = np.stack([_decode(p, size, mode) for p in tqdm(paths, desc=f"decode {key} @{size}px", leave=False)])
-    tmp = cache.with_suffix(".tmp.npy")
-    np.save(tmp, arr)
+    """Decode and resize a list of images once. The cache records the decode settings and every source's path,
+    size and modification time; any difference (an edited, replaced, added or removed image, another folder)
+    is named in a warning and the images are decoded again."""
+    settings = {"size": size, "mode": mode, "resample": "bicubic", "pillow": PIL.__version__, "version": CACHE_VERSION}
+    files = _sources(paths)
+    # one cache file per source folder set, so two copies of a dataset do not evict each other
+    folders = hashlib.sha1(json.dumps(sorted({str(Path(f[0]).parent) for f in files})).encode()).hexdigest()[:8]
+    cache = cache_dir() / f"{key}_{size}px_{mode}_{folders}_v{CACHE_VERSION}.npz"
+    images, stale = _read_cache(cache, settings, files)
+    if images is not None:
+        return images
+    if stale:
+        warnings.warn(f"{cache}: {stale}; decoding the images again", stacklevel=3)
+    images = np.stack([_decode(p, size, mode) for p in tqdm(paths, desc=f"decode {key} @{size}px", leave=False)])
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images, manifest=np.array(json.dumps({"settings": settings, "files": files})))
     tmp.replace(cache)  # atomic: a killed run never leaves a half-written cache
-    return arr
+    return images
 
 
-def _read_csv(path: Path, required: list[str]) -> list[dict]:
-    _require(path, "ground-truth CSV")
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read CSV ({exc})") from None
-    if not rows:
-        raise DataError(f"{path}: CSV has no rows")
-    missing = [c for c in required if c not in rows[0]]
-    if missing:
-        raise DataError(f"{path}: CSV lacks columns {missing} (has {list(rows[0])})")
-    return rows
+# ----------------------------------------------------------------------------- folder layouts
 
-
-def _float_label(value: str, path: Path, row: int, column: str) -> float:
-    try:
-        return float(value) if value not in ("", None) else float("nan")
-    except ValueError:
-        raise DataError(f"{path}: row {row + 2}, column {column!r}: not a number: {value!r}") from None
-
-
-def read_isic2017(root: Path, size: int) -> dict[str, Split]:
+def read_isic2017(root: Path, size: int, strict: bool = False) -> dict[str, Split]:
     """ISIC 2017 Task 3a in the official layout: melanoma (1) vs nevus or seborrheic keratosis (0)."""
     folders = {"train": "Training", "val": "Validation", "test": "Test_v2"}
-    splits = {}
+    splits, seen = {}, {}
     for split, name in folders.items():
-        csv_path = root / f"ISIC-2017_{name}_Part3_GroundTruth.csv"
-        rows = _read_csv(csv_path, ["image_id", "melanoma"])
-        labels = np.array([_float_label(r["melanoma"], csv_path, i, "melanoma") for i, r in enumerate(rows)])
-        if not np.isin(labels, (0.0, 1.0)).all():
-            raise DataError(f"{csv_path}: column 'melanoma' must be 0/1, found {sorted(set(labels.tolist()))[:5]}")
+        table = read_csv(root / f"ISIC-2017_{name}_Part3_GroundTruth.csv", ["image_id", "melanoma"])
+        ids = _ids(table, "image_id", seen)
+        labels = _binary(table, "melanoma")
+        _check_one_class(table, "image_id", ["melanoma", "seborrheic_keratosis"], default="nevus")
         image_dir = _require(root / f"ISIC-2017_{name}_Data", "image folder")
-        paths = [image_dir / f"{r['image_id']}.jpg" for r in rows]
+        paths = [image_dir / f"{iid}.jpg" for iid in ids]
+        _check_images(table, paths, image_dir, "*.jpg", strict)
         images = _cached_decode(f"isic2017_{split}", paths, size)
-        s = _check_split(images, labels.astype(np.int64), 2, csv_path, split)
-        s.ids = np.array([r["image_id"] for r in rows])
+        s = _check_split(images, labels, 2, table.path, split)
+        s.ids = np.array(ids)
         splits[split] = s
     return splits
+
+
+def isic2017_near_duplicates() -> list[tuple[str, str]]:
+    """The 29 pairs of ISIC 2017 image ids that show the same lesion image (re-uploads, some with other colour
+    processing). Found on 16 px grey thumbnails (cosine >= 0.98) and checked by eye when the shared data was
+    built (`near_duplicates` of isic2017_melanoma_64.npz); shipped with the package as ids only."""
+    text = resources.files(__package__).joinpath(NEAR_DUPLICATES_CSV).read_text(encoding="utf-8")
+    return [(r["image_id"], r["duplicate_id"]) for r in csv.DictReader(io.StringIO(text))]
+
+
+def _subset(s: Split, keep: np.ndarray) -> Split:
+    return Split(s.images[keep], s.labels[keep], None if s.ids is None else s.ids[keep],
+                 None if s.sources is None else s.sources[keep])
+
+
+def drop_near_duplicates(splits: dict[str, Split], pairs) -> dict[str, int]:
+    """Drop the later member of each pair present, in the order train < val < test and, within a split, the later
+    row: the first copy of an image stays, so a test image that repeats a train image leaves the test set.
+    Changes `splits` in place; returns the number dropped per split."""
+    where = {iid: (rank, row) for rank, split in enumerate(SPLITS) for row, iid in enumerate(splits[split].ids)}
+    drop = {max(where[a], where[b]) for a, b in pairs if a in where and b in where}
+    dropped = {}
+    for rank, split in enumerate(SPLITS):
+        rows = [row for r, row in drop if r == rank]
+        splits[split] = _subset(splits[split], np.setdiff1d(np.arange(len(splits[split])), rows))
+        dropped[split] = len(rows)
+    return dropped
 
 
 def _seeded_split(n: int, labels: np.ndarray, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
@@ -242,25 +461,38 @@ def _seeded_split(n: int, labels: np.ndarray, seed: int, fractions=(0.8, 0.1, 0.
     return {s: np.sort(np.array(v, dtype=np.int64)) for s, v in out.items()}
 
 
-def read_isic_csv(csv_path: Path, image_dir: Path, size: int, seed: int = 0) -> dict[str, Split]:
+ISIC2019_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+
+
+def read_isic_csv(csv_path: Path, image_dir: Path, size: int, seed: int = 0, strict: bool = False) -> dict[str, Split]:
     """ISIC 2019/2020 layout: CSV with `image_name,target` (2020) or `image,MEL` (2019) + a JPEG folder."""
-    csv_path = Path(csv_path)
-    with open(_require(csv_path, "ground-truth CSV"), newline="") as f:
-        header = next(csv.reader(f), [])
-    name_col, label_col = ("image", "MEL") if "MEL" in header else ("image_name", "target")
-    rows = _read_csv(csv_path, [name_col, label_col])
-    labels = np.array([_float_label(r[label_col], csv_path, i, label_col) for i, r in enumerate(rows)])
-    if not np.isin(labels, (0.0, 1.0)).all():
-        raise DataError(f"{csv_path}: column {label_col!r} must be 0/1")
-    labels = labels.astype(np.int64)
-    paths = [Path(image_dir) / f"{r[name_col]}.jpg" for r in rows]
-    images = _cached_decode(f"isic_csv_{csv_path.stem}", paths, size)
-    return {s: _check_split(images[idx], labels[idx], 2, csv_path, s)
-            for s, idx in _seeded_split(len(rows), labels, seed).items()}
+    table = read_csv(csv_path)
+    name_col, label_col = ("image", "MEL") if "MEL" in table.columns else ("image_name", "target")
+    table.need([name_col, label_col])
+    ids = _ids(table, name_col, {})
+    labels = _binary(table, label_col)
+    _check_one_class(table, name_col, ISIC2019_CLASSES)
+    if "benign_malignant" in table.columns:  # ISIC 2020 states the diagnosis twice; they must agree
+        for i, r in enumerate(table.rows):
+            if {"benign": 0, "malignant": 1}.get(r["benign_malignant"].strip().lower()) != labels[i]:
+                raise DataError(f"{table.at(i)}: {label_col} {labels[i]} contradicts benign_malignant {r['benign_malignant']!r}")
+    paths = [Path(image_dir) / f"{iid}.jpg" for iid in ids]
+    _check_images(table, paths, Path(image_dir), "*.jpg", strict)
+    images = _cached_decode(f"isic_csv_{table.path.stem}", paths, size)
+    return {s: _check_split(images[idx], labels[idx], 2, table.path, s)
+            for s, idx in _seeded_split(len(ids), labels, seed).items()}
+
+
+def _chexpert_label(table: Table, i: int, column: str) -> float:
+    """1 positive, 0 negative, -1 uncertain, blank not mentioned (counted as 0)."""
+    v = _number(table, i, column)
+    if not (np.isnan(v) or v in (1.0, 0.0, -1.0)):
+        raise DataError(f"{table.at(i)}, column {column!r}: must be 1, 0, -1 or blank, got {table.rows[i][column]!r}")
+    return 0.0 if np.isnan(v) else v
 
 
 def read_chexpert(root: Path, size: int, finding: str = "Pleural Effusion", uncertain: str = "drop",
-                  balance: bool = True, seed: int = 0) -> dict[str, Split]:
+                  balance: bool = True, seed: int = 0, strict: bool = False) -> dict[str, Split]:
     """CheXpert (v1.0 or -small): frontal views, one finding as positive.
 
     Policy as in the paper (METHOD.md): uncertain (-1) labels are dropped (`uncertain='drop'`; 'zeros' and
@@ -270,22 +502,24 @@ def read_chexpert(root: Path, size: int, finding: str = "Pleural Effusion", unce
     if uncertain not in ("drop", "zeros", "ones"):
         raise DataError(f"chexpert: uncertain policy must be drop, zeros or ones, got {uncertain!r}")
     root = Path(root)
-    out = {}
+    out, seen = {}, {}
     for csv_name, target in (("train.csv", "train"), ("valid.csv", "test")):
-        csv_path = root / csv_name
-        rows = _read_csv(csv_path, ["Path", "Frontal/Lateral", finding])
+        table = read_csv(root / csv_name, ["Path", "Frontal/Lateral", finding])
+        # CSV paths start with the dataset folder name (CheXpert-v1.0-small/train/...)
+        all_paths = [root.parent / p for p in _ids(table, "Path", seen)]
+        _check_images(table, all_paths, root / Path(csv_name).stem, "**/*.jpg", strict)
         paths, labels = [], []
-        for i, r in enumerate(rows):
+        for i, r in enumerate(table.rows):
+            v = _chexpert_label(table, i, finding)
+            if "No Finding" in table.columns and v == 1.0 and _chexpert_label(table, i, "No Finding") == 1.0:
+                raise DataError(f"{table.at(i)}: marked both 'No Finding' and {finding!r}; contradictory labels")
             if r["Frontal/Lateral"] != "Frontal":
                 continue
-            v = _float_label(r[finding], csv_path, i, finding)
-            v = 0.0 if np.isnan(v) else v
             if v == -1:
                 if uncertain == "drop":
                     continue
                 v = 0.0 if uncertain == "zeros" else 1.0
-            # CSV paths start with the dataset folder name (CheXpert-v1.0-small/train/...)
-            paths.append(root.parent / r["Path"])
+            paths.append(all_paths[i])
             labels.append(int(v))
         labels = np.array(labels, dtype=np.int64)
         idx = np.arange(len(labels))
@@ -295,7 +529,7 @@ def read_chexpert(root: Path, size: int, finding: str = "Pleural Effusion", unce
             idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=False) for c in (0, 1)]))
         images = _cached_decode(f"chexpert_{target}_{finding.replace(' ', '_')}_{uncertain}_{int(balance)}",
                                 [paths[i] for i in idx], size, mode="L")
-        out[target] = (images, labels[idx], csv_path)
+        out[target] = (images, labels[idx], table.path)
     images, labels, csv_path = out["train"]
     parts = _seeded_split(len(labels), labels, seed, fractions=(0.9, 0.1, 0.0))
     splits = {s: _check_split(images[parts[s]], labels[parts[s]], 2, csv_path, s) for s in ("train", "val")}
@@ -339,11 +573,14 @@ def task_available(task: str, root=None) -> bool:
     return task_source(task, root).exists()
 
 
-def load_task(task: str, root=None, size: int = 64, download: bool = True, seed: int = 0) -> TaskData:
+def load_task(task: str, root=None, size: int = 64, download: bool = True, seed: int = 0,
+              strict: bool = False) -> TaskData:
     """Load a task's train/val/test splits. `size` applies to folder layouts (decoded and cached once);
-    npz layouts are returned at their stored size and resized by `preprocess`."""
+    npz layouts are returned at their stored size and resized by `preprocess`. `strict`: images in a folder that
+    its ground truth does not list are an error, not a warning."""
     source = task_source(task, root)
     names = TASKS[task]
+    notes = {}
     if task == "pneumonia":
         splits = read_npz(fetch_medmnist("pneumoniamnist.npz", source.parent, download), 2)
     elif task == "dermamnist":
@@ -351,14 +588,15 @@ def load_task(task: str, root=None, size: int = 64, download: bool = True, seed:
     elif task == "melanoma_balanced":
         splits = read_npz(source, 2)
     elif task == "melanoma":
-        splits = read_isic2017(_require(source, "ISIC 2017 folder", "see data/README.md"), size)
+        splits = read_isic2017(_require(source, "ISIC 2017 folder", "see data/README.md"), size, strict)
+        notes["near_duplicates_dropped"] = drop_near_duplicates(splits, isic2017_near_duplicates())
     elif task == "isic2020":
         csv_path = next(iter(sorted(source.glob("*GroundTruth*.csv"))), source / "ISIC_2020_Training_GroundTruth.csv")
         image_dir = source / "train" if (source / "train").exists() else source
-        splits = read_isic_csv(csv_path, image_dir, size, seed)
+        splits = read_isic_csv(csv_path, image_dir, size, seed, strict)
     else:
-        splits = read_chexpert(_require(source, "CheXpert folder", "see data/README.md"), size, seed=seed)
-    return TaskData(task, names, splits, str(source))
+        splits = read_chexpert(_require(source, "CheXpert folder", "see data/README.md"), size, seed=seed, strict=strict)
+    return TaskData(task, names, splits, str(source), notes)
 
 
 def summary_table(data: TaskData) -> list[dict]:

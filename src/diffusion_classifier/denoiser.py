@@ -6,7 +6,7 @@
     predict(x_t, u, labels)   the network's raw prediction (eps, v or x0, per schedule.prediction_type)
     forward(x_t, u, labels)   the same: training calls the module (through the DDP wrapper with several processes)
 Checkpoints are diffusers folders (config.json + safetensors) plus `denoiser.json` with the schedule and
-class names; loading never unpickles.
+class names, and `checksums.json`: loading never unpickles, and refuses files changed since they were written.
 """
 import json
 from pathlib import Path
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DModel
 
+from .checkpointing import verify_manifest, write_manifest
 from .errors import CheckpointError
 from .schedules import build_schedule
 
@@ -67,17 +68,23 @@ class Denoiser(torch.nn.Module):
         meta = {"class_names": self.class_names, "cfg": {k: self.cfg[k] for k in ("data", "diffusion", "unet")},
                 "profile": self.cfg.get("profile"), "task": self.cfg.get("task")}
         (path / META_FILE).write_text(json.dumps(meta, indent=1))
+        write_manifest(path)
         return path
 
     def load_trainable(self, path):
         """Load the weights of a checkpoint folder into this model (same architecture required)."""
         from safetensors.torch import load_file
 
+        verify_manifest(path)
         files = sorted(Path(path).glob("*.safetensors"))
         if not files:
             raise CheckpointError(f"{path}: no safetensors weights found")
         try:
-            self.unet.load_state_dict(load_file(str(files[0])))
+            weights = load_file(str(files[0]))
+        except Exception as exc:
+            raise CheckpointError(f"{files[0]}: unreadable safetensors ({type(exc).__name__}: {str(exc)[:200]})") from None
+        try:
+            self.unet.load_state_dict(weights)
         except Exception as exc:
             raise CheckpointError(f"{path}: does not match this configuration ({type(exc).__name__}: {str(exc)[:200]})") from None
         return self
@@ -86,7 +93,9 @@ class Denoiser(torch.nn.Module):
     def load(cls, path, expect_classes: list[str] | None = None) -> "Denoiser":
         path = Path(path)
         if not (path / META_FILE).exists() or not (path / "config.json").exists():
-            raise CheckpointError(f"{path}: not a denoiser checkpoint (needs {META_FILE} and config.json)")
+            hint = f"; the model is in {path / 'ema'}" if (path / "ema" / META_FILE).exists() else ""
+            raise CheckpointError(f"{path}: not a denoiser checkpoint (needs {META_FILE} and config.json){hint}")
+        verify_manifest(path)
         try:
             meta = json.loads((path / META_FILE).read_text())
             unet = UNet2DModel.from_pretrained(path, use_safetensors=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import decision
+from .checkpointing import main_process_lock, read_json
 from .device import autocast, default_device, resolve_precision
 from .errors import CheckpointError
+
+# Bump when the cache layout changes. 2: chunks carry the cache's fingerprint and image range.
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -193,29 +198,35 @@ class ScoringEngine:
     def score(self, x: torch.Tensor, n_classes: int, cache_dir=None, image_offset: int = 0,
               desc: str = "score") -> Scores:
         """Score images x (N, C, H, W) in [-1, 1]. With cache_dir, chunks are written there as they finish
-        and reused on a re-run; with several processes each scores its share of chunks."""
+        and reused on a re-run; with several processes each scores its share of chunks. The cache folder is
+        locked while this runs (a second job gets a CheckpointError)."""
+        cache = Path(cache_dir) if cache_dir else None
+        with main_process_lock(cache) if cache is not None else nullcontext():
+            return self._score(x, n_classes, cache, image_offset, desc)
+
+    def _score(self, x, n_classes, cache, image_offset, desc) -> Scores:
         from accelerate import PartialState
 
         state = PartialState()
-        N, cs = len(x), self.s.chunk_size
-        chunks = list(range(0, N, cs))
-        cache = Path(cache_dir) if cache_dir else None
+        N, cs, fingerprint = len(x), self.s.chunk_size, None
         if cache is not None:
-            self._check_cache(cache, x)
+            fingerprint, cs = self._open_cache(cache, x, n_classes)
+        chunks = [(c0, min(c0 + cs, N)) for c0 in range(0, N, cs)]
         mine = chunks[state.process_index::state.num_processes]
         results = {}
         bar = tqdm(total=N, desc=desc, unit="img", disable=not state.is_main_process, smoothing=0.1)
-        for c0 in mine:
+        for c0, c1 in mine:
             path = cache / f"chunk_{c0:07d}.npz" if cache is not None else None
             if path is not None and path.exists():
-                bar.update(min(cs, N - c0) * state.num_processes)
+                _read_chunk(path, fingerprint, c0, c1, n_classes, self.s.n_draws)  # refuse a foreign chunk now
+                bar.update((c1 - c0) * state.num_processes)
                 continue
-            ids = np.arange(c0, min(c0 + cs, N)) + image_offset
-            z0 = self.encode(x[c0:c0 + cs])
+            ids = np.arange(c0, c1) + image_offset
+            z0 = self.encode(x[c0:c1])
             E, U = self.score_images(z0, ids, n_classes)
             if path is not None:
                 tmp = path.with_suffix(".tmp.npz")
-                np.savez(tmp, E=E, U=U)
+                np.savez(tmp, E=E, U=U, fingerprint=np.array(fingerprint), start=c0, stop=c1)
                 tmp.replace(path)  # atomic: a killed run never leaves a half chunk behind
             else:
                 results[c0] = (E, U)
@@ -225,32 +236,56 @@ class ScoringEngine:
         if cache is None:
             if state.num_processes > 1:
                 raise ValueError("several processes need a cache_dir to merge their shards")
-            parts = [results[c0] for c0 in chunks]
+            parts = [results[c0] for c0, _ in chunks]
         else:
-            parts = []
-            for c0 in chunks:
-                with np.load(cache / f"chunk_{c0:07d}.npz") as z:
-                    parts.append((z["E"], z["U"]))
+            parts = [_read_chunk(cache / f"chunk_{c0:07d}.npz", fingerprint, c0, c1, n_classes, self.s.n_draws)
+                     for c0, c1 in chunks]
         return Scores(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
-    def _check_cache(self, cache: Path, x: torch.Tensor):
-        """A cache directory belongs to one (settings, model, data); anything else is refused, not mixed in."""
-        info = {"settings": self.s.key(), "data_sha1": hashlib.sha1(x.numpy().tobytes()).hexdigest(),
-                "model_sha1": model_fingerprint(self.model), "n_images": len(x)}
-        meta = cache / "scores.json"
+    def _open_cache(self, cache: Path, x: torch.Tensor, n_classes: int) -> tuple[str, int]:
+        """A cache directory belongs to one (settings, model, data); anything else is refused, not mixed in.
+        Returns its fingerprint (stamped into every chunk) and its chunk size: a folder keeps the chunking it was
+        made with (E does not depend on it), so a re-run with another chunk size reuses it correctly."""
         from accelerate import PartialState
 
+        info = {"format": CACHE_FORMAT, "settings": self.s.key(),
+                "data_sha1": hashlib.sha1(x.numpy().tobytes()).hexdigest(),
+                "model_sha1": model_fingerprint(self.model), "n_images": len(x), "n_classes": n_classes}
+        info = json.loads(json.dumps(info))  # as read back from disk (tuples become lists)
+        fingerprint = hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()
+        meta = cache / "scores.json"
         state = PartialState()
         cache.mkdir(parents=True, exist_ok=True)  # every process writes chunks here
         if state.is_main_process and not meta.exists():
             tmp = meta.with_suffix(".tmp")
-            tmp.write_text(json.dumps(info, indent=1))
+            tmp.write_text(json.dumps({**info, "fingerprint": fingerprint, "chunk_size": self.s.chunk_size}, indent=1))
             tmp.replace(meta)  # atomic: the other processes never read half a file
         state.wait_for_everyone()
-        old = json.loads(meta.read_text())
-        if old != info:
-            diff = [k for k in info if old.get(k) != info[k]]
+        old = read_json(meta)
+        diff = [k for k in info if old.get(k) != info[k]]
+        if diff:
             raise CheckpointError(f"{meta}: score cache was made with other {diff}; remove {cache} or use another directory")
+        if not isinstance(old.get("chunk_size"), int) or old["chunk_size"] < 1:
+            raise CheckpointError(f"{meta}: no valid chunk_size; remove {cache} or use another directory")
+        return fingerprint, old["chunk_size"]
+
+
+def _read_chunk(path: Path, fingerprint: str, start: int, stop: int, n_classes: int, n_draws: int):
+    """E and U of one cached chunk, refused unless it was written by this cache for exactly these images."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            got = {k: z[k] for k in z.files}
+    except Exception as exc:  # truncated or not an npz: zipfile, OSError, ValueError, EOFError
+        raise CheckpointError(f"{path}: unreadable score chunk ({type(exc).__name__}); remove it to score it again") from None
+    if not {"E", "U", "fingerprint", "start", "stop"} <= set(got) or str(got["fingerprint"]) != fingerprint:
+        raise CheckpointError(f"{path}: written for another score cache (other model, data or settings); "
+                              f"remove {path.parent} or use another directory")
+    n = stop - start
+    if (int(got["start"]), int(got["stop"])) != (start, stop) or got["E"].shape != (n, n_classes, n_draws) \
+            or got["U"].shape != (n, n_draws):
+        raise CheckpointError(f"{path}: holds images {int(got['start'])}-{int(got['stop'])} with E {got['E'].shape}, "
+                              f"expected {start}-{stop} with E {(n, n_classes, n_draws)}; remove it to score it again")
+    return got["E"], got["U"]
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -263,6 +298,6 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 def cache_dir_for(root, split: str, settings: ScoreSettings, model, x: torch.Tensor) -> Path:
     """A cache folder named by what determines E, so changed settings, weights or data never reuse stale scores."""
-    key = json.dumps({"s": settings.key(), "m": model_fingerprint(model),
+    key = json.dumps({"f": CACHE_FORMAT, "s": settings.key(), "m": model_fingerprint(model),
                       "x": hashlib.sha1(x.numpy().tobytes()).hexdigest()}, sort_keys=True)
     return Path(root) / f"{split}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"

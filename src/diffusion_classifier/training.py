@@ -12,22 +12,27 @@ the gradients the DDP wrapper averages are those of the one-process batch (equal
 order). Only dropout masks (torch's global generator) differ per process. B must be a multiple of P.
 """
 import copy
+import hashlib
 import json
 import math
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from .checkpointing import atomic_dir_write, load_state, save_state
+from .checkpointing import (atomic_dir_write, load_state, main_process_lock, read_json, recover, save_state,
+                            verify_manifest)
 from .denoiser import Denoiser, build_unet
 from .device import cap_threads, default_device, resolve_precision
+from .errors import CheckpointError
 from .preprocess import augment
 
 FINAL, LAST = "final", "last"
+INPUTS = "inputs.json"  # what the run was trained on: digests of the arrays and the class names
 
 
 def diffusion_loss(model, x0, labels, generator, cfg, net=None, shard=(0, 1)) -> torch.Tensor:
@@ -94,22 +99,54 @@ def _write_checkpoint(path: Path, model, ema, optimizer, info: dict):
     atomic_dir_write(path, write)
 
 
+def _digest(array) -> str:
+    return hashlib.sha1(np.ascontiguousarray(torch.as_tensor(array).cpu().numpy()).tobytes()).hexdigest()
+
+
+def _check_inputs(out_dir: Path, inputs: dict, resume: bool):
+    """A run folder belongs to one training set: resuming or reusing it with other data or classes is refused,
+    where it would otherwise silently return (or continue) a model trained on something else."""
+    path = out_dir / INPUTS
+    if resume and path.exists():
+        old = read_json(path)
+        changed = [k for k in inputs if old.get(k) != inputs[k]]
+        if changed:
+            raise CheckpointError(f"{path}: this run was trained with other {changed}; "
+                                  f"remove {out_dir} or use another folder")
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(inputs, indent=1))
+    tmp.replace(path)
+
+
 def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_dir, resume: bool = True,
                    stop_after: int | None = None, model=None):
     """Train (or resume, or return the finished model from) `out_dir`. Returns (EMA model, history DataFrame).
 
     `model`: any denoiser with the `Denoiser` interface (forward, schedule, save, load_trainable); by default a
     fresh class-conditional UNet from the profile. Only its parameters with requires_grad are trained (LoRA).
-    `stop_after` ends the run early after that many steps, as a kill would (used by the resume test).
+    `stop_after` ends the run early after that many steps (a cooperative stop; tests/test_kills.py kills for real).
+    `out_dir` is locked while this runs, and refused if it was trained on other data or classes.
     """
     out_dir = Path(out_dir)
+    with main_process_lock(out_dir):
+        inputs = {"x_train": _digest(x_train), "y_train": _digest(y_train), "x_val": _digest(x_val),
+                  "y_val": _digest(y_val), "class_names": list(class_names)}
+        _check_inputs(out_dir, inputs, resume)
+        return _train(cfg, x_train, y_train, x_val, y_val, class_names, out_dir, resume, stop_after, model)
+
+
+def _train(cfg, x_train, y_train, x_val, y_val, class_names, out_dir: Path, resume, stop_after, model):
     t = cfg["train"]
     seed = cfg["seed"]
     torch.manual_seed(seed)  # weight initialisation
     if model is None:
         model = Denoiser(build_unet(cfg, x_train.shape[1], len(class_names)), cfg, class_names)
-    if resume and (out_dir / FINAL / "train_state.json").exists():
-        info = json.loads((out_dir / FINAL / "train_state.json").read_text())
+    for folder in (out_dir / FINAL, out_dir / LAST):
+        recover(folder)
+    if resume and (out_dir / FINAL).exists():
+        verify_manifest(out_dir / FINAL)
+        info = read_json(out_dir / FINAL / "train_state.json")
         if info["step"] >= t["steps"]:
             model.load_trainable(out_dir / FINAL / "ema")
             return model.eval(), pd.DataFrame(info["history"])
@@ -124,6 +161,7 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
                                   weight_decay=t["weight_decay"])
     step, history = 0, []
     if resume and (out_dir / LAST).exists():
+        verify_manifest(out_dir / LAST)
         model.load_trainable(out_dir / LAST / "model")
         ema.load_trainable(out_dir / LAST / "ema")
         info = load_state(out_dir / LAST, optimizer)
