@@ -29,7 +29,8 @@ RESULTS=${DC_RESULTS_DIR:-$PWD/results}
 mkdir -p "$RESULTS/notebooks"
 task_list=$(printf '"%s",' $TASKS); task_list="[${task_list%,}]"
 PARAMS="{profile: $PROFILE, seed: $SEED, tasks: $task_list, data_root: \"$DATA_ROOT\", sd_weights: \"${SD_WEIGHTS:-}\"}"
-python -m diffusion_classifier.provenance start --profile "$PROFILE" --seed "$SEED" --tasks "$TASKS" --data-root "$DATA_ROOT"
+KEEP=""; if [ "$FROM" != 00 ] || [ "$TO" != 99 ] || [ -n "$ONLY" ]; then KEEP=--keep; fi
+python -m diffusion_classifier.provenance start --profile "$PROFILE" --seed "$SEED" --tasks "$TASKS" --data-root "$DATA_ROOT" $KEEP
 echo "profile=$PROFILE seed=$SEED tasks=[$TASKS] data=$DATA_ROOT results=$RESULTS"
 for nb in notebooks/[0-9][0-9]_*.ipynb; do
   name=$(basename "$nb" .ipynb); num=${name:0:2}

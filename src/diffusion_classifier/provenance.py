@@ -3,6 +3,8 @@
     python -m diffusion_classifier.provenance start --profile cpu --seed 0 --tasks "pneumonia melanoma"
     python -m diffusion_classifier.provenance notebook 01_data <start epoch seconds>
     python -m diffusion_classifier.provenance finish
+A partial run (run_all.sh --from/--to/--only) starts with --keep: the other notebooks' records stay, and each
+notebook's record carries the commit it ran at, so a results folder assembled over several runs says so.
 """
 import argparse
 import datetime as dt
@@ -39,7 +41,9 @@ def environment() -> dict:
         except md.PackageNotFoundError:
             versions[p] = None
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "device": device,
+    cpu = getattr(torch, "cpu", None)
+    cpu_bf16 = {"amx": bool(cpu and cpu._is_amx_tile_supported()), "avx512_bf16": bool(cpu and cpu._is_avx512_bf16_supported())}
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "device": device, "cpu_bf16": cpu_bf16,
             "gpus": torch.cuda.device_count(), "torch_threads": torch.get_num_threads(), "packages": versions}
 
 
@@ -55,6 +59,7 @@ def main(argv=None):
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--tasks", default="")
     s.add_argument("--data-root", default="")
+    s.add_argument("--keep", action="store_true", help="keep the records of notebooks this run does not execute")
     n = sub.add_parser("notebook")
     n.add_argument("name")
     n.add_argument("started", type=float, help="start time (seconds since the epoch)")
@@ -63,15 +68,20 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.cmd == "start":
         from .profiles import get_profile
+        kept = json.loads(_path().read_text()).get("notebooks", []) if a.keep and _path().exists() else []
         rec = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "profile": a.profile,
                "seed": a.seed, "tasks": a.tasks.split(), "git": git_commit(), "environment": environment(),
                "settings": {t: get_profile(a.profile, t, {"seed": a.seed}) for t in a.tasks.split()},
-               "notebooks": []}
+               "notebooks": kept}
         _path().write_text(json.dumps(rec, indent=1))
     else:
         rec = json.loads(_path().read_text())
         if a.cmd == "notebook":
-            rec["notebooks"].append({"name": a.name, "wall_s": round(time.time() - a.started, 1), "parameters": json.loads(a.parameters)})
+            rec["notebooks"] = [n for n in rec["notebooks"] if n["name"] != a.name]
+            rec["notebooks"].append({"name": a.name, "wall_s": round(time.time() - a.started, 1), "git": git_commit(),
+                                     "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                     "parameters": json.loads(a.parameters)})
+            rec["notebooks"].sort(key=lambda n: n["name"])
         else:
             rec["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             rec["total_wall_s"] = round(sum(n["wall_s"] for n in rec["notebooks"]), 1)
