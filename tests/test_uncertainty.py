@@ -58,3 +58,41 @@ def test_ties_do_not_depend_on_input_order():
     b = np.array([0, 0, 1, 1, 1], bool)  # same tie group content, other order
     assert unc.aurc(u, a) == pytest.approx(unc.aurc(u, b))
     assert unc.accuracy_at_coverage(u, a, 0.4) == pytest.approx(0.5)
+
+
+def test_ece_does_not_depend_on_the_order_of_tied_confidences():
+    """Vote shares take few values: an equal-mass split inside a tie would let the image order set the ECE."""
+    conf = np.array([0.6] * 6 + [0.9] * 4)
+    a = np.array([1, 1, 1, 0, 0, 0, 1, 1, 1, 0], bool)
+    b = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 0], bool)  # the same outcomes within each tie, in another order
+    assert unc.ece(conf, a, n_bins=5) == pytest.approx(unc.ece(conf, b, n_bins=5))
+    assert unc.ece(conf, a, n_bins=5) == pytest.approx(0.6 * 0.1 + 0.4 * 0.15)
+    assert all(len(set(conf[bin_])) == 1 for bin_ in unc.tie_safe_bins(conf, 5))
+
+
+def test_brier_and_excess_aurc_hand_computed():
+    conf = np.array([1.0, 0.5, 0.8])
+    correct = np.array([1, 0, 1], bool)
+    assert unc.brier(conf, correct) == pytest.approx((0 + 0.25 + 0.04) / 3)
+    perfect = np.array([0.0, 2.0, 1.0])  # the error is the most uncertain
+    assert unc.excess_aurc(perfect, correct) == pytest.approx(0.0)
+    assert unc.excess_aurc(-perfect, correct) > 0
+
+
+def test_accuracy_after_removal_is_the_papers_curve():
+    correct = np.array([1] * 8 + [0] * 2, bool)
+    u = np.arange(10.0)  # the two errors are the most uncertain
+    curve = dict(unc.accuracy_after_removal(u, correct, fractions=(0.0, 0.2, 0.5)))
+    assert curve == {0.0: 0.8, 0.2: 1.0, 0.5: 1.0}
+
+
+def test_each_score_is_judged_on_its_own_rule():
+    """error_softmax and margin_z rank the mean rule's predictions, the vote scores the vote's: a tensor where the
+    two rules disagree shows each row's accuracy is its own rule's."""
+    E = np.array([[[0.1, 0.1, 5.0], [0.2, 0.2, 0.1]]] * 4 + [[[0.2, 0.2, 0.2], [0.1, 0.1, 0.1]]] * 4)
+    y = np.array([0] * 4 + [1] * 4)  # the vote gets all right; the mean rule misses the first four
+    proba = np.tile([[0.3, 0.7]], (8, 1))
+    rows, _, _ = unc.evaluate("toy", E, y, E, y, proba, proba, n_bins=2, n_boot=10)
+    acc = {r["score"]: r["accuracy"] for r in rows}
+    assert acc["vote_fraction"] == 1.0 and acc["vote_entropy"] == 1.0
+    assert acc["error_softmax"] == 0.5 and acc["margin_z"] == 0.5

@@ -212,7 +212,7 @@ def reliability_diagrams(curves: dict, title: str, n_bins: int = 10):
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy", title=f"{model}: {score}")
         ax.legend(fontsize=6, loc="upper left")
-    fig.suptitle(f"{title} (equal-mass bins, {n_bins})", fontsize=9)
+    fig.suptitle(f"{title} (about equal-mass bins that never split equal confidences, {n_bins})", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -226,6 +226,18 @@ def risk_coverage_curves(curves: dict, title: str):
         ax.plot(cov, risk, label=f"{model}: {score}")
     ax.set(xlabel="coverage (share of cases the model decides)", ylabel="selective risk (error rate)", title=title)
     ax.legend(fontsize=6)
+    return fig
+
+
+def accuracy_vs_removed(df, task: str):
+    """The paper's uncertainty plot: accuracy of the predictions kept after removing the most uncertain share."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for (model, score), g in df.groupby(["model", "score"], sort=False):
+        ax.plot(100 * g.removed, g.accuracy, "o-", ms=3, label=f"{model}: {score}")
+    ax.set(xlabel="most uncertain test predictions removed (%)", ylabel="accuracy of the rest",
+           title=f"{task}: accuracy vs removed")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
     return fig
 
 
