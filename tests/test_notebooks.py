@@ -35,11 +35,13 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert prov["git"]["commit"] and prov["environment"]["packages"]["torch"]
     summary = pd.read_csv(res / "tables" / "data_summary.csv")
     counts = summary.set_index(["task", "split", "class"])["count"]
-    assert counts["pneumonia", "test", "pneumonia"] == 390 and counts["melanoma", "train", "melanoma"] == 374
+    assert counts["pneumonia", "test", "pneumonia"] == 390 and counts["melanoma_balanced", "train", "melanoma"] == 812
     cls = pd.read_csv(res / "tables" / "classification.csv")
     assert {"diffusion-unet", "resnet18", "stable-diffusion", "stable-diffusion-finetuned"} <= set(cls.model)
     assert {"mean", "vote"} <= set(cls.rule)
-    for table in ("baseline", "explainability", "uncertainty"):
+    recompute_a_row_from_predictions(res / "tables")
+    for table in ("baseline", "explainability", "uncertainty", "ablation_paired", "diffusion_vs_baseline",
+                  "paper_comparison", "uncertainty_removal"):
         assert len(pd.read_csv(res / "tables" / f"{table}.csv"))
     assert len(list((res / "figures").glob("*.png"))) >= 20
     text = (res / "SUMMARY.md").read_text()
@@ -51,3 +53,21 @@ def test_a_failing_notebook_stops_the_run_with_its_name(tmp_path):
     assert r.returncode != 0
     assert "FAILED: notebook notebooks/01_data.ipynb" in r.stderr
     assert "unknown task 'no_such_task'" in r.stderr
+
+
+def recompute_a_row_from_predictions(tables):
+    """predictions.csv alone reproduces classification.csv: the headline vote row and a per-source ResNet row."""
+    from diffusion_classifier.metrics import binary_metrics
+
+    preds, cls = pd.read_csv(tables / "predictions.csv"), pd.read_csv(tables / "classification.csv")
+    for task, source, model, rule, n in (("pneumonia", "all", "diffusion-unet", "vote", cls.n_draws.max()),
+                                         ("melanoma_balanced", "isic2018", "resnet18", "softmax", 0)):
+        p = preds[(preds.task == task) & (preds.split == "test") & (preds.model == model) & (preds.rule == rule)
+                  & (preds.n_draws == n)]
+        if source != "all":
+            p = p[p.source == source]
+        m = binary_metrics(p.label.to_numpy(), p.prediction.to_numpy(), p.score.to_numpy())
+        row = cls[(cls.task == task) & (cls.source == source) & (cls.model == model) & (cls.rule == rule)
+                  & (cls.n_draws == n) & cls.t_range.fillna("").isin(["[0.00,1.00)", ""])].iloc[0]
+        for k in ("auc", "accuracy", "balanced_accuracy", "f1"):
+            assert m[k] == pytest.approx(row[k], abs=1e-9), (task, k)
