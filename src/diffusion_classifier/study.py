@@ -14,6 +14,21 @@ from . import datasets, preprocess, profiles
 from .paths import runs_dir
 
 
+# Where each artifact of a task's run lives, relative to its run folder. Notebooks ask for artifacts by name
+# (`p.artifact("baseline_proba")`), so no notebook spells another notebook's paths.
+ARTIFACTS = {
+    "denoiser": "denoiser",  # the training run (checkpoints), notebook 02
+    "denoiser_weights": "denoiser/final/ema",  # the EMA weights the classifier uses
+    "baseline": "baseline",  # notebook 03's run folder
+    "baseline_proba": "baseline/proba.npz",  # its softmax on val and test
+    "score_cache": "scores",  # notebook 04's chunked score caches
+    "scores": "scores_{split}.npz",  # E, U and labels of a split
+    "sd_finetune": "sd-finetune",  # notebook 07
+    "sd_scores": "sd-scores",
+    "shift_run": "shift/trained_on_{source}",  # notebook 08
+}
+
+
 @dataclass
 class Prepared:
     cfg: dict
@@ -26,6 +41,10 @@ class Prepared:
     @property
     def class_names(self):
         return self.data.class_names
+
+    def artifact(self, name: str, **fields) -> Path:
+        """The path of a named artifact of this task's run (see ARTIFACTS), e.g. artifact("scores", split="val")."""
+        return self.run_dir / ARTIFACTS[name].format(**fields)
 
 
 def subset_indices(labels: np.ndarray, max_n: int | None, seed: int) -> np.ndarray:

@@ -101,6 +101,9 @@ def build() -> str:
             "`results/tables/predictions.csv`.", ci=("auc", "balanced_accuracy"),
             where=lambda d: d.t_range.fillna("").isin(["[0.00,1.00)", ""])
             & (d.n_draws == d.groupby("task").n_draws.transform("max")) | (d.model == "resnet18"))
+    section("Stable Diffusion arm (notebook 07; skipped without local weights)", "foundation_classification.csv",
+            ["task", "model", "rule", "n_draws", "n_images", "auc (95% CI)", "balanced_accuracy", "accuracy", "f1"],
+            ci=("auc",), where=lambda d: d.n_draws == d.n_draws.max())
     section("Diffusion classifier vs ResNet-18 (paired, test split)", "diffusion_vs_baseline.csv",
             ["task", "source", "a", "n_images", "auc_diff", "auc_diff_ci_low", "auc_diff_ci_high",
              "balanced_accuracy_diff", "balanced_accuracy_diff_ci_low", "balanced_accuracy_diff_ci_high", "mcnemar_p"])
