@@ -323,3 +323,42 @@ def test_pick_cases_is_seeded_and_correct():
     b = explain.pick_cases(y, p, 2, seed=0)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert all(y[i] == 1 and p[i] == 1 for i in a["TP"]) and all(y[i] == 1 and p[i] == 0 for i in a["FN"])
+
+
+def test_gradcam_of_a_mixed_batch_equals_one_image_at_a_time(patch_detector):
+    """MONAI scores logits[:, class_idx]; a per-image index would make that a B x B matrix and mix the targets."""
+    x, _ = patch_images(6, 77)
+    targets = np.array([0, 1, 1, 0, 1, 1])
+    batched = explain.gradcam_maps(patch_detector, x, targets, layer="features")
+    alone = np.concatenate([explain.gradcam_maps(patch_detector, x[[i]], targets[[i]], layer="features")
+                            for i in range(len(x))])
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+def test_normalisation_keeps_the_order_of_methods_when_the_gap_is_negative():
+    """A judge that scores the all-fill image above the clean one must not reverse which map deletes faster."""
+    s_x, s_fill = np.array([0.0, 0.0]), np.array([1.0, 1.0])  # gap -1
+    fast = np.array([[0.0, 0.9, 1.0], [0.0, 0.9, 1.0]])
+    slow = np.array([[0.0, 0.1, 1.0], [0.0, 0.1, 1.0]])
+    a = faithfulness.curve_auc(faithfulness.normalise(fast, s_x, s_fill))
+    b = faithfulness.curve_auc(faithfulness.normalise(slow, s_x, s_fill))
+    assert np.all(a > b) == np.all(faithfulness.curve_auc(fast) > faithfulness.curve_auc(slow))
+
+
+def test_verdict_directions_and_uninterpretable_judges():
+    import pandas as pd
+    from diffusion_classifier import explainability as ex
+
+    def row(mode, value, lo, hi):
+        return pd.Series({"mode": mode, "value": value, "ci_low": lo, "ci_high": hi, "versus": "random"})
+    assert ex.compare_phrase(row("deletion", -0.2, -0.3, -0.1), "deletion").startswith("more faithful")
+    assert ex.compare_phrase(row("insertion", -0.2, -0.3, -0.1), "insertion").startswith("less faithful")
+    assert ex.compare_phrase(row("deletion", 0.1, -0.1, 0.3), "deletion").startswith("not distinguishable")
+    base = {"task": "t", "section": "faithfulness", "judge": "resnet18", "fill": "grey", "n_images": 64}
+    table = pd.DataFrame([
+        {**base, "method": "(all)", "measure": "score_gap", "value": 0.01, "ci_low": -0.02, "ci_high": 0.04,
+         "interpretable": False},
+        {**base, "method": ex.DIFFUSION_MAP, "mode": "deletion", "measure": "auc_minus_random", "value": -0.3,
+         "ci_low": -0.4, "ci_high": -0.2, "versus": "random", "judge_relation": "other model", "interpretable": False}])
+    text = " ".join(ex.verdicts(table, "t"))
+    assert "NOT INTERPRETABLE" in text and "more faithful" not in text

@@ -61,14 +61,22 @@ def gradcam_maps(model: torch.nn.Module, x: torch.Tensor, class_idx=None, layer:
     from monai.visualize import GradCAM
 
     model.eval()
+    if class_idx is None:
+        with torch.no_grad():
+            class_idx = torch.cat([model(b).argmax(1) for b in x.split(256)]).numpy()
+    class_idx = np.asarray(class_idx)
     cam = GradCAM(nn_module=model, target_layers=layer, postprocessing=minmax_per_image)
-    maps = []
-    for b in range(0, len(x), 64):
-        xb = x[b:b + 64].clone().requires_grad_(True)
-        idx = None if class_idx is None else torch.as_tensor(class_idx[b:b + 64])
-        with torch.enable_grad():
-            maps.append(cam(xb, class_idx=idx).detach()[:, 0].float().cpu().numpy())
-    return np.concatenate(maps)
+    maps = np.zeros((len(x), *x.shape[-2:]), dtype=np.float32)
+    # MONAI scores logits[:, class_idx]: with one index per image that is a B x B matrix whose sum mixes every
+    # image's target into every map, so the images of each class go through Grad-CAM with one integer index
+    for c in np.unique(class_idx):
+        rows = np.flatnonzero(class_idx == c)
+        for b in range(0, len(rows), 64):
+            part = rows[b:b + 64]
+            xb = x[part].clone().requires_grad_(True)
+            with torch.enable_grad():
+                maps[part] = cam(xb, class_idx=int(c)).detach()[:, 0].float().cpu().numpy()
+    return maps
 
 
 def random_maps(shape, seed: int) -> np.ndarray:

@@ -23,10 +23,12 @@ DIFFUSION_MAP, GRADCAM, RANDOM = "diffusion error-difference", "Grad-CAM (ResNet
 
 
 def _ci_row(values: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Mean and CI over the finite values; n_images counts them (a map that became constant has no rank
+    correlation, and is counted out rather than silently dropped)."""
     finite = values[np.isfinite(values)]
     if len(finite) == 0:
-        return {"value": np.nan, "ci_low": np.nan, "ci_high": np.nan}
-    return faithfulness.paired_summary(finite, None, n_boot, seed)
+        return {"value": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n_images": 0}
+    return {**faithfulness.paired_summary(finite, None, n_boot, seed), "n_images": len(finite)}
 
 
 def evaluate(cfg: dict, model: Denoiser, resnet: torch.nn.Module, x: torch.Tensor, seed: int) -> tuple:
@@ -49,7 +51,8 @@ def evaluate(cfg: dict, model: Denoiser, resnet: torch.nn.Module, x: torch.Tenso
                 GRADCAM: explain.gradcam_maps(resnet, x, judge.target), RANDOM: random_map}
 
     faith, curves = faithfulness.faithfulness_rows(judges, maps_for, x, ex["fills"], ex["steps"], patch, n_boot, seed,
-                                                   reference=RANDOM, rivals={DIFFUSION_MAP: GRADCAM, GRADCAM: DIFFUSION_MAP})
+                                                   reference=RANDOM, rivals={DIFFUSION_MAP: GRADCAM, GRADCAM: DIFFUSION_MAP},
+                                                   own_judge={DIFFUSION_MAP: "diffusion", GRADCAM: "resnet18"})
     rows = [{"section": "faithfulness", **r} for r in faith]
 
     # sanity checks: diffusion maps for the diffusion judge's targets, Grad-CAM for the ResNet's
@@ -69,12 +72,12 @@ def evaluate(cfg: dict, model: Denoiser, resnet: torch.nn.Module, x: torch.Tenso
     for method, stages in cascades.items():
         for st in stages:
             rows.append({"section": "randomisation", "method": method, "measure": f"spearman_abs_map_stage_{st['stage']}",
-                         "stage_name": st["stage_name"], "n_images": len(x), **_ci_row(st["rho"], n_boot, seed)})
+                         "stage_name": st["stage_name"], **_ci_row(st["rho"], n_boot, seed)})
     retest = explain.difference_maps(explain.class_error_maps(map_engine, x, ids, n_classes, ex["map_draws"], ex["t_min"],
                                                               ex["t_max"], first_draw=ex["map_draws"]), target_d)
     rho = faithfulness.spearman_per_image(trained_d, retest)
     rows.append({"section": "test_retest", "method": DIFFUSION_MAP, "measure": "spearman_disjoint_draws",
-                 "n_images": len(x), **_ci_row(rho, n_boot, seed)})
+                 **_ci_row(rho, n_boot, seed)})
 
     # counterfactuals (the authors' recipe) and whether they flip each classifier's decision
     n_cf = min(ex["n_counterfactual"], len(x))
@@ -86,9 +89,11 @@ def evaluate(cfg: dict, model: Denoiser, resnet: torch.nn.Module, x: torch.Tenso
         original = predict(x[:n_cf])
         towards = np.stack([predict(torch.from_numpy(cf["guided"][:, c])) for c in range(n_classes)], 1)
         for fr in faithfulness.flip_rates(original, towards, n_classes):
+            target = model.class_names[fr["target"]]
             for measure in ("flip_rate", "keep_rate"):
                 rows.append({"section": "counterfactual", "method": "guided counterfactual", "judge": name,
-                             "measure": f"{measure}_to_{model.class_names[fr['target']]}", "value": fr[measure],
+                             "judge_relation": "own model" if name == "diffusion" else "other model",
+                             "measure": f"{measure}_to_{target}", "value": fr[measure],
                              "n_images": fr["n_flip" if measure == "flip_rate" else "n_keep"]})
     extras = {"cascades": cascades, "test_retest": rho}
     return rows, curves, extras
@@ -118,14 +123,27 @@ def compare_phrase(row, mode: str) -> str:
 def verdicts(table, task: str) -> list[str]:
     """Sentences generated from one task's rows of explainability.csv."""
     t = table[table.task == task]
-    lines = []
+    lines = [f"**{task}**: {len(t[t.measure.isin(['auc_minus_random', 'auc_minus_rival'])])} paired faithfulness "
+             f"comparisons, each at 95% without correction for their number; a map judged by its own model is "
+             f"marked so."]
+    gaps = t[t.measure == "score_gap"].set_index(["judge", "fill"])
     faith = t[(t.section == "faithfulness") & (t.measure == "auc_minus_random")]
     for (judge, fill), g in faith.groupby(["judge", "fill"], sort=False):
-        parts = [f"{r.method}: {compare_phrase(r, r.mode)}" for r in g.itertuples()]
-        lines.append(f"**{task}, {judge} judge, {fill} fill** (n = {int(g.n_images.iloc[0])}): " + "; ".join(parts) + ".")
-    rival = t[(t.section == "faithfulness") & (t.measure == "auc_minus_rival") & (t.method == DIFFUSION_MAP)]
+        gap = gaps.loc[(judge, fill)]
+        head = (f"**{task}, {judge} judge, {fill} fill** (n = {int(g.n_images.iloc[0])}; clean − all-fill score gap "
+                f"{gap.value:.3g}, 95% CI {gap.ci_low:.3g} to {gap.ci_high:.3g})")
+        if not bool(gap.interpretable):
+            lines.append(head + ": NOT INTERPRETABLE — the judge does not score the clean images above the all-fill "
+                                "images, so deleting or inserting evidence cannot move it.")
+            continue
+        parts = [f"{r.method}{' (own model)' if r.judge_relation == 'own model' else ''}: {compare_phrase(r, r.mode)}"
+                 for r in g.itertuples()]
+        lines.append(head + ": " + "; ".join(parts) + ".")
+    rival = t[(t.section == "faithfulness") & (t.measure == "auc_minus_rival") & (t.method == DIFFUSION_MAP)
+              & t.interpretable.astype(bool)]
     for r in rival.itertuples():
-        lines.append(f"**{task}, {r.judge} judge, {r.fill} fill**: the diffusion map is {compare_phrase(r, r.mode)}.")
+        lines.append(f"**{task}, {r.judge} judge ({'the diffusion model itself' if r.judge_relation == 'own model' else 'the ResNet, Grad-CAM' + chr(39) + 's own model'}), "
+                     f"{r.fill} fill**: the diffusion map is {compare_phrase(r, r.mode)}.")
     for method, g in t[t.section == "randomisation"].groupby("method", sort=False):
         first, last = g.iloc[0], g.iloc[-1]
         passes = last.ci_high < RANDOMISATION_MAX_RHO
@@ -138,7 +156,14 @@ def verdicts(table, task: str) -> list[str]:
         lines.append(f"**{task}, test-retest of the diffusion map** (two disjoint sets of draws): Spearman {r.value:.2f} "
                      f"(95% CI {r.ci_low:.2f}-{r.ci_high:.2f}).")
     cf = t[t.section == "counterfactual"]
-    for judge, g in cf.groupby("judge", sort=False):
+    for judge in ("resnet18", "diffusion"):
+        g = cf[cf.judge == judge]
+        if g.empty:
+            continue
         rates = [f"{r.measure.replace('_', ' ')} {r.value:.2f} (n = {int(r.n_images)})" for r in g.itertuples()]
-        lines.append(f"**{task}, guided counterfactuals judged by the {judge} classifier**: " + ", ".join(rates) + ".")
+        lines.append(f"**{task}, guided counterfactuals judged by the {judge} classifier**"
+                     + (" (the model that made them: partly circular)" if judge == "diffusion" else
+                        " (an independent model)") + ": " + ", ".join(rates)
+                     + ". A flip rate means something only beside the keep rate towards the same class (a model that"
+                       " always answers one class flips everything towards it).")
     return lines

@@ -7,14 +7,21 @@ Judges. A judge is a classifier's continuous evidence for a target class (its ow
     resnet18   the ResNet's logit of the target minus the largest other logit (log-odds; softmax saturates)
 Every map is computed for the judge's target class, so under each judge all methods explain the same decision.
 
+The judges are independent of the maps' draws, not of the maps' models: under the diffusion judge the diffusion
+map is judged by its own denoiser and Grad-CAM by another model, under the ResNet judge the reverse. Each
+row says which (`judge_relation`), and a comparison of the two map families is read under both.
+
 Curves. Patches (p x p) are ranked by their mean saliency (ties broken at random, seeded, so a constant map is not
 deleted in raster order), deleted from the image (replaced by the fill) or inserted into the all-fill image, in
 `steps` equal steps. Fills: grey (0) or the image blurred (a Gaussian of sigma = patch size), which keeps
 "random" deletion near the data. Per image the curve is shifted so that the all-fill image scores 0, and all
-curves of a judge are divided by the judge's mean gap (clean - all-fill) over the images, so the clean image
-scores 1 on average. (A per-image scale would divide by near-zero gaps.) Both endpoints are the same for every
-method, so paired differences between methods do not depend on this normalisation, only their unit.
-Low deletion AUC and high insertion AUC = faithful. Comparisons are paired per image, with bootstrap CIs.
+curves of a judge are divided by the size of the judge's mean gap |clean - all-fill| over the images, so the clean
+image scores about 1. (A per-image scale would divide by near-zero gaps.) Both endpoints are the same for every
+method, so paired differences between methods keep the sign of the raw-score differences; only their unit
+changes. The gap itself is a row (`score_gap`, with its CI): where its CI contains 0 the judge barely tells the
+clean image from the all-fill image, and that judge's curves are marked not interpretable.
+Low deletion AUC and high insertion AUC = faithful. Comparisons are paired per image, with bootstrap CIs; there is
+no correction for the number of comparisons.
 
 Sanity checks (Adebayo et al. 2018): cascading randomisation re-initialises the model from the output layer
 down, one stage at a time, and reports the Spearman correlation of |map| with the trained model's |map| (it must
@@ -134,9 +141,10 @@ def curve_auc(curves: np.ndarray) -> np.ndarray:
 
 
 def normalise(curves: np.ndarray, s_x: np.ndarray, s_fill: np.ndarray) -> np.ndarray:
-    """Shift each image's curve so its all-fill image scores 0; divide by the mean gap (clean - all-fill)."""
-    gap = float(np.mean(s_x - s_fill))
-    return (curves - s_fill[:, None]) / (gap if abs(gap) > 1e-12 else 1.0)
+    """Shift each image's curve so its all-fill image scores 0; divide by the size of the mean gap |clean -
+    all-fill| (a positive unit, so the order of methods is the order of their raw-score curves)."""
+    gap = abs(float(np.mean(s_x - s_fill)))
+    return (curves - s_fill[:, None]) / (gap if gap > 1e-12 else 1.0)
 
 
 def paired_summary(a: np.ndarray, b: np.ndarray | None, n_boot: int, seed: int) -> dict:
@@ -150,17 +158,23 @@ def paired_summary(a: np.ndarray, b: np.ndarray | None, n_boot: int, seed: int) 
 
 
 def faithfulness_rows(judges: list, maps_for: Callable, x: torch.Tensor, fills: dict, steps: int, patch: int,
-                      n_boot: int, seed: int, reference: str = "random", rivals: dict | None = None) -> tuple:
+                      n_boot: int, seed: int, reference: str = "random", rivals: dict | None = None,
+                      own_judge: dict | None = None) -> tuple:
     """Long-format rows: per judge, fill, mode and method the normalised AUC, and the paired differences to the
     `reference` map (random) and to each method's rival (`rivals[method]`, e.g. Grad-CAM for the diffusion map).
     `maps_for(judge) -> {method: (n, H, W)}` gives the maps for the judge's targets; `fills[judge.name]` lists its
-    fills. Returns (rows, mean normalised curves keyed by (judge, fill, mode, method))."""
+    fills; `own_judge[method]` names the judge that is the map's own model. Returns (rows, mean normalised curves
+    keyed by (judge, fill, mode, method))."""
     rows, mean_curves = [], {}
     for judge in judges:
         maps = maps_for(judge)
         for fill_kind in fills[judge.name]:
             fill = fill_images(x, fill_kind, sigma=float(patch))
             ends = (judge.score(x), judge.score(fill))
+            gap = paired_summary(ends[0], ends[1], n_boot, seed)
+            interpretable = bool(gap["ci_low"] > 0)
+            rows.append({"judge": judge.name, "fill": fill_kind, "method": "(all)", "measure": "score_gap",
+                         "n_images": len(x), "interpretable": interpretable, **gap})
             for mode in ("deletion", "insertion"):
                 auc = {}
                 for method, saliency in maps.items():
@@ -169,8 +183,10 @@ def faithfulness_rows(judges: list, maps_for: Callable, x: torch.Tensor, fills: 
                     auc[method] = curve_auc(c)
                     mean_curves[(judge.name, fill_kind, mode, method)] = c.mean(0)
                 for method in maps:
+                    relation = "" if method not in (own_judge or {}) else \
+                        "own model" if own_judge[method] == judge.name else "other model"
                     base = {"judge": judge.name, "fill": fill_kind, "mode": mode, "method": method,
-                            "n_images": len(x)}
+                            "judge_relation": relation, "n_images": len(x), "interpretable": interpretable}
                     rows.append({**base, "measure": "normalised_auc", **paired_summary(auc[method], None, n_boot, seed)})
                     for other, label in ((reference, "minus_random"), ((rivals or {}).get(method), "minus_rival")):
                         if other is not None and other != method and other in auc:
@@ -182,7 +198,7 @@ def faithfulness_rows(judges: list, maps_for: Callable, x: torch.Tensor, fills: 
 # ----------------------------------------------------------------------------- sanity checks
 
 def spearman_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman rank correlation of each pair of maps (NaN where a map is constant)."""
+    """Spearman rank correlation of each pair of maps (NaN where a map is constant: callers count those)."""
     out = []
     for u, v in zip(a.reshape(len(a), -1), b.reshape(len(b), -1)):
         out.append(np.nan if u.std() == 0 or v.std() == 0 else spearmanr(u, v).statistic)

@@ -45,7 +45,7 @@ BASE = {
     # (patches_per_side^2 patches); fills per judge (the diffusion judge costs judge_draws x classes UNet calls per
     # perturbed image, so the cpu profile gives it the blurred fill only); counterfactuals as the authors'
     # explain.py: noise to counterfactual_t, guided ancestral sampling (w = guidance_w) in counterfactual_steps steps
-    "explain": {"n_images": 64, "map_draws": 8, "t_min": 0.1, "t_max": 0.6, "judge_draws": 32, "steps": 16,
+    "explain": {"n_images": 64, "map_draws": 8, "t_min": 0.1, "t_max": 0.6, "judge_draws": 33, "steps": 16,
                 "patches_per_side": 8, "fills": {"resnet18": ["grey", "blur"], "diffusion": ["blur"]},
                 "counterfactual_t": 0.5, "counterfactual_steps": 50, "guidance_w": 4.5, "n_counterfactual": 32,
                 "per_case": 2, "n_bootstrap": 1000},
@@ -65,7 +65,7 @@ PROFILES = {
         "baseline": {"epochs": 2, "batch_size": 32, "patience": 2},
         "scoring": {"n_draws": 11, "chunk_size": 16, "batch_size": 128},
         "ablation": {"n_draws": [1, 3, 5, 11], "n_bootstrap": 50},
-        "explain": {"n_images": 8, "map_draws": 4, "judge_draws": 4, "steps": 4, "patches_per_side": 4,
+        "explain": {"n_images": 8, "map_draws": 4, "judge_draws": 5, "steps": 4, "patches_per_side": 4,
                     "counterfactual_steps": 3, "n_counterfactual": 4, "per_case": 1, "n_bootstrap": 50},
         "uncertainty": {"n_bins": 5, "n_bootstrap": 50},
         "foundation": {"resolution": 16, "n_draws": 4, "max_test_images": 8,
@@ -86,7 +86,7 @@ PROFILES = {
         "scoring": {"n_draws": 501, "batch_size": 1024, "chunk_size": 256, "mixed_precision": "bf16",
                     "early_stop_rounds": 4},
         "ablation": {"n_draws": [1, 3, 5, 11, 25, 51, 101, 251, 501]},
-        "explain": {"n_images": 200, "map_draws": 64, "judge_draws": 64, "counterfactual_steps": 256,
+        "explain": {"n_images": 200, "map_draws": 64, "judge_draws": 65, "counterfactual_steps": 256,
                     "fills": {"resnet18": ["grey", "blur"], "diffusion": ["grey", "blur"]}},
         "foundation": {"resolution": 512, "lora_rank": 0, "n_draws": 64,
                        "train": {"steps": 20_000, "batch_size": 16, "lr": 1e-5, "mixed_precision": "bf16"}},
