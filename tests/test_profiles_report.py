@@ -37,16 +37,40 @@ def test_ablation_table_and_voting_verdict_follow_the_numbers():
     assert pairs.loc[0, "accuracy_diff"] == 0  # N = 1: both rules are the same single draw
     text = ablation.voting_verdict(pairs, full.loc["vote"], "toy")
     assert "N = 51" in text and "**supported**" in text
-    # the same tensor with the roles of the margins swapped: the mean rule wins, the verdict must turn
-    E2 = 2 - E
-    pairs2 = ablation.paired_table(E2, 1 - y, "toy", [51], n_boot=200)
-    assert "**contradicted**" in ablation.voting_verdict(pairs2, full.loc["vote"], "toy") or \
-        pairs2.loc[0, "accuracy_diff_ci_high"] >= 0
+    # the true class wins only 40% of the draws, by a large margin: the mean rule is right, the vote wrong
+    rng = np.random.default_rng(1)
+    E2 = np.ones_like(E)
+    wins = rng.random(E.shape[::2]) < 0.4
+    E2[np.arange(len(y)), 1 - y] += np.where(wins, 0.05, -0.01)
+    pairs2 = ablation.paired_table(E2, y, "toy", [51], n_boot=200)
+    assert "**contradicted**" in ablation.voting_verdict(pairs2, full.loc["vote"], "toy")
     short = ablation.paired_table(E[:, :, :25], y, "toy", [25], n_boot=50)
     assert "not testable" in ablation.voting_verdict(short, full.loc["vote"], "toy")
     chance = full.loc["vote"].copy()
     chance["auc_ci_low"] = 0.45
     assert "not testable" in ablation.voting_verdict(pairs, chance, "toy")
+
+
+def test_competitiveness_needs_signal_and_the_margin():
+    base = {"task": "t", "source": "all", "a": "diffusion", "n_images": 100, "auc_diff": -0.01, "auc_diff_ci_low": -0.04,
+            "auc_diff_ci_high": 0.02, "balanced_accuracy_diff": 0.0, "balanced_accuracy_diff_ci_low": -0.05,
+            "balanced_accuracy_diff_ci_high": 0.05, "accuracy_diff": 0.0, "accuracy_diff_ci_low": -0.05,
+            "accuracy_diff_ci_high": 0.05, "mcnemar_p": 0.9, "a_auc_ci_low": 0.8, "b_auc_ci_low": 0.8}
+    ok = ablation.competitiveness_verdict(pd.DataFrame([base]), "t")[0]
+    wide = ablation.competitiveness_verdict(pd.DataFrame([{**base, "auc_diff_ci_low": -0.08}]), "t")[0]
+    chance = ablation.competitiveness_verdict(pd.DataFrame([{**base, "a_auc_ci_low": 0.45}]), "t")[0]
+    assert "non-inferior at the pre-set margin" in ok and "is not shown" in wide and "not testable" in chance
+
+
+def test_timestep_range_is_chosen_on_validation_only():
+    """Test scores that favour another range must not change the choice made on validation."""
+    E, U, y = planted_votes(n=120, k=25)
+    noise = np.random.default_rng(3).random(E.shape)
+    E_val = np.where((U < 1 / 3)[:, None, :], E, 1 + noise)  # only the first third carries signal on val
+    E_test = np.where((U >= 2 / 3)[:, None, :], E, 1 + noise)  # only the last third on test
+    rows = ablation.val_selected_rows(E_val, U, y, E_test, U, y, "toy", "m", [[0, 1 / 3], [2 / 3, 1]], n_boot=20)
+    # (planted_votes fools the mean rule on purpose, so only the vote carries the val signal)
+    assert rows.set_index("rule").loc["vote", "t_range"] == "val-selected [0.00,0.33)"
 
 
 def test_a_new_rule_is_one_registry_entry(monkeypatch):

@@ -255,3 +255,23 @@ def test_checkpoint_swap_cut_between_its_renames_is_completed(tmp_path, tiny_dat
     assert not (tmp_path / "cut" / "last.old").exists() and not (tmp_path / "cut" / "last.tmp").exists()
     for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), n
+
+
+def test_balanced_batches_draw_each_class_equally_often():
+    from diffusion_classifier.training import batch_indices
+
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    g = torch.Generator().manual_seed(0)
+    drawn = labels[batch_indices(labels, 20000, g, balanced=True)].float().mean().item()
+    plain = labels[batch_indices(labels, 20000, torch.Generator().manual_seed(0), balanced=False)].float().mean().item()
+    assert abs(drawn - 0.5) < 0.02 and abs(plain - 0.1) < 0.02
+
+
+def test_baseline_selection_criterion_is_class_balanced():
+    import numpy as np
+    from diffusion_classifier.baseline import balanced_cross_entropy
+
+    y = np.array([0, 0, 0, 1])
+    proba = np.array([[0.9, 0.1]] * 3 + [[0.9, 0.1]])  # confident "0" for everyone
+    # plain mean NLL is dominated by the majority class; the balanced one weighs the lone positive as much
+    assert balanced_cross_entropy(proba, y) == pytest.approx((-np.log(0.9) + -np.log(0.1)) / 2)

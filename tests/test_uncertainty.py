@@ -70,6 +70,13 @@ def test_ece_does_not_depend_on_the_order_of_tied_confidences():
     assert all(len(set(conf[bin_])) == 1 for bin_ in unc.tie_safe_bins(conf, 5))
 
 
+def test_a_large_tie_leaves_no_singleton_bins_after_it():
+    conf = np.concatenate([np.full(50, 0.55), np.linspace(0.6, 1.0, 50)])
+    bins = unc.tie_safe_bins(conf, 10)
+    sizes = [len(b) for b in bins]
+    assert len(bins) <= 10 and sizes[0] == 50 and min(sizes[1:]) >= 2 and sum(sizes) == 100
+
+
 def test_brier_and_excess_aurc_hand_computed():
     conf = np.array([1.0, 0.5, 0.8])
     correct = np.array([1, 0, 1], bool)
@@ -96,3 +103,14 @@ def test_each_score_is_judged_on_its_own_rule():
     acc = {r["score"]: r["accuracy"] for r in rows}
     assert acc["vote_fraction"] == 1.0 and acc["vote_entropy"] == 1.0
     assert acc["error_softmax"] == 0.5 and acc["margin_z"] == 0.5
+
+
+def test_paired_comparison_of_two_uncertainty_scores():
+    rng = np.random.default_rng(1)
+    correct = rng.random(400) < 0.8
+    good = rng.normal(size=400) + 2 * (~correct)  # ranks errors well
+    bad = rng.normal(size=400)  # ranks at random
+    curves = {("a", "s"): (good, correct, None, None), ("b", "s"): (bad, correct, None, None)}
+    row = unc.compare_scores(curves, "toy", ("a", "s"), ("b", "s"), n_boot=200)
+    assert row["error_auroc_diff_ci_low"] > 0.2 and row["e_aurc_diff_ci_high"] < 0
+    assert row["referral_gain_at_80_diff_ci_low"] > 0

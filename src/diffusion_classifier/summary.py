@@ -33,7 +33,8 @@ def _verdicts(tables, prov) -> list[str]:
 
     out, settings = [], prov.get("settings", {})
     read = {name: pd.read_csv(tables / f"{name}.csv") for name in
-            ("classification", "diffusion_vs_baseline", "ablation_paired", "explainability", "uncertainty")
+            ("classification", "diffusion_vs_baseline", "ablation_paired", "explainability", "uncertainty",
+             "uncertainty_paired", "shift_test")
             if (tables / f"{name}.csv").exists()}
     if "classification" in read:
         c = read["classification"]
@@ -58,7 +59,14 @@ def _verdicts(tables, prov) -> list[str]:
         out += [f"- {line}" for task in e.task.unique() for line in explainability.verdicts(e, task)]
     if "uncertainty" in read:
         u = read["uncertainty"]
-        out += [f"- {uncertainty.verdict(u, task)}" for task in u.task.unique()]
+        out += [f"- {uncertainty.verdict(u, task, read.get('uncertainty_paired'))}" for task in u.task.unique()]
+    if "shift_test" in read:
+        from . import shift
+
+        st = read["shift_test"]
+        for task, g in st.groupby("task"):
+            out.append(f"- **{task}** (notebook 08): " + shift.verdict(g.to_dict("records"), g.target_source.iloc[0],
+                                                                        g.other_source.iloc[0]))
     return out
 
 
@@ -125,6 +133,13 @@ def build() -> str:
     section("Uncertainty: calibration, error detection, selective prediction", "uncertainty.csv",
             ["task", "model", "rule", "score", "accuracy_val", "accuracy", "ece", "ece_calibrated", "brier_calibrated",
              "error_auroc", "aurc", "e_aurc", "acc_at_80_coverage"])
+    section("Uncertainty: vote share − ResNet max softmax (paired, test split)", "uncertainty_paired.csv",
+            ["task", "n_images", "error_auroc_diff", "error_auroc_diff_ci_low", "error_auroc_diff_ci_high", "e_aurc_diff",
+             "e_aurc_diff_ci_low", "e_aurc_diff_ci_high", "referral_gain_at_80_diff", "referral_gain_at_80_diff_ci_low",
+             "referral_gain_at_80_diff_ci_high"])
+    section("Source-shift test (notebook 08, run separately)", "shift_test.csv",
+            ["task", "target_source", "other_source", "n_test_images", "family", "trained_on", "measure", "value",
+             "ci_low", "ci_high"])
     for name in ("scoring", "training"):
         bench = res / "benchmarks" / f"{name}.csv"
         if bench.exists():
