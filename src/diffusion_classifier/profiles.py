@@ -50,6 +50,9 @@ BASE = {
                 "counterfactual_t": 0.5, "counterfactual_steps": 50, "guidance_w": 4.5, "n_counterfactual": 32,
                 "per_case": 2, "n_bootstrap": 1000},
     "uncertainty": {"n_bins": 10, "n_bootstrap": 500},
+    # notebook 08 (source-shift test, outside the default run): training steps of its in-source and cross-source
+    # denoisers (None = the task's own); both arms always get the same, so their paired drop stays fair
+    "shift": {"train_steps": None},
     # Stable Diffusion arm (notebook 07): latent resolution = resolution / 8; lora_rank 0 = full UNet fine-tuning
     "foundation": {"resolution": 512, "lora_rank": 8, "n_draws": 32, "max_test_images": None,
                    "train": {"steps": 1000, "batch_size": 8, "lr": 1e-4, "warmup_steps": 50, "checkpoint_every": 200,
@@ -73,7 +76,7 @@ PROFILES = {
     },
     # CPU batches are sized to the cache, not to memory: 64 runs the 32 px UNet ~2x faster than 512
     # (benchmarks/scoring.py sweeps it)
-    "cpu": {"scoring": {"batch_size": 64}},
+    "cpu": {"scoring": {"batch_size": 64}, "shift": {"train_steps": 800}},
     "paper": {
         "data": {"resolution": 256},
         "diffusion": {"schedule": "shifted_cosine", "prediction_type": "v_prediction", "loss_weighting": "min_snr"},
