@@ -28,7 +28,8 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     r = run_all(tmp_path, "--profile", "smoke", SD_WEIGHTS=str(sd))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = tmp_path / "results"
-    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    # the default run: every numbered notebook before 08 (08 and later are extra evidence, run with --extra)
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb") if p.stem < "08")
     assert sorted(p.stem for p in (res / "notebooks").glob("*.ipynb")) == notebooks
     prov = json.loads((res / "provenance.json").read_text())
     assert prov["profile"] == "smoke" and [n["name"] for n in prov["notebooks"]] == notebooks
@@ -58,6 +59,29 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert all(after[n] == before[n] for n in after if n not in own)
     assert all(after[n] == before[n] for n in own)  # same seed, same cached scores: byte-identical
     assert [n["name"] for n in json.loads((res / "provenance.json").read_text())["notebooks"]] == notebooks
+
+
+@pytest.mark.skipif(not (REAL_DATA / "isic_melanoma_64.npz").exists(), reason="shared data absent")
+def test_extra_shift_notebook_runs_alone_after_the_default_run(tmp_path):
+    r = run_all(tmp_path, "--profile", "smoke", "--tasks", "melanoma_balanced", "--to", "04")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = run_all(tmp_path, "--profile", "smoke", "--tasks", "melanoma_balanced", "--only", "08")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    shift = pd.read_csv(tmp_path / "results" / "tables" / "shift_test.csv")
+    assert set(shift.measure) == {"auc", "auc_drop", "drop_difference"} and shift.target_source.nunique() == 1
+    prov = json.loads((tmp_path / "results" / "provenance.json").read_text())
+    assert [n["name"] for n in prov["notebooks"]] == ["01_data", "02_train_diffusion", "03_baseline", "04_classify",
+                                                      "08_shift"]
+
+
+@pytest.mark.skipif(not (REAL_DATA / "isic2017").exists(), reason="shared data absent")
+def test_official_isic2017_runs_with_near_duplicates_dropped(tmp_path):
+    r = run_all(tmp_path, "--profile", "smoke", "--tasks", "melanoma", "--to", "04")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = pd.read_csv(tmp_path / "results" / "tables" / "data_summary.csv")
+    dropped = summary.groupby("split").near_duplicates_dropped_from_split.first()
+    assert dropped.to_dict() == {"test": 17, "train": 10, "val": 2}
+    assert len(pd.read_csv(tmp_path / "results" / "tables" / "classification.csv"))
 
 
 def test_a_failing_notebook_stops_the_run_with_its_name(tmp_path):

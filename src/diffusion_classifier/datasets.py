@@ -600,6 +600,9 @@ def load_task(task: str, root=None, size: int = 64, download: bool = True, seed:
 
 
 def summary_table(data: TaskData) -> list[dict]:
-    """Rows (task, split, class, count) for results/tables/data_summary.csv."""
-    return [{"task": data.task, "split": split, "class": name, "label": c, "count": int(n)}
+    """Rows (task, split, class, count) for results/tables/data_summary.csv, plus the near-duplicates a reader
+    dropped from the split (official ISIC 2017) where it dropped any."""
+    dropped = data.notes.get("near_duplicates_dropped", {})
+    return [{"task": data.task, "split": split, "class": name, "label": c, "count": int(n),
+             **({"near_duplicates_dropped_from_split": int(dropped.get(split, 0))} if dropped else {})}
             for split, s in data.splits.items() for c, (name, n) in enumerate(zip(data.class_names, s.counts(data.n_classes)))]
