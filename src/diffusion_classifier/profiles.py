@@ -27,7 +27,8 @@ BASE = {
               # class-balanced batches (each class equally likely), as the paper's subsampling to balanced classes
               "balanced_sampling": True},
     # guidance_w: classifier-free guidance in the paper's convention, (1 + w) * cond - w * uncond (0 = none)
-    "sampling": {"steps": 50, "n_per_class": 8, "guidance_w": 0.0},
+    # sampler: ancestral (DDPM) or ddim; DDIM's deterministic path ends in noise for some seeds of the cpu models
+    "sampling": {"sampler": "ancestral", "steps": 50, "n_per_class": 8, "guidance_w": 0.0},
     # select_on: "val_loss" (class-balanced cross-entropy on val) or "val_auc"; no early stop before min_epochs;
     # balanced_sampling: class-balanced batches, like the denoiser (else a class-weighted loss)
     "baseline": {"epochs": 40, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-4, "patience": 5, "min_epochs": 5,
