@@ -13,7 +13,7 @@ from conftest import tiny_cfg
 from diffusion_classifier.denoiser import Denoiser, build_unet
 from diffusion_classifier.device import cap_threads, usable_cores
 from diffusion_classifier.errors import CheckpointError
-from diffusion_classifier.sampling import sample
+from diffusion_classifier.sampling import sample_from
 from diffusion_classifier.training import diffusion_loss, train_denoiser
 
 
@@ -43,8 +43,9 @@ def test_other_targets_and_schedules_train(tmp_path, tiny_data, prediction_type,
     model, history = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
     assert torch.isfinite(torch.tensor(history.train_loss.values)).all()
     assert Denoiser.load(tmp_path / "run" / "final" / "ema").schedule.prediction_type == prediction_type
-    imgs = sample(model, torch.tensor([0, 1, 2]), (1, 8, 8), steps=3)
-    assert imgs.shape == (3, 1, 8, 8) and imgs.abs().max() <= 1
+    for sampler in ("ancestral", "ddim"):
+        imgs = sample_from(model, torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2]), sampler, steps=3)
+        assert imgs.shape == (3, 1, 8, 8) and imgs.abs().max() <= 1
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, tiny_data):
