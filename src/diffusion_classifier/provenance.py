@@ -64,6 +64,7 @@ def main(argv=None):
     n.add_argument("name")
     n.add_argument("started", type=float, help="start time (seconds since the epoch)")
     n.add_argument("--parameters", default="{}")
+    n.add_argument("--commit-at-start", default="", help="HEAD when the notebook started (run_all.sh passes it)")
     sub.add_parser("finish")
     a = ap.parse_args(argv)
     if a.cmd == "start":
@@ -78,7 +79,8 @@ def main(argv=None):
         rec = json.loads(_path().read_text())
         if a.cmd == "notebook":
             rec["notebooks"] = [n for n in rec["notebooks"] if n["name"] != a.name]
-            rec["notebooks"].append({"name": a.name, "wall_s": round(time.time() - a.started, 1), "git": git_commit(),
+            rec["notebooks"].append({"name": a.name, "wall_s": round(time.time() - a.started, 1),
+                                     "git": {**git_commit(), "commit_at_start": a.commit_at_start or None},
                                      "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                      "parameters": json.loads(a.parameters)})
             rec["notebooks"].sort(key=lambda n: n["name"])
