@@ -9,7 +9,7 @@
 # results/provenance.json and results/SUMMARY.md. Stops at the first failing notebook, naming it and the cell.
 set -euo pipefail
 cd "$(dirname "$0")"
-PROFILE=cpu SEED=0 TASKS="pneumonia melanoma_balanced" FROM=00 TO=99 ONLY=""
+PROFILE=cpu SEED=0 TASKS="pneumonia melanoma_balanced" FROM=00 TO=99 ONLY="" EXTRA=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) PROFILE=$2; shift 2 ;;
@@ -18,7 +18,8 @@ while [ $# -gt 0 ]; do
     --from) FROM=$2; shift 2 ;;
     --to) TO=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+    --extra) EXTRA=1; shift ;;
+    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -29,15 +30,17 @@ RESULTS=${DC_RESULTS_DIR:-$PWD/results}
 mkdir -p "$RESULTS/notebooks"
 task_list=$(printf '"%s",' $TASKS); task_list="[${task_list%,}]"
 PARAMS="{profile: $PROFILE, seed: $SEED, tasks: $task_list, data_root: \"$DATA_ROOT\", sd_weights: \"${SD_WEIGHTS:-}\"}"
-KEEP=""; if [ "$FROM" != 00 ] || [ "$TO" != 99 ] || [ -n "$ONLY" ]; then KEEP=--keep; fi
+KEEP=""; if [ "$FROM" != 00 ] || [ "$TO" != 99 ] || [ -n "$ONLY" ] || [ "$EXTRA" = 1 ]; then KEEP=--keep; fi
 python -m diffusion_classifier.provenance start --profile "$PROFILE" --seed "$SEED" --tasks "$TASKS" --data-root "$DATA_ROOT" $KEEP
 echo "profile=$PROFILE seed=$SEED tasks=[$TASKS] data=$DATA_ROOT results=$RESULTS"
 for nb in notebooks/[0-9][0-9]_*.ipynb; do
   name=$(basename "$nb" .ipynb); num=${name:0:2}
   if [ -n "$ONLY" ] && [ "$num" != "$ONLY" ]; then continue; fi
   if [[ "$num" < "$FROM" ]] || [[ "$num" > "$TO" ]]; then continue; fi
+  if [ -z "$ONLY" ] && [ "$EXTRA" = 0 ] && [[ ! "$num" < "08" ]]; then continue; fi
   echo "=== $name"
   start=$EPOCHREALTIME
+  start_commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
   if ! papermill "$nb" "$RESULTS/notebooks/$name.ipynb" -y "$PARAMS" --cwd notebooks --log-output --no-progress-bar \
        > "$RESULTS/notebooks/$name.log" 2>&1; then
     cell=$(grep -o "Exception encountered at \"In \[[0-9]*\]\"" "$RESULTS/notebooks/$name.log" | tail -1 || true)
@@ -45,7 +48,7 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
     tail -n 25 "$RESULTS/notebooks/$name.log" >&2
     exit 1
   fi
-  python -m diffusion_classifier.provenance notebook "$name" "$start" --parameters "$(python -c 'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' "$PARAMS")"
+  python -m diffusion_classifier.provenance notebook "$name" "$start" --commit-at-start "$start_commit" --parameters "$(python -c 'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' "$PARAMS")"
   rm -f "$RESULTS/notebooks/$name.log"
 done
 python -m diffusion_classifier.provenance finish
