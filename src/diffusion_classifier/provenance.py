@@ -78,6 +78,9 @@ def main(argv=None):
     else:
         rec = json.loads(_path().read_text())
         if a.cmd == "notebook":
+            # a re-run replaces the notebook's record; the earlier one moves to `superseded` (e.g. the from-scratch
+            # training time stays on record when a later run only reloads the finished model)
+            rec.setdefault("superseded", []).extend(n for n in rec["notebooks"] if n["name"] == a.name)
             rec["notebooks"] = [n for n in rec["notebooks"] if n["name"] != a.name]
             rec["notebooks"].append({"name": a.name, "wall_s": round(time.time() - a.started, 1),
                                      "git": {**git_commit(), "commit_at_start": a.commit_at_start or None},

@@ -70,6 +70,14 @@ def _verdicts(tables, prov) -> list[str]:
     return out
 
 
+def _default_run_minutes(prov: dict) -> float:
+    """Wall time of notebooks 01-07 as first run: a notebook re-run later (e.g. to reload a finished model) counts
+    with its earlier, from-scratch record."""
+    first = {n["name"]: n["wall_s"] for n in prov.get("notebooks", [])}
+    first.update({n["name"]: n["wall_s"] for n in prov.get("superseded", [])})
+    return sum(v for k, v in first.items() if k < "08") / 60
+
+
 def build() -> str:
     res = results_dir()
     tables, figs = res / "tables", res / "figures"
@@ -82,8 +90,10 @@ def build() -> str:
            f"notebooks run at commit(s) {', '.join(f'`{c}`' for c in commits) or '?'}, device {env.get('device', '?')} "
            f"(bf16 support: {env.get('cpu_bf16', '?')}), {env.get('torch_threads', '?')} torch threads; notebook wall "
            f"times " + ", ".join(f"{n['name'][:2]} {n['wall_s'] / 60:.1f}" for n in prov.get("notebooks", []))
-           + f" min; total {prov.get('total_wall_s', 0) / 60:.1f} min. Every number below is read from "
-           f"`results/tables/`; every sentence is generated from them.", ""]
+           + f" min; the default run (01-07) from scratch: {_default_run_minutes(prov):.1f} min"
+           + "".join(f"; earlier run of {n['name'][:2]} (replaced by a re-run): {n['wall_s'] / 60:.1f} min at "
+                     f"`{n.get('git', {}).get('commit', '?')[:12]}`" for n in prov.get("superseded", []))
+           + ". Every number below is read from `results/tables/`; every sentence is generated from them.", ""]
     verdicts = _verdicts(tables, prov)
     if verdicts:
         out += ["## Verdicts (generated)", ""] + verdicts + [""]
