@@ -103,3 +103,15 @@ def smoke_checkpoint(tmp_path):
     cfg = tiny_cfg()
     cfg["data"]["resolution"] = 16
     return Denoiser(build_unet(cfg, 1, 2), cfg, ["normal", "pneumonia"]).save(tmp_path / "ckpt")
+
+
+def one_line_checkpoint_error(call, *words):
+    """`call()` raises a one-line CheckpointError whose message contains every word."""
+    from diffusion_classifier.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as e:
+        call()
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg

@@ -55,11 +55,15 @@ def test_competitiveness_needs_signal_and_the_margin():
     base = {"task": "t", "source": "all", "a": "diffusion", "n_images": 100, "auc_diff": -0.01, "auc_diff_ci_low": -0.04,
             "auc_diff_ci_high": 0.02, "balanced_accuracy_diff": 0.0, "balanced_accuracy_diff_ci_low": -0.05,
             "balanced_accuracy_diff_ci_high": 0.05, "accuracy_diff": 0.0, "accuracy_diff_ci_low": -0.05,
-            "accuracy_diff_ci_high": 0.05, "mcnemar_p": 0.9, "a_auc_ci_low": 0.8, "b_auc_ci_low": 0.8}
+            "accuracy_diff_ci_high": 0.05, "f1_diff": -0.1, "f1_diff_ci_low": -0.15, "f1_diff_ci_high": -0.05,
+            "mcnemar_p": 0.9, "a_auc_ci_low": 0.8, "b_auc_ci_low": 0.8}
     ok = ablation.competitiveness_verdict(pd.DataFrame([base]), "t")[0]
     wide = ablation.competitiveness_verdict(pd.DataFrame([{**base, "auc_diff_ci_low": -0.08}]), "t")[0]
     chance = ablation.competitiveness_verdict(pd.DataFrame([{**base, "a_auc_ci_low": 0.45}]), "t")[0]
-    assert "non-inferior at the pre-set margin" in ok and "is not shown" in wide and "not testable" in chance
+    assert "non-inferior in AUC at the margin" in ok and "is not shown" in wide and "not testable" in chance
+    assert "F1 (the paper's metric) is significantly lower" in ok and "AUC is significantly lower" not in ok
+    lower = ablation.competitiveness_verdict(pd.DataFrame([{**base, "auc_diff_ci_high": -0.01}]), "t")[0]
+    assert "AUC is significantly lower" in lower
 
 
 def test_timestep_range_is_chosen_on_validation_only():

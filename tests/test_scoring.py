@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_cfg
+from conftest import one_line_checkpoint_error, tiny_cfg
 from diffusion_classifier import decision
 from diffusion_classifier.denoiser import Denoiser, build_unet
 from diffusion_classifier.errors import CheckpointError
@@ -151,13 +151,7 @@ def test_compiled_forward_gives_the_eager_errors(tiny_model, images):
 
 # --------------------------------------------------------------------------- corrupt or mismatched score caches
 
-def refused(call, *words):
-    with pytest.raises(CheckpointError) as e:
-        call()
-    msg = str(e.value)
-    assert "\n" not in msg
-    for w in words:
-        assert w in msg, msg
+refused = one_line_checkpoint_error
 
 
 def test_chunks_of_another_model_are_refused(tiny_model, images, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_cfg
+from conftest import one_line_checkpoint_error, tiny_cfg
 from diffusion_classifier.denoiser import Denoiser, build_unet
 from diffusion_classifier.device import cap_threads, usable_cores
 from diffusion_classifier.errors import CheckpointError
@@ -166,13 +166,7 @@ def test_threads_are_capped_to_the_share_of_the_cores(monkeypatch):
 
 # --------------------------------------------------------------------------- corrupt or mismatched checkpoints
 
-def one_line_error(call, *words):
-    with pytest.raises(CheckpointError) as e:
-        call()
-    msg = str(e.value)
-    assert "\n" not in msg
-    for w in words:
-        assert w in msg, msg
+one_line_error = one_line_checkpoint_error
 
 
 def test_edited_checkpoint_files_are_refused(tmp_path, tiny_model):

@@ -123,9 +123,11 @@ def compare_phrase(row, mode: str) -> str:
 def verdicts(table, task: str) -> list[str]:
     """Sentences generated from one task's rows of explainability.csv."""
     t = table[table.task == task]
-    lines = [f"**{task}**: {len(t[t.measure.isin(['auc_minus_random', 'auc_minus_rival'])])} paired faithfulness "
-             f"comparisons, each at 95% without correction for their number; a map judged by its own model is "
-             f"marked so."]
+    n_distinct = len(t[t.measure == "auc_minus_random"]) + len(t[t.measure == "auc_minus_rival"]) // 2
+    lines = [f"**{task}**: {n_distinct} distinct paired faithfulness comparisons, each at 95% without correction for "
+             f"their number. A map judged by its own model (marked) is close to circular — the diffusion map is a "
+             f"per-pixel split of the diffusion judge's own score — so only other-model judgements are independent "
+             f"evidence."]
     gaps = t[t.measure == "score_gap"].set_index(["judge", "fill"])
     faith = t[(t.section == "faithfulness") & (t.measure == "auc_minus_random")]
     for (judge, fill), g in faith.groupby(["judge", "fill"], sort=False):
@@ -133,8 +135,9 @@ def verdicts(table, task: str) -> list[str]:
         head = (f"**{task}, {judge} judge, {fill} fill** (n = {int(g.n_images.iloc[0])}; clean − all-fill score gap "
                 f"{gap.value:.3g}, 95% CI {gap.ci_low:.3g} to {gap.ci_high:.3g})")
         if not bool(gap.interpretable):
-            lines.append(head + ": NOT INTERPRETABLE — the judge does not score the clean images above the all-fill "
-                                "images, so deleting or inserting evidence cannot move it.")
+            lines.append(head + ": NOT INTERPRETABLE — the gap between the clean and the all-fill image changes sign "
+                                "across images (its CI contains 0): for many images the judge scores the filled image as "
+                                "high as the clean one, so deletion and insertion curves do not measure evidence.")
             continue
         parts = [f"{r.method}{' (own model)' if r.judge_relation == 'own model' else ''}: {compare_phrase(r, r.mode)}"
                  for r in g.itertuples()]
@@ -148,13 +151,15 @@ def verdicts(table, task: str) -> list[str]:
         first, last = g.iloc[0], g.iloc[-1]
         passes = last.ci_high < RANDOMISATION_MAX_RHO
         lines.append(f"**{task}, cascading randomisation of the {method}**: Spearman of |map| with the trained model's "
-                     f"{first.value:.2f} after re-initialising `{first.stage_name}`, {last.value:.2f} (95% CI "
-                     f"{last.ci_low:.2f}-{last.ci_high:.2f}) with every stage re-initialised: "
+                     f"{first.value:.2f} after re-initialising `{first.stage_name}` (n = {int(first.n_images)} maps not "
+                     f"constant), {last.value:.2f} (95% CI {last.ci_low:.2f} to {last.ci_high:.2f}, n = {int(last.n_images)}) "
+                     f"with every stage re-initialised: "
                      + ("the maps depend on the learned weights." if passes else
-                        f"NOT below {RANDOMISATION_MAX_RHO}: the maps may reflect the input more than the model."))
+                        f"not shown to be below {RANDOMISATION_MAX_RHO}: the maps may reflect the input more than the model."))
     for r in t[t.section == "test_retest"].itertuples():
         lines.append(f"**{task}, test-retest of the diffusion map** (two disjoint sets of draws): Spearman {r.value:.2f} "
-                     f"(95% CI {r.ci_low:.2f}-{r.ci_high:.2f}).")
+                     f"(95% CI {r.ci_low:.2f} to {r.ci_high:.2f})" + (": maps from this few draws are mostly draw noise."
+                                                                     if r.value < 0.3 else "."))
     cf = t[t.section == "counterfactual"]
     for judge in ("resnet18", "diffusion"):
         g = cf[cf.judge == judge]
@@ -165,5 +170,7 @@ def verdicts(table, task: str) -> list[str]:
                      + (" (the model that made them: partly circular)" if judge == "diffusion" else
                         " (an independent model)") + ": " + ", ".join(rates)
                      + ". A flip rate means something only beside the keep rate towards the same class (a model that"
-                       " always answers one class flips everything towards it).")
+                       " always answers one class flips everything towards it); at t = 0.5 with w = 4.5 a counterfactual"
+                       " largely regenerates the image as the target class, so a flip shows the guidance works, not a"
+                       " minimal edit.")
     return lines

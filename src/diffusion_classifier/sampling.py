@@ -50,11 +50,16 @@ def guided_x0(model: Denoiser, x: torch.Tensor, u: float, labels: torch.Tensor, 
     return eps, x0.clamp(-1, 1)
 
 
+def time_grid(model: Denoiser, u_start: float, steps: int) -> list[float]:
+    """steps + 1 evenly spaced times from the sampler's start (see start_time) down to 0."""
+    return torch.linspace(start_time(model, u_start), 0.0, steps + 1).tolist()
+
+
 @torch.no_grad()
 def ddim(model: Denoiser, x_t: torch.Tensor, labels: torch.Tensor, u_start: float = 1.0, steps: int = 50,
          guidance_w: float = 0.0) -> torch.Tensor:
     """Deterministic DDIM from time u_start down to 0; returns x0 (model space, clipped to [-1, 1])."""
-    grid = torch.linspace(start_time(model, u_start), 0.0, steps + 1).tolist()
+    grid = time_grid(model, u_start, steps)
     x = x_t
     for u_now, u_next in zip(grid[:-1], grid[1:]):
         eps, x0 = guided_x0(model, x, u_now, labels, guidance_w)
@@ -71,7 +76,7 @@ def ancestral(model: Denoiser, x_t: torch.Tensor, labels: torch.Tensor, u_start:
     """DDPM ancestral sampling from u_start to 0: each step draws x_s from the Gaussian posterior
     q(x_s | x_t, x0_hat) of the variance-preserving process (mean and variance below), seeded."""
     g = torch.Generator().manual_seed(seed)
-    grid = torch.linspace(start_time(model, u_start), 0.0, steps + 1).tolist()
+    grid = time_grid(model, u_start, steps)
     x = x_t
     for u_now, u_next in zip(grid[:-1], grid[1:]):
         _, x0 = guided_x0(model, x, u_now, labels, guidance_w)

@@ -134,9 +134,12 @@ def build() -> str:
             ["task", "split", "stopping", "alpha", "n_draws", "n_images", "unet_evals_per_image", "speedup",
              "changed_vs_full_vote", "vote_accuracy", "full_vote_accuracy"])
     section("Explainability: paired faithfulness differences", "explainability.csv",
-            ["task", "judge", "fill", "mode", "method", "measure", "versus", "value", "ci_low", "ci_high", "n_images"],
-            "Deletion: negative = more faithful than the map compared with; insertion: positive.",
-            where=lambda d: d.measure.isin(["auc_minus_random", "auc_minus_rival"]))
+            ["task", "judge", "judge_relation", "fill", "mode", "method", "measure", "versus", "value", "ci_low",
+             "ci_high", "n_images"],
+            "Deletion: negative = more faithful than the map compared with; insertion: positive. Rows of judges whose "
+            "clean-vs-fill score gap CI contains 0 are left out (not interpretable; they are in the CSV).",
+            where=lambda d: d.measure.isin(["auc_minus_random", "auc_minus_rival", "score_gap"])
+            & d.interpretable.astype(str).isin(["True", "true", "1", "1.0"]))
     section("Explainability: sanity checks and counterfactuals", "explainability.csv",
             ["task", "section", "method", "judge", "measure", "stage_name", "value", "ci_low", "ci_high", "n_images"],
             where=lambda d: d.section.isin(["randomisation", "test_retest", "counterfactual"]))
@@ -155,6 +158,8 @@ def build() -> str:
         if bench.exists():
             b = pd.read_csv(bench)
             out.extend([f"## {name.capitalize()} speed (benchmarks/{name}.py)", "",
+                        "Written by its own run of the benchmark script, not by run_all.sh: it may predate the code "
+                        "and models above (its setup row says what it measured).", "",
                         _table(b, [c for c in b.columns if c != "setup"]), ""])
     pngs = sorted(figs.glob("*.png"))
     if pngs:
