@@ -96,3 +96,21 @@ def test_summary_reads_tables(tmp_path, monkeypatch):
     pd.DataFrame([{"task": "t", "split": "test", "class": "a", "count": 3}]).to_csv(tmp_path / "tables" / "data_summary.csv", index=False)
     text = summary.build()
     assert "| t | test | a | 3 |" in text
+
+
+def test_provenance_keeps_superseded_records_across_partial_runs(tmp_path, monkeypatch):
+    import json
+    import time
+
+    from diffusion_classifier import provenance
+
+    monkeypatch.setenv("DC_RESULTS_DIR", str(tmp_path))
+    provenance.main(["start", "--profile", "smoke", "--tasks", "pneumonia"])
+    provenance.main(["notebook", "02_train_diffusion", str(time.time() - 600)])
+    provenance.main(["start", "--profile", "smoke", "--tasks", "pneumonia", "--keep"])
+    provenance.main(["notebook", "02_train_diffusion", str(time.time() - 5)])
+    provenance.main(["start", "--profile", "smoke", "--tasks", "pneumonia", "--keep"])  # another partial run
+    rec = json.loads((tmp_path / "provenance.json").read_text())
+    assert [n["name"] for n in rec["notebooks"]] == ["02_train_diffusion"] and rec["notebooks"][0]["wall_s"] < 60
+    assert [n["wall_s"] >= 600 for n in rec["superseded"]] == [True]
+    assert "from scratch: 10.0 min" in summary.build()

@@ -69,11 +69,11 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.cmd == "start":
         from .profiles import get_profile
-        kept = json.loads(_path().read_text()).get("notebooks", []) if a.keep and _path().exists() else []
+        old = json.loads(_path().read_text()) if a.keep and _path().exists() else {}
         rec = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "profile": a.profile,
                "seed": a.seed, "tasks": a.tasks.split(), "git": git_commit(), "environment": environment(),
                "settings": {t: get_profile(a.profile, t, {"seed": a.seed}) for t in a.tasks.split()},
-               "notebooks": kept}
+               "notebooks": old.get("notebooks", []), "superseded": old.get("superseded", [])}
         _path().write_text(json.dumps(rec, indent=1))
     else:
         rec = json.loads(_path().read_text())
