@@ -12,6 +12,7 @@
 import numpy as np
 import torch
 
+from .baseline import predict_proba
 from .sampling import ancestral
 from .scoring import ScoringEngine, draw_noise, draw_time
 from .seeds import derive
@@ -62,8 +63,7 @@ def gradcam_maps(model: torch.nn.Module, x: torch.Tensor, class_idx=None, layer:
 
     model.eval()
     if class_idx is None:
-        with torch.no_grad():
-            class_idx = torch.cat([model(b).argmax(1) for b in x.split(256)]).numpy()
+        class_idx = predict_proba(model, x).argmax(1)
     class_idx = np.asarray(class_idx)
     cam = GradCAM(nn_module=model, target_layers=layer, postprocessing=minmax_per_image)
     maps = np.zeros((len(x), *x.shape[-2:]), dtype=np.float32)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import explain, faithfulness
+from .baseline import predict_proba
 from .denoiser import Denoiser
 from .scoring import ScoreSettings, ScoringEngine
 from .seeds import derive
@@ -85,7 +86,7 @@ def evaluate(cfg: dict, model: Denoiser, resnet: torch.nn.Module, x: torch.Tenso
                                  ex["counterfactual_steps"], ex["guidance_w"], seed=seed)
     rule = cfg["decision"]["rule"]
     for name, predict in (("diffusion", lambda im: faithfulness.predict_with(judge_engine, im, n_classes, rule)),
-                          ("resnet18", lambda im: _resnet_predict(resnet, im))):
+                          ("resnet18", lambda im: predict_proba(resnet, im).argmax(1))):
         original = predict(x[:n_cf])
         towards = np.stack([predict(torch.from_numpy(cf["guided"][:, c])) for c in range(n_classes)], 1)
         for fr in faithfulness.flip_rates(original, towards, n_classes):
@@ -98,11 +99,6 @@ def evaluate(cfg: dict, model: Denoiser, resnet: torch.nn.Module, x: torch.Tenso
     extras = {"cascades": cascades, "test_retest": rho}
     return rows, curves, extras
 
-
-@torch.no_grad()
-def _resnet_predict(resnet, x: torch.Tensor) -> np.ndarray:
-    resnet.eval()
-    return torch.cat([resnet(b).argmax(1) for b in x.split(256)]).numpy()
 
 
 # ----------------------------------------------------------------------------- generated verdicts

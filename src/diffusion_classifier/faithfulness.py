@@ -149,10 +149,7 @@ def normalise(curves: np.ndarray, s_x: np.ndarray, s_fill: np.ndarray) -> np.nda
 
 def paired_summary(a: np.ndarray, b: np.ndarray | None, n_boot: int, seed: int) -> dict:
     """Mean of a, and of the per-image difference a - b, with percentile-bootstrap CIs over the same images."""
-    if b is None:
-        ci = bootstrap(lambda u: {"m": u.mean()}, (a,), n_boot, seed)["m"]
-        return {"value": float(a.mean()), "ci_low": ci[0], "ci_high": ci[1]}
-    d = a - b
+    d = a if b is None else a - b
     ci = bootstrap(lambda u: {"m": u.mean()}, (d,), n_boot, seed)["m"]
     return {"value": float(d.mean()), "ci_low": ci[0], "ci_high": ci[1]}
 

@@ -4,7 +4,7 @@ exactly one of the two is right."""
 import numpy as np
 from scipy.stats import binomtest
 
-from .metrics import binary_metrics
+from .metrics import binary_metrics, bootstrap
 
 COMPARED = ("auc", "balanced_accuracy", "accuracy", "f1")
 
@@ -12,18 +12,14 @@ COMPARED = ("auc", "balanced_accuracy", "accuracy", "f1")
 def bootstrap_difference(y, a: tuple, b: tuple, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
     """a, b = (predictions, positive-class scores). Per metric in COMPARED: (a - b, ci_low, ci_high) with the
     percentile bootstrap over images, the same resample for both."""
-    y = np.asarray(y)
-    point_a, point_b = binary_metrics(y, *a), binary_metrics(y, *b)
-    rng = np.random.default_rng(seed)
-    diffs = {k: [] for k in COMPARED}
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        ma = binary_metrics(y[idx], a[0][idx], a[1][idx])
-        mb = binary_metrics(y[idx], b[0][idx], b[1][idx])
-        for k in COMPARED:
-            diffs[k].append(ma[k] - mb[k])
-    return {k: (float(point_a[k] - point_b[k]), float(np.nanquantile(diffs[k], alpha / 2)),
-                float(np.nanquantile(diffs[k], 1 - alpha / 2))) for k in COMPARED}
+    def differences(y, pred_a, score_a, pred_b, score_b):
+        ma, mb = binary_metrics(y, pred_a, score_a), binary_metrics(y, pred_b, score_b)
+        return {k: ma[k] - mb[k] for k in COMPARED}
+
+    arrays = tuple(np.asarray(v) for v in (y, *a, *b))
+    point = differences(*arrays)
+    ci = bootstrap(differences, arrays, n_boot, seed, alpha)
+    return {k: (float(point[k]), *ci[k]) for k in COMPARED}
 
 
 def mcnemar(y, pred_a, pred_b) -> dict:

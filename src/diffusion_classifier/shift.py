@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import binary_metrics
+from .metrics import binary_metrics, bootstrap
 
 
 def source_rows(sources: np.ndarray, source: str) -> np.ndarray:
@@ -21,36 +21,31 @@ def pick_target(val_auc_by_source: dict) -> str:
     return max(val_auc_by_source, key=val_auc_by_source.get)
 
 
-def drop_table(y: np.ndarray, scores: dict, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+def drop_table(y: np.ndarray, scores: dict, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> list:
     """scores: (family, 'in' | 'cross') -> positive-class score on the same test images. Returns per family the
     AUCs and the drop (in - cross) with paired percentile-bootstrap CIs, and the difference of the drops
     (first family - second family)."""
-    y = np.asarray(y)
-    families = list(dict.fromkeys(f for f, _ in scores))
+    keys = list(scores)
+    families = list(dict.fromkeys(f for f, _ in keys))
+    gap_key = f"{families[0]} - {families[-1]}"
 
-    def stats(idx):
-        auc = {k: binary_metrics(y[idx], (s[idx] > 0).astype(int), s[idx])["auc"] for k, s in scores.items()}
-        drops = {f: auc[f, "in"] - auc[f, "cross"] for f in families}
-        return auc, drops, drops[families[0]] - drops[families[-1]]
+    def stats(y, *columns):
+        """Every AUC, each family's drop and the difference of the drops, as one flat dict."""
+        auc = {k: binary_metrics(y, (s > 0).astype(int), s)["auc"] for k, s in zip(keys, columns)}
+        out = {}
+        for f in families:  # per family: in, cross, drop (the table's row order)
+            out["auc", (f, "in")], out["auc", (f, "cross")] = auc[f, "in"], auc[f, "cross"]
+            out["auc_drop", f] = auc[f, "in"] - auc[f, "cross"]
+        out["drop_difference", gap_key] = out["auc_drop", families[0]] - out["auc_drop", families[-1]]
+        return out
 
-    auc, drops, gap = stats(np.arange(len(y)))
-    rng = np.random.default_rng(seed)
-    boot = [stats(rng.integers(0, len(y), len(y))) for _ in range(n_boot)]
-
-    def ci(values):
-        return float(np.nanquantile(values, alpha / 2)), float(np.nanquantile(values, 1 - alpha / 2))
-
+    arrays = (np.asarray(y), *(np.asarray(scores[k]) for k in keys))
+    point, ci = stats(*arrays), bootstrap(stats, arrays, n_boot, seed, alpha)
     rows = []
-    for f in families:
-        for arm in ("in", "cross"):
-            lo, hi = ci([b[0][f, arm] for b in boot])
-            rows.append({"family": f, "trained_on": arm, "measure": "auc", "value": auc[f, arm], "ci_low": lo, "ci_high": hi})
-        lo, hi = ci([b[1][f] for b in boot])
-        rows.append({"family": f, "trained_on": "in - cross", "measure": "auc_drop", "value": drops[f], "ci_low": lo,
-                     "ci_high": hi})
-    lo, hi = ci([b[2] for b in boot])
-    rows.append({"family": f"{families[0]} - {families[-1]}", "trained_on": "in - cross", "measure": "drop_difference",
-                 "value": gap, "ci_low": lo, "ci_high": hi})
+    for (measure, key), value in point.items():
+        family, trained_on = key if measure == "auc" else (key, "in - cross")
+        rows.append({"family": family, "trained_on": trained_on, "measure": measure, "value": value,
+                     "ci_low": ci[measure, key][0], "ci_high": ci[measure, key][1]})
     return rows
 
 

@@ -16,7 +16,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 from . import decision
-from .metrics import binary_metrics
+from .metrics import binary_metrics, bootstrap
 
 
 # ----------------------------------------------------------------------------- scores
@@ -234,16 +234,10 @@ def compare_scores(curves: dict, task: str, a=("diffusion-unet", "vote_fraction"
                 "referral_gain_at_80": gain(ua, ca) - gain(ub, cb)}
     (ua, ca, _, _), (ub, cb, _, _) = curves[a], curves[b]
     point = measures(ua, ca, ub, cb)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(ca), len(ca))
-        boots.append(measures(ua[i], ca[i], ub[i], cb[i]))
+    ci = bootstrap(measures, (ua, ca, ub, cb), n_boot, seed)
     row = {"task": task, "a": " ".join(a), "b": " ".join(b), "n_images": len(ca)}
     for k, v in point.items():
-        vals = np.array([x[k] for x in boots], dtype=float)
-        row[f"{k}_diff"], row[f"{k}_diff_ci_low"], row[f"{k}_diff_ci_high"] = (
-            float(v), float(np.nanquantile(vals, 0.025)), float(np.nanquantile(vals, 0.975)))
+        row[f"{k}_diff"], (row[f"{k}_diff_ci_low"], row[f"{k}_diff_ci_high"]) = float(v), ci[k]
     return row
 
 
