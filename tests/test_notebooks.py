@@ -5,6 +5,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,6 +73,29 @@ def test_extra_shift_notebook_runs_alone_after_the_default_run(tmp_path):
     prov = json.loads((tmp_path / "results" / "provenance.json").read_text())
     assert [n["name"] for n in prov["notebooks"]] == ["01_data", "02_train_diffusion", "03_baseline", "04_classify",
                                                       "08_shift"]
+
+
+@pytest.mark.skipif(not (REAL_DATA / "pneumoniamnist.npz").exists(), reason="shared data absent")
+def test_extra_seeds_notebook_extends_the_main_draws_and_trains_new_seeds(tmp_path):
+    for step in (["--to", "04"], ["--only", "09"]):
+        r = run_all(tmp_path, "--profile", "smoke", "--tasks", "pneumonia", *step)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    tables = tmp_path / "results" / "tables"
+    main, large = pd.read_csv(tables / "classification.csv"), pd.read_csv(tables / "classification_large_n.csv")
+    key = ["model", "rule", "n_draws"]
+    both = main[main.t_range == "[0.00,1.00)"].merge(large, on=key, suffixes=("_04", "_09"))
+    assert len(both) >= 4  # N = 1, 3, 11 for both rules: the long sequence starts with notebook 04's draws
+    np.testing.assert_allclose(both.accuracy_04, both.accuracy_09)
+    np.testing.assert_allclose(both.auc_04, both.auc_09)
+    runs = pd.read_csv(tables / "seed_runs.csv")
+    assert sorted(runs.variance_source.unique()) == ["draws", "training"]
+    assert len(runs[runs.variance_source == "draws"]) == 2 and sorted(runs.training_seed.unique()) == [0, 1]
+    # the two training seeds are different models: their AUCs differ
+    t = runs[runs.variance_source == "training"].set_index("training_seed")
+    assert t.loc[0, "auc"] != t.loc[1, "auc"] and t.loc[0, "resnet_auc"] != t.loc[1, "resnet_auc"]
+    assert (tables / "seed_spread.csv").exists()
+    stop = pd.read_csv(tables / "early_stopping_large_n.csv")
+    assert (stop.n_draws > 11).all() and (stop.unet_evals_per_image <= stop.full_evals_per_image).all()
 
 
 @pytest.mark.skipif(not (REAL_DATA / "isic2017").exists(), reason="shared data absent")

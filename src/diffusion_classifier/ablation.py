@@ -60,16 +60,21 @@ def ablation_table(E, U, y, task: str, model: str, n_draws_list, t_ranges, n_boo
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
+def select_t_range(E_val, U_val, y_val, rule: str, t_ranges) -> tuple[float, float]:
+    """The timestep range (the full one or one of t_ranges) where the rule's validation AUC is highest."""
+    candidates = [(0.0, 1.0)] + [tuple(r) for r in t_ranges]
+    val_auc = [binary_metrics(y_val, decision.predict(decision.restrict(E_val, U_val, lo, hi), rule),
+                              decision.positive_score(decision.restrict(E_val, U_val, lo, hi), rule))["auc"]
+               for lo, hi in candidates]
+    return candidates[int(np.nanargmax(val_auc))]
+
+
 def val_selected_rows(E_val, U_val, y_val, E_test, U_test, y_test, task, model, t_ranges, n_boot=1000, seed=0):
     """Per rule, the timestep range (full or one of `t_ranges`) with the best validation AUC, evaluated once on
     test: model selection on val, never on test."""
     rows = []
     for rule in decision.RULES:
-        candidates = [(0.0, 1.0)] + [tuple(r) for r in t_ranges]
-        val_auc = [binary_metrics(y_val, decision.predict(decision.restrict(E_val, U_val, lo, hi), rule),
-                                  decision.positive_score(decision.restrict(E_val, U_val, lo, hi), rule))["auc"]
-                   for lo, hi in candidates]
-        lo, hi = candidates[int(np.nanargmax(val_auc))]
+        lo, hi = select_t_range(E_val, U_val, y_val, rule, t_ranges)
         Er = decision.restrict(E_test, U_test, lo, hi)
         used = np.isfinite(Er).any(1).sum(1)
         rows.append({"task": task, "source": "all", "model": model, "rule": rule, "n_draws": int(np.median(used)),
@@ -155,6 +160,48 @@ def early_stopping_table(E: np.ndarray, y: np.ndarray, task: str, split: str, ro
     return pd.DataFrame(rows)
 
 
+def select_stop_alpha(E_val: np.ndarray, y_val: np.ndarray, round_size: int, alphas=(0.0001, 0.001, 0.01, 0.05),
+                      max_changed_rate: float = 0.005) -> float:
+    """The largest alpha whose sequential stopping, replayed on validation, changes at most max_changed_rate of the
+    full votes (0, exact stopping, if none does): chosen on validation, read once on test."""
+    t = early_stopping_table(E_val, y_val, "", "val", round_size, alphas)
+    ok = t[(t.stopping == "sequential") & (t.changed_vs_full_vote <= max_changed_rate * t.n_images)]
+    return float(ok.alpha.max()) if len(ok) else 0.0
+
+
+def stopping_at_scale(E_val, y_val, E_test, y_test, task: str, n_draws_list, round_size: int,
+                      alphas=(0.0001, 0.001, 0.01, 0.05), max_changed_rate: float = 0.005) -> pd.DataFrame:
+    """Sequential stopping at large N: per N (the first N draws), alpha selected on validation, then on test the UNet
+    evaluations per image against the full N, the votes changed against the full vote, and accuracy and AUC of the
+    stopped vote beside the full vote's."""
+    rows = []
+    for k in n_draws_list:
+        alpha = select_stop_alpha(E_val[:, :, :k], y_val, round_size, alphas, max_changed_rate)
+        full, Es = E_test[:, :, :k], decision.replay_early_stop(E_test[:, :, :k], round_size, alpha)
+        evals = float(np.isfinite(Es).sum((1, 2)).mean())
+        stopped, whole = (binary_metrics(y_test, decision.predict(e, "vote"), decision.positive_score(e, "vote"))
+                          for e in (Es, full))
+        rows.append({"task": task, "n_draws": k, "alpha_selected_on_val": alpha, "max_changed_rate": max_changed_rate,
+                     "n_images": len(y_test), "unet_evals_per_image": evals, "full_evals_per_image": full.shape[1] * k,
+                     "fraction_of_full": evals / (full.shape[1] * k),
+                     "changed_vs_full_vote": int((decision.predict(Es, "vote") != decision.predict(full, "vote")).sum()),
+                     "accuracy": stopped["accuracy"], "full_accuracy": whole["accuracy"], "auc": stopped["auc"],
+                     "full_auc": whole["auc"]})
+    return pd.DataFrame(rows)
+
+
+def stopping_at_scale_verdict(row) -> str:
+    """Generated sentence for one row of `stopping_at_scale`, against the target of at most a quarter of the
+    evaluations with at most max_changed_rate of the votes changed."""
+    met = row.fraction_of_full <= 0.25 and row.changed_vs_full_vote <= row.max_changed_rate * row.n_images
+    return (f"**{row.task}**, N = {row.n_draws} (test, {row.n_images} images): sequential stopping at α = "
+            f"{row.alpha_selected_on_val:g} (the largest α changing ≤ {row.max_changed_rate:.1%} of the validation votes) "
+            f"uses {row.unet_evals_per_image:.1f} of {row.full_evals_per_image} UNet evaluations per image "
+            f"({row.fraction_of_full:.1%}) and changes {row.changed_vs_full_vote} votes; accuracy {row.accuracy:.3f} vs "
+            f"{row.full_accuracy:.3f}, AUC {row.auc:.3f} vs {row.full_auc:.3f} with every draw. Target (≤ 25% of the "
+            f"evaluations, ≤ {row.max_changed_rate:.1%} changed): **{'met' if met else 'not met'}**.")
+
+
 def early_stopping_verdict(table: pd.DataFrame, task: str, alpha: float) -> str:
     """Plain-language summary of `early_stopping_table` for one task: exact vs sequential at the profile's alpha."""
     t = table[table.task == task]
@@ -184,6 +231,14 @@ def _ci(d, lo, hi) -> str:
     return f"{d:+.3f} (95% CI {lo:+.3f} to {hi:+.3f})"
 
 
+def voting_outcome(auc_ci_low: float, n_draws: int, diff_ci_low: float, diff_ci_high: float) -> str:
+    """Claim 2 from one run's numbers: 'not testable' (no signal, or N below where the paper claims the effect),
+    else 'supported' / 'contradicted' when the paired vote - mean accuracy CI excludes 0, else 'inconclusive'."""
+    if auc_ci_low <= 0.5 or n_draws < PAPER_CLAIM_N:
+        return "not testable"
+    return "supported" if diff_ci_low > 0 else "contradicted" if diff_ci_high < 0 else "inconclusive"
+
+
 def voting_verdict(pairs: pd.DataFrame, headline: pd.Series, task: str) -> str:
     """The paper's claim 2 at the N where it makes it: supported / contradicted / inconclusive / not testable."""
     t = pairs[pairs.task == task]
@@ -196,9 +251,10 @@ def voting_verdict(pairs: pd.DataFrame, headline: pd.Series, task: str) -> str:
                 f"N = {PAPER_CLAIM_N} draws, and this run's headline N is {headline.n_draws}.")
     r = at.iloc[0]
     lo, hi = r.accuracy_diff_ci_low, r.accuracy_diff_ci_high
-    verdict = ("supported" if lo > 0 else "contradicted" if hi < 0 else
-               f"inconclusive: the paired accuracy CI contains 0, and its half-width {(hi - lo) / 2:.3f} is larger than "
-               f"the paper's own effect at N = {PAPER_CLAIM_N} (0.013)")
+    verdict = voting_outcome(headline.auc_ci_low, r.n_draws, lo, hi)
+    if verdict == "inconclusive":
+        verdict += (f": the paired accuracy CI contains 0, and its half-width {(hi - lo) / 2:.3f} is larger than "
+                    f"the paper's own effect at N = {PAPER_CLAIM_N} (0.013)")
     return (f"**{task}**: at N = {r.n_draws}, vote − mean accuracy {_ci(r.accuracy_diff, lo, hi)}, balanced accuracy "
             f"{_ci(r.balanced_accuracy_diff, r.balanced_accuracy_diff_ci_low, r.balanced_accuracy_diff_ci_high)}, AUC "
             f"{_ci(r.auc_diff, r.auc_diff_ci_low, r.auc_diff_ci_high)}; McNemar p = {r.mcnemar_p:.3g} "

@@ -268,3 +268,25 @@ def early_stopping(table):
     axes[1].legend_.remove()
     fig.tight_layout()
     return fig
+
+
+def seed_spread(runs, task: str):
+    """Notebook 09: each run's headline AUC and paired vote - mean accuracy (95% CIs over test images), grouped by
+    the source of variance that changes between runs (draw replicates, training seeds)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.4))
+    labels = [f"{'draws' if r.variance_source == 'draws' else 'train'} {r.draw_replicate if r.variance_source == 'draws' else r.training_seed}"
+              for r in runs.itertuples()]
+    colors = ["C0" if s == "draws" else "C1" for s in runs.variance_source]
+    for ax, m, title in zip(axes, ("auc", "vote_minus_mean_accuracy", "minus_resnet_auc"),
+                            ("headline AUC", "vote - mean accuracy (paired)", "diffusion - ResNet-18 AUC (paired)")):
+        x = np.arange(len(runs))
+        v = runs[m].to_numpy(float)
+        err = np.abs(np.vstack([v - runs[f"{m}_ci_low"], runs[f"{m}_ci_high"] - v]))
+        for i in x:
+            ax.errorbar(i, v[i], yerr=err[:, i:i + 1], fmt="o", color=colors[i], capsize=3)
+        if m != "auc":
+            ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+        ax.set(title=f"{task}: {title}")
+    fig.tight_layout()
+    return fig

@@ -54,6 +54,10 @@ BASE = {
     # notebook 08 (source-shift test, outside the default run): training steps of its in-source and cross-source
     # denoisers (None = the task's own); both arms always get the same, so their paired drop stays fair
     "shift": {"train_steps": None},
+    # notebook 09 (three sources of variance, outside the default run): one task; its N grid, read off one long
+    # draw sequence of the main model; disjoint replicates of the headline N from that sequence; training seeds
+    "variance": {"task": "pneumonia", "n_draws": [1, 3, 5, 11, 25, 51, 101, 251], "draw_replicates": 5,
+                 "training_seeds": [0, 1, 2]},
     # Stable Diffusion arm (notebook 07): latent resolution = resolution / 8; lora_rank 0 = full UNet fine-tuning
     "foundation": {"resolution": 512, "lora_rank": 8, "n_draws": 32, "max_test_images": None,
                    "train": {"steps": 1000, "batch_size": 8, "lr": 1e-4, "warmup_steps": 50, "checkpoint_every": 200,
@@ -72,6 +76,7 @@ PROFILES = {
         "explain": {"n_images": 8, "map_draws": 4, "judge_draws": 5, "steps": 4, "patches_per_side": 4,
                     "counterfactual_steps": 3, "n_counterfactual": 4, "per_case": 1, "n_bootstrap": 50},
         "uncertainty": {"n_bins": 5, "n_bootstrap": 50},
+        "variance": {"n_draws": [1, 3, 11, 21], "draw_replicates": 2, "training_seeds": [0, 1]},
         "foundation": {"resolution": 16, "n_draws": 4, "max_test_images": 8,
                        "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2}},
     },
@@ -90,6 +95,7 @@ PROFILES = {
         "scoring": {"n_draws": 501, "batch_size": 1024, "chunk_size": 256, "mixed_precision": "bf16",
                     "early_stop_rounds": 4},
         "ablation": {"n_draws": [1, 3, 5, 11, 25, 51, 101, 251, 501]},
+        "variance": {"n_draws": [1, 3, 5, 11, 25, 51, 101, 251, 501]},
         "explain": {"n_images": 200, "map_draws": 64, "judge_draws": 65, "counterfactual_steps": 256,
                     "fills": {"resnet18": ["grey", "blur"], "diffusion": ["grey", "blur"]}},
         "foundation": {"resolution": 512, "lora_rank": 0, "n_draws": 64,

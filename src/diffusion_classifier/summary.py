@@ -67,6 +67,18 @@ def _verdicts(tables, prov) -> list[str]:
         for task, g in st.groupby("task"):
             out.append(f"- **{task}** (notebook 08): " + shift.verdict(g.to_dict("records"), g.target_source.iloc[0],
                                                                         g.other_source.iloc[0]))
+    if (tables / "seed_runs.csv").exists():
+        from . import variance
+
+        runs = pd.read_csv(tables / "seed_runs.csv")
+        out += [f"- (notebook 09) {line}" for task, g in runs.groupby("task") for line in variance.verdicts(g, task)]
+    if (tables / "classification_large_n.csv").exists() and (tables / "ablation_paired_large_n.csv").exists():
+        large, pairs = (pd.read_csv(tables / f"{n}.csv") for n in ("classification_large_n", "ablation_paired_large_n"))
+        for task, g in large[large.model != "resnet18"].groupby("task"):
+            rule = settings.get(task, {}).get("decision", {}).get("rule", "vote")
+            head = g[(g.rule == rule) & (g.n_draws == g.n_draws.max())]
+            if len(head):
+                out.append(f"- (notebook 09, one long draw sequence) {ablation.voting_verdict(pairs, head.iloc[0], task)}")
     return out
 
 
@@ -153,6 +165,15 @@ def build() -> str:
     section("Source-shift test (notebook 08, run separately)", "shift_test.csv",
             ["task", "target_source", "other_source", "n_test_images", "family", "trained_on", "measure", "value",
              "ci_low", "ci_high"])
+    section("Three sources of variance (notebook 09, run separately)", "seed_spread.csv",
+            ["task", "variance_source", "measure", "n_runs", "mean", "sd", "min", "max", "test_image_sd"],
+            "Spread of each headline measure over disjoint draw replicates (one trained model) and over training seeds "
+            "(denoiser and ResNet-18 retrained), beside the SD over test images that the runs' bootstrap CIs imply. "
+            "Each run: `results/tables/seed_runs.csv`.")
+    section("Majority vote − mean error up to the paper's regime (notebook 09, one long draw sequence)",
+            "ablation_paired_large_n.csv",
+            ["task", "n_draws", "accuracy_diff", "accuracy_diff_ci_low", "accuracy_diff_ci_high", "auc_diff",
+             "auc_diff_ci_low", "auc_diff_ci_high", "only_a_right", "only_b_right", "mcnemar_p"])
     for name in ("scoring", "training"):
         bench = res / "benchmarks" / f"{name}.csv"
         if bench.exists():

@@ -1,0 +1,168 @@
+"""The analysts' explorer: its package functions reproduce every row of the committed kinds of tables from the
+stored scores, and in a real JupyterLab in headless Chromium a changed control changes the rendered table to the
+value the package gives."""
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REAL_DATA
+from diffusion_classifier import ablation, explorer, study
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "melanoma_balanced"  # two data sources: the per-source rows are reproduced too
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [pytest.mark.notebooks,
+              pytest.mark.skipif(not (REAL_DATA / "isic_melanoma_64.npz").exists(), reason="shared data absent")]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Notebooks 01-04 and 06 of the smoke profile for one task: stored scores and both tables."""
+    root = tmp_path_factory.mktemp("explorer")
+    env = {**os.environ, "DATA_ROOT": str(REAL_DATA), "DC_RESULTS_DIR": str(root / "results"),
+           "DC_RUNS_DIR": str(root / "runs")}
+    for args in (["--to", "04"], ["--only", "06"]):
+        r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--profile", "smoke", "--tasks", TASK, *args], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=1800)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return root
+
+
+@pytest.fixture
+def stored(smoke_run, monkeypatch):
+    monkeypatch.setenv("DC_RUNS_DIR", str(smoke_run / "runs"))
+    monkeypatch.setenv("DC_RESULTS_DIR", str(smoke_run / "results"))
+    p = study.prepare(TASK, "smoke", REAL_DATA, 0)
+    return explorer.StoredRun.load(p), smoke_run / "results" / "tables"
+
+
+def _same(expected: pd.Series, got: dict, columns):
+    for c in columns:
+        if c in got and pd.notna(expected[c]):
+            assert got[c] == pytest.approx(float(expected[c]), rel=1e-12, abs=1e-12), c
+
+
+def test_explorer_reproduces_every_row_of_classification_csv(stored):
+    run, tables = stored
+    table = pd.read_csv(tables / "classification.csv")
+    n_boot = run.cfg["ablation"]["n_bootstrap"]
+    metrics = [c for c in ablation.COLUMNS if c not in ("task", "source", "model", "rule", "n_draws", "t_range")]
+    kinds = set()
+    for r in table.itertuples():
+        row = pd.Series(r._asdict())
+        if r.model == "resnet18":
+            got = explorer.classification_row(run, "resnet18", source=r.source, n_boot=n_boot)
+        elif str(r.t_range).startswith("val-selected"):
+            got = explorer.classification_row(run, rule=r.rule, t_range=explorer.VAL_SELECTED, n_boot=n_boot)
+        elif r.t_range == ablation.FULL_RANGE:
+            got = explorer.classification_row(run, rule=r.rule, n_draws=int(r.n_draws), source=r.source, n_boot=n_boot)
+        else:
+            got = explorer.classification_row(run, rule=r.rule, t_range=r.t_range, n_boot=n_boot)
+        _same(row, got, metrics)
+        kinds.add((r.model, r.source != "all", str(r.t_range)[:3]))
+    assert len(kinds) >= 5  # N rows, range rows, val-selected rows, per-source rows, ResNet rows
+
+
+def test_explorer_reproduces_the_paired_early_stopping_and_uncertainty_rows(stored):
+    run, tables = stored
+    n_boot = run.cfg["ablation"]["n_bootstrap"]
+    for r in pd.read_csv(tables / "ablation_paired.csv").itertuples():
+        got = explorer.paired_row(run, n_draws=int(r.n_draws), n_boot=n_boot)
+        _same(pd.Series(r._asdict()), got, [c for c in got])
+    for r in pd.read_csv(tables / "early_stopping.csv").itertuples():
+        got = explorer.early_stopping_row(run, None, float(r.alpha) if r.stopping == "sequential" else 0.0, r.split)
+        for c in ("unet_evals_per_image", "speedup", "changed_vs_full_vote", "vote_accuracy"):
+            assert round(float(got[c]), 4) == pytest.approx(float(getattr(r, c)), abs=1e-9), c  # the CSV is rounded
+    u = pd.read_csv(tables / "uncertainty.csv")
+    rows, _, _ = explorer.uncertainty_rows(run, None, run.cfg["uncertainty"]["n_bootstrap"], 0)
+    assert len(rows) == len(u)
+    for expected, got in zip(u.itertuples(), rows):
+        _same(pd.Series(expected._asdict()), got, [c for c in got if c not in ("task", "model", "rule", "score")])
+
+
+def test_view_changes_with_its_settings_and_matches_the_rows(stored):
+    run, _ = stored
+    s = explorer.defaults(run)
+    v = explorer.view(run, **{**s, "n_boot": 0}).set_index("quantity")
+    assert v.loc["diffusion auc", "value"] == explorer.classification_row(run, rule=s["rule"], n_boot=0)["auc"]
+    v1 = explorer.view(run, **{**s, "n_boot": 0, "n_draws": 1}).set_index("quantity")
+    assert v1.loc["diffusion unet_evals_per_image", "value"] == 2.0  # one draw, two classes
+    assert v1.loc["resnet18 auc", "value"] == v.loc["resnet18 auc", "value"]  # the ResNet does not depend on N
+    src = [x for x in run.test_sources() if x != "all"][0]
+    vs = explorer.view(run, **{**s, "n_boot": 0, "source": src}).set_index("quantity")
+    assert vs.loc["diffusion auc", "value"] == explorer.classification_row(run, rule=s["rule"], source=src, n_boot=0)["auc"]
+    assert 'id="dc-explorer-table"' in explorer.view_html(v.reset_index())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cell_value(page, quantity: str) -> str:
+    return page.locator("#dc-explorer-table tr", has_text=quantity).first.locator("td").nth(1).inner_text().strip()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
+    """JupyterLab serves a copy of notebook 04 (parameters: this smoke run's task); Chromium runs it, the explorer
+    renders live, a changed 'draws N' control re-renders the table, and the value equals the package's."""
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    run, _ = stored
+    nb = json.loads((ROOT / "notebooks" / "04_classify.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    cell["source"] = "".join(cell["source"]).replace('tasks = ["pneumonia", "melanoma_balanced"]', f'tasks = ["{TASK}"]')
+    (tmp_path / "explore.ipynb").write_text(json.dumps(nb))
+    port, token = _free_port(), "dc-test-token"
+    env = {**os.environ, "DATA_ROOT": str(REAL_DATA), "DC_RESULTS_DIR": str(tmp_path / "results"),
+           "DC_RUNS_DIR": os.environ["DC_RUNS_DIR"], "DC_STATIC_VIEWS": "", "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "jupyter"), "lab", "--no-browser", "--allow-root",
+                               f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
+                               f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=", "--ServerApp.open_browser=False"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(f"http://127.0.0.1:{port}/lab/tree/explore.ipynb?token={token}", timeout=120_000)
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+            page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+            page.wait_for_selector("#dc-explorer-table", timeout=300_000)
+            before = _cell_value(page, "diffusion auc")
+            default = explorer.classification_row(run, rule=run.cfg["decision"]["rule"], n_boot=0)["auc"]
+            assert before == f"{default:.4f}"
+            dropdown = page.locator(".widget-dropdown", has_text="draws N").locator("select")
+            dropdown.select_option(label="3")
+            expected = f"{explorer.classification_row(run, rule=run.cfg['decision']['rule'], n_draws=3, n_boot=0)['auc']:.4f}"
+            assert expected != before  # the control must change what is shown
+            page.wait_for_function(
+                "([q, v]) => [...document.querySelectorAll('#dc-explorer-table tr')].some("
+                "tr => tr.cells[0] && tr.cells[0].innerText.trim() === q && tr.cells[1].innerText.trim() === v)",
+                arg=["diffusion auc", expected], timeout=60_000)
+            timing = page.locator("#dc-explorer-timing").inner_text()
+            print(f"explorer in JupyterLab (smoke scores): {timing}")
+            page.locator("#dc-explorer-table").scroll_into_view_if_needed()
+            shot = os.environ.get("DC_EXPLORER_SCREENSHOT")
+            page.screenshot(path=shot or str(tmp_path / "explorer.png"))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,102 @@
+"""Notebook 09's statistics: draw replicates, one run's paired numbers, the spread over runs and the verdicts."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffusion_classifier import ablation, variance
+
+
+def _errors(n_images=200, n_draws=51, vote_edge=True, seed=0):
+    """E for a binary task where the true class wins most draws by a little while the other class wins a few draws
+    by a lot: the majority vote is right on every image and the mean error wrong on about half (vote_edge)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n_images) % 2
+    E = np.ones((n_images, 2, n_draws), dtype=np.float32)
+    for i in range(n_images):
+        wrong = 1 - y[i]
+        E[i, wrong] += 0.1  # the true class wins each draw by 0.1 ...
+        bad = rng.choice(n_draws, n_draws // 5, replace=False)
+        big = 1.0 if (vote_edge and i % 4 < 2) else 0.2  # ... but loses a fifth of them by 1.0 on half the images
+        E[i, wrong, bad] -= big
+    return E, y
+
+
+def test_replicate_slices_are_disjoint_blocks_in_draw_order():
+    E = np.arange(2 * 2 * 12, dtype=float).reshape(2, 2, 12)
+    reps = variance.replicate_slices(E, 5, 2)
+    assert [r.shape[2] for r in reps] == [5, 5]
+    np.testing.assert_array_equal(reps[0], E[:, :, :5])
+    np.testing.assert_array_equal(reps[1], E[:, :, 5:10])
+    with pytest.raises(ValueError, match="need 15 draws"):
+        variance.replicate_slices(E, 5, 3)
+
+
+def test_voting_outcome_hand_cases():
+    assert ablation.voting_outcome(0.9, 51, 0.01, 0.05) == "supported"
+    assert ablation.voting_outcome(0.9, 51, -0.05, -0.01) == "contradicted"
+    assert ablation.voting_outcome(0.9, 51, -0.01, 0.02) == "inconclusive"
+    assert ablation.voting_outcome(0.9, 25, 0.01, 0.05) == "not testable"  # below the paper's N
+    assert ablation.voting_outcome(0.49, 51, 0.01, 0.05) == "not testable"  # no signal
+
+
+def test_run_row_signs_planted_vote_advantage_and_a_better_resnet():
+    E, y = _errors()
+    perfect = np.stack([1 - y, y], 1).astype(float) * 0.98 + 0.01  # a ResNet that ranks every image right
+    row = variance.run_row(E, y, perfect, "mean", n_boot=200, seed=0)
+    assert row["vote_minus_mean_accuracy"] > 0.3 and row["vote_minus_mean_accuracy_ci_low"] > 0
+    assert row["vote_minus_mean_only_a_right"] > 50 and row["vote_minus_mean_only_b_right"] == 0
+    assert row["voting_outcome"] == "not testable"  # the headline (mean) rule has no signal here
+    assert row["resnet_auc"] == 1.0 and row["minus_resnet_auc"] < 0  # diffusion (mean rule) - ResNet
+    flipped = variance.run_row(E, y, perfect, "vote", n_boot=200, seed=0)  # the vote is right on every image
+    assert flipped["accuracy"] == 1.0 and flipped["minus_resnet_accuracy"] == 0.0
+    assert flipped["voting_outcome"] == "supported"
+
+
+def test_spread_is_the_sd_over_runs_beside_the_bootstrap_sd():
+    runs = pd.DataFrame({"variance_source": ["draws"] * 3 + ["training"] * 2,
+                         **{m: [0.80, 0.82, 0.84, 0.70, 0.90] for m in variance.MEASURES},
+                         "auc_ci_low": [0.70] * 5, "auc_ci_high": [0.70 + 2 * 1.96 * 0.05] * 5})
+    s = variance.spread(runs).set_index(["variance_source", "measure"])
+    assert s.loc[("draws", "auc"), "sd"] == pytest.approx(0.02)
+    assert s.loc[("training", "auc"), "sd"] == pytest.approx(np.std([0.7, 0.9], ddof=1))
+    assert s.loc[("draws", "auc"), "test_image_sd"] == pytest.approx(0.05)
+    assert s.loc[("draws", "auc"), "n_runs"] == 3 and s.loc[("training", "f1"), "max"] == 0.9
+
+
+def test_verdicts_say_whether_the_outcome_holds_across_runs():
+    E, y = _errors()
+    perfect = np.stack([1 - y, y], 1).astype(float)
+    base = variance.run_row(E, y, perfect, "vote", n_boot=100, seed=0)
+    no_edge = variance.run_row(*_errors(vote_edge=False), perfect, "vote", n_boot=100, seed=0)
+    assert base["voting_outcome"] == "supported" and no_edge["voting_outcome"] != "supported"
+    runs = pd.DataFrame([{**base, "variance_source": "draws", "training_seed": 0},
+                         {**base, "variance_source": "draws", "training_seed": 0},
+                         {**base, "variance_source": "training", "training_seed": 0},
+                         {**no_edge, "variance_source": "training", "training_seed": 1}])
+    lines = variance.verdicts(runs, "toy")
+    assert "the same outcome in every run (supported)" in lines[0]
+    assert "not consistent across runs" in lines[1]
+    assert "significantly lower in" in lines[2] and "SD of the headline AUC" in lines[3]
+
+
+def test_stopping_alpha_is_chosen_on_validation_and_stopping_at_scale_saves_draws():
+    rng = np.random.default_rng(1)
+
+    def errors(n, K, margin):
+        """Per image a class-1 win probability: most images clear (0.9 / 0.1), a few close to a coin flip."""
+        p = np.where(rng.random(n) < 0.8, np.where(rng.random(n) < 0.5, 0.9, 0.1), 0.5)
+        wins = rng.random((n, K)) < p[:, None]
+        E = np.ones((n, 2, K), dtype=np.float32)
+        E[:, 1] = np.where(wins, 1 - margin, 1 + margin)
+        return E, (p > 0.5).astype(int)
+
+    Ev, yv = errors(300, 101, 0.1)
+    Et, yt = errors(300, 101, 0.1)
+    alpha = ablation.select_stop_alpha(Ev, yv, 1, max_changed_rate=0.005)
+    t = ablation.early_stopping_table(Ev, yv, "", "val", 1, (alpha,))
+    assert t[t.stopping == "sequential"].changed_vs_full_vote.iloc[0] <= 0.005 * 300  # the rule it was chosen by
+    assert ablation.select_stop_alpha(Ev, yv, 1, alphas=(0.9999,), max_changed_rate=0.0) == 0.0  # nothing qualifies
+    s = ablation.stopping_at_scale(Ev, yv, Et, yt, "toy", [51, 101], 1).set_index("n_draws")
+    assert s.loc[101, "fraction_of_full"] < s.loc[51, "fraction_of_full"] < 0.5  # clear votes stop early, more so at larger N
+    assert s.loc[101, "full_evals_per_image"] == 202
+    assert "Target" in ablation.stopping_at_scale_verdict(next(s.reset_index().itertuples()))
