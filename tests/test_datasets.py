@@ -472,3 +472,23 @@ def test_npz_multi_hot_labels(make_npz):
     with pytest.raises(DataError) as e:
         datasets.read_npz(make_npz(train_labels=labels), 2)
     one_line(e, "[train]", "3 columns", "one class per image")
+
+
+def test_a_new_task_is_one_registry_entry(tmp_path, monkeypatch):
+    """A toy dataset: one entry in datasets.TASKS, and the study's setup, data summary and prompts know it."""
+    from diffusion_classifier import foundation, study
+
+    rng = np.random.default_rng(0)
+    arrays = {f"{s}_{k}": v for s, n in (("train", 12), ("val", 6), ("test", 6))
+              for k, v in (("images", rng.integers(0, 255, (n, 16, 16, 1), dtype=np.uint8)), ("labels", np.arange(n) % 2))}
+    np.savez(tmp_path / "toy.npz", **arrays)
+    monkeypatch.setitem(datasets.TASKS, "toy", datasets.Task(("a", "b"), "toy.npz",
+                                                             lambda source, *_: (datasets.read_npz(source, 2), {}),
+                                                             ("an a", "a b")))
+    monkeypatch.setenv("DC_RUNS_DIR", str(tmp_path / "runs"))
+    p = study.prepare("toy", "smoke", tmp_path, 0)
+    assert p.class_names == ["a", "b"] and p.x["train"].shape == (12, 1, 16, 16)
+    assert study.available_tasks(["toy"], tmp_path) == (["toy"], [])
+    assert {r["class"] for r in datasets.summary_table(p.data)} == {"a", "b"}
+    assert foundation.prompts_for("toy", p.class_names) == ["an a", "a b"]
+    assert foundation.prompts_for("unregistered", ["x"]) == ["a medical image of x"]

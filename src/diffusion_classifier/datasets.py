@@ -24,6 +24,7 @@ import io
 import json
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -76,10 +77,6 @@ class TaskData:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
-
-    @property
-    def channels(self) -> int:
-        return self.splits["train"].images.shape[-1]
 
 
 # ----------------------------------------------------------------------------- checks
@@ -540,27 +537,52 @@ def read_chexpert(root: Path, size: int, finding: str = "Pleural Effusion", unce
 
 # ----------------------------------------------------------------------------- registry
 
-TASKS = {
-    "pneumonia": ["normal", "pneumonia"],
-    "melanoma": ["benign", "melanoma"],
-    "melanoma_balanced": ["benign", "melanoma"],
-    "dermamnist": ["nevus", "melanoma"],
-    "isic2020": ["benign", "melanoma"],
-    "chexpert": ["negative", "pleural effusion"],
+@dataclass(frozen=True)
+class Task:
+    """One entry of the task registry: everything a task needs, in one place.
+
+    read(source, size, seed, strict, download) -> (splits, notes), where source = data root / `source`."""
+    classes: tuple
+    source: str  # file or folder under the data root
+    read: Callable[..., tuple[dict, dict]]
+    prompts: tuple = ()  # one text prompt per class for the Stable Diffusion arm (empty: a generic template)
+
+
+def _read_medmnist(filename, label_map=None):
+    def read(source, size, seed, strict, download):
+        return read_npz(fetch_medmnist(filename, source.parent, download), 2, label_map=label_map), {}
+    return read
+
+
+def _read_isic2017(source, size, seed, strict, download):
+    splits = read_isic2017(_require(source, "ISIC 2017 folder", "see data/README.md"), size, strict)
+    return splits, {"near_duplicates_dropped": drop_near_duplicates(splits, isic2017_near_duplicates())}
+
+
+def _read_isic2020(source, size, seed, strict, download):
+    csv_path = next(iter(sorted(source.glob("*GroundTruth*.csv"))), source / "ISIC_2020_Training_GroundTruth.csv")
+    image_dir = source / "train" if (source / "train").exists() else source
+    return read_isic_csv(csv_path, image_dir, size, seed, strict), {}
+
+
+def _read_chexpert(source, size, seed, strict, download):
+    return read_chexpert(_require(source, "CheXpert folder", "see data/README.md"), size, seed=seed, strict=strict), {}
+
+
+_SKIN = ("a dermoscopy image of a benign skin lesion", "a dermoscopy image of a melanoma")
+# A new dataset is one entry here (and its tests).
+TASKS: dict[str, Task] = {
+    "pneumonia": Task(("normal", "pneumonia"), "pneumoniamnist.npz", _read_medmnist("pneumoniamnist.npz"),
+                      ("a normal chest x-ray", "a chest x-ray with pneumonia")),
+    "melanoma": Task(("benign", "melanoma"), "isic2017", _read_isic2017, _SKIN),
+    "melanoma_balanced": Task(("benign", "melanoma"), "isic_melanoma_64.npz",
+                              lambda source, *_: (read_npz(source, 2), {}), _SKIN),
+    "dermamnist": Task(("nevus", "melanoma"), "dermamnist.npz", _read_medmnist("dermamnist.npz", {5: 0, 4: 1}),
+                       ("a dermoscopy image of a melanocytic nevus", "a dermoscopy image of a melanoma")),
+    "isic2020": Task(("benign", "melanoma"), "isic2020", _read_isic2020, _SKIN),
+    "chexpert": Task(("negative", "pleural effusion"), "CheXpert-v1.0-small", _read_chexpert,
+                     ("a chest x-ray without pleural effusion", "a chest x-ray with pleural effusion")),
 }
-
-
-def task_source(task: str, root=None) -> Path:
-    """The file or folder a task reads, under the data root."""
-    root = data_root(root)
-    return {
-        "pneumonia": root / "pneumoniamnist.npz",
-        "melanoma": root / "isic2017",
-        "melanoma_balanced": root / "isic_melanoma_64.npz",
-        "dermamnist": root / "dermamnist.npz",
-        "isic2020": root / "isic2020",
-        "chexpert": root / "CheXpert-v1.0-small",
-    }[check_task(task)]
 
 
 def check_task(task: str) -> str:
@@ -569,8 +591,9 @@ def check_task(task: str) -> str:
     return task
 
 
-def task_available(task: str, root=None) -> bool:
-    return task_source(task, root).exists()
+def task_source(task: str, root=None) -> Path:
+    """The file or folder a task reads, under the data root."""
+    return data_root(root) / TASKS[check_task(task)].source
 
 
 def load_task(task: str, root=None, size: int = 64, download: bool = True, seed: int = 0,
@@ -579,24 +602,8 @@ def load_task(task: str, root=None, size: int = 64, download: bool = True, seed:
     npz layouts are returned at their stored size and resized by `preprocess`. `strict`: images in a folder that
     its ground truth does not list are an error, not a warning."""
     source = task_source(task, root)
-    names = TASKS[task]
-    notes = {}
-    if task == "pneumonia":
-        splits = read_npz(fetch_medmnist("pneumoniamnist.npz", source.parent, download), 2)
-    elif task == "dermamnist":
-        splits = read_npz(fetch_medmnist("dermamnist.npz", source.parent, download), 2, label_map={5: 0, 4: 1})
-    elif task == "melanoma_balanced":
-        splits = read_npz(source, 2)
-    elif task == "melanoma":
-        splits = read_isic2017(_require(source, "ISIC 2017 folder", "see data/README.md"), size, strict)
-        notes["near_duplicates_dropped"] = drop_near_duplicates(splits, isic2017_near_duplicates())
-    elif task == "isic2020":
-        csv_path = next(iter(sorted(source.glob("*GroundTruth*.csv"))), source / "ISIC_2020_Training_GroundTruth.csv")
-        image_dir = source / "train" if (source / "train").exists() else source
-        splits = read_isic_csv(csv_path, image_dir, size, seed, strict)
-    else:
-        splits = read_chexpert(_require(source, "CheXpert folder", "see data/README.md"), size, seed=seed, strict=strict)
-    return TaskData(task, names, splits, str(source), notes)
+    splits, notes = TASKS[task].read(source, size, seed, strict, download)
+    return TaskData(task, list(TASKS[task].classes), splits, str(source), notes)
 
 
 def summary_table(data: TaskData) -> list[dict]:

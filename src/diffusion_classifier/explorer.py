@@ -12,6 +12,7 @@ so a view at a table's settings reproduces its row to the last digit.
     view / view_table   all of the above for one setting, as one long table
     show                the explorer: live ipywidgets controls in JupyterLab; under run_all.sh (DC_STATIC_VIEWS=1)
                         one static view at the profile's settings, so executed notebooks stay deterministic
+    open_study          the explorer over a finished run, from any notebook or console
 """
 from __future__ import annotations
 
@@ -231,6 +232,15 @@ def show(runs: dict, live: bool | None = None):
         plt.show()
         plt.close(fig)
     return first
+
+
+def open_study(profile: str = "cpu", tasks=None, data_root=None, seed: int = 0, live: bool | None = None):
+    """The explorer over a finished run's stored scores, without re-running a notebook: in JupyterLab,
+    `from diffusion_classifier import explorer; explorer.open_study("cpu")`."""
+    from . import profiles, study
+
+    runs = {t: StoredRun.load(study.prepare(t, profile, data_root, seed)) for t in (tasks or profiles.DEFAULT_TASKS)}
+    return show(runs, live)
 
 
 def _widget(runs: dict):

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .datasets import TASKS
 from .errors import CheckpointError
 from .schedules import DiscreteSchedule
 
@@ -18,19 +19,13 @@ COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 META_FILE = "foundation.json"
 
 # Prompt per class and task (documented in the README). Other tasks fall back to TEMPLATE.
-PROMPTS = {
-    "pneumonia": ["a normal chest x-ray", "a chest x-ray with pneumonia"],
-    "chexpert": ["a chest x-ray without pleural effusion", "a chest x-ray with pleural effusion"],
-    "melanoma": ["a dermoscopy image of a benign skin lesion", "a dermoscopy image of a melanoma"],
-    "melanoma_balanced": ["a dermoscopy image of a benign skin lesion", "a dermoscopy image of a melanoma"],
-    "dermamnist": ["a dermoscopy image of a melanocytic nevus", "a dermoscopy image of a melanoma"],
-    "isic2020": ["a dermoscopy image of a benign skin lesion", "a dermoscopy image of a melanoma"],
-}
 TEMPLATE = "a medical image of {}"
 
 
 def prompts_for(task: str, class_names) -> list[str]:
-    return PROMPTS.get(task, [TEMPLATE.format(c) for c in class_names])
+    """The task's prompts from the task registry (`datasets.TASKS`), else a generic template per class."""
+    prompts = TASKS[task].prompts if task in TASKS else ()
+    return list(prompts) if prompts else [TEMPLATE.format(c) for c in class_names]
 
 
 def check_weights(path) -> Path:
