@@ -79,7 +79,6 @@ class ScoreSettings:
 class Scores:
     E: np.ndarray  # float32 (N, C, K); NaN where a draw or class was skipped (early stopping, elimination)
     U: np.ndarray  # float32 (N, K): the time u in [0, 1) of each draw
-    labels: np.ndarray | None = None
 
     @property
     def unet_evals(self) -> np.ndarray:

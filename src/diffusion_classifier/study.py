@@ -87,6 +87,21 @@ def available_tasks(tasks, data_root=None) -> tuple[list, list]:
     return ok, skipped
 
 
+def setup(seed: int, tasks, data_root=None) -> tuple[list, Path]:
+    """A notebook's setup in one call: seed numpy and torch, keep the tasks whose data is present (saying in the
+    notebook which are skipped and why), and return (those tasks, the results tables folder)."""
+    from .paths import results_dir
+
+    seed_everything(seed)
+    ok, skipped = available_tasks(tasks, data_root)
+    if skipped:
+        from IPython.display import Markdown, display
+
+        for t, why in skipped:
+            display(Markdown(f"**Skipped task `{t}`**: {why}. Place the data there (see data/README.md) to include it."))
+    return ok, results_dir() / "tables"
+
+
 def seed_everything(seed: int):
     np.random.seed(seed)
     torch.manual_seed(seed)
