@@ -47,6 +47,18 @@ def test_errors_match_a_naive_loop(tiny_model, images):
                 assert scores.E[i, c, k] == pytest.approx(e, rel=1e-5)
 
 
+def test_a_longer_run_starts_with_the_shorter_runs_draws(tiny_model, images):
+    """Notebook 09 reads N = 1..251 and disjoint replicates off one long sequence: its first K draws must be a K-draw
+    run's (random times), while grid times depend on the number of draws and have no such prefix."""
+    short = ScoringEngine(tiny_model, ScoreSettings(**S), "cpu").score(images, 2)
+    long = ScoringEngine(tiny_model, ScoreSettings(**{**S, "n_draws": 3 * S["n_draws"]}), "cpu").score(images, 2)
+    np.testing.assert_array_equal(long.U[:, :S["n_draws"]], short.U)
+    np.testing.assert_allclose(long.E[:, :, :S["n_draws"]], short.E, rtol=1e-5)
+    assert not np.allclose(long.E[:, :, S["n_draws"]:2 * S["n_draws"]], short.E)  # the next block: other draws
+    grid = [draw_time(ScoreSettings(n_draws=k, t_sampling="grid"), 0, 0) for k in (4, 12)]
+    assert grid[0] != grid[1]
+
+
 def test_batch_size_and_chunking_do_not_change_results(tiny_model, images):
     a = ScoringEngine(tiny_model, ScoreSettings(**S), "cpu").score(images, 2)
     b = ScoringEngine(tiny_model, ScoreSettings(**{**S, "batch_size": 64, "chunk_size": 12}), "cpu").score(images, 2)

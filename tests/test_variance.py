@@ -48,8 +48,11 @@ def test_run_row_signs_planted_vote_advantage_and_a_better_resnet():
     assert row["voting_outcome"] == "not testable"  # the headline (mean) rule has no signal here
     assert row["resnet_auc"] == 1.0 and row["minus_resnet_auc"] < 0  # diffusion (mean rule) - ResNet
     flipped = variance.run_row(E, y, perfect, "vote", n_boot=200, seed=0)  # the vote is right on every image
-    assert flipped["accuracy"] == 1.0 and flipped["minus_resnet_accuracy"] == 0.0
-    assert flipped["voting_outcome"] == "supported"
+    assert flipped["accuracy"] == 1.0 and flipped["voting_outcome"] == "supported"
+    half = np.stack([1 - y, y], 1).astype(float)
+    half[::2] = half[::2, ::-1]  # a ResNet wrong on every other image
+    better = variance.run_row(E, y, half, "vote", n_boot=200, seed=0)
+    assert better["minus_resnet_accuracy"] == pytest.approx(0.5) and better["minus_resnet_accuracy_ci_low"] > 0
 
 
 def test_spread_is_the_sd_over_runs_beside_the_bootstrap_sd():
@@ -69,6 +72,10 @@ def test_verdicts_say_whether_the_outcome_holds_across_runs():
     base = variance.run_row(E, y, perfect, "vote", n_boot=100, seed=0)
     no_edge = variance.run_row(*_errors(vote_edge=False), perfect, "vote", n_boot=100, seed=0)
     assert base["voting_outcome"] == "supported" and no_edge["voting_outcome"] != "supported"
+    rng = np.random.default_rng(2)  # a weaker diffusion classifier: per image the wrong class is worse by N(0.05, 0.05)
+    weak = np.ones((200, 2, 51), dtype=np.float32)
+    weak[np.arange(200), 1 - y] += rng.normal(0.05, 0.05, 200)[:, None] + rng.normal(0, 0.01, (200, 51))
+    mean_rule = variance.run_row(weak, y, perfect, "mean", n_boot=100, seed=0)
     runs = pd.DataFrame([{**base, "variance_source": "draws", "training_seed": 0},
                          {**base, "variance_source": "draws", "training_seed": 0},
                          {**base, "variance_source": "training", "training_seed": 0},
@@ -76,7 +83,12 @@ def test_verdicts_say_whether_the_outcome_holds_across_runs():
     lines = variance.verdicts(runs, "toy")
     assert "the same outcome in every run (supported)" in lines[0]
     assert "not consistent across runs" in lines[1]
-    assert "significantly lower in" in lines[2] and "SD of the headline AUC" in lines[3]
+    assert "SD of the headline AUC" in lines[3]
+    # a diffusion rule worse than a perfect ResNet in both runs: counted as significantly lower, with a minus sign
+    worse = pd.DataFrame([{**mean_rule, "variance_source": "training", "training_seed": s} for s in (0, 1)])
+    assert mean_rule["minus_resnet_auc"] < 0 and mean_rule["auc_ci_low"] > 0.5
+    line = variance.verdicts(worse, "toy")[1]
+    assert "significantly lower in 2" in line and f"{mean_rule['minus_resnet_auc']:+.3f}".startswith("-")
 
 
 def test_stopping_alpha_is_chosen_on_validation_and_stopping_at_scale_saves_draws():
@@ -96,6 +108,12 @@ def test_stopping_alpha_is_chosen_on_validation_and_stopping_at_scale_saves_draw
     t = ablation.early_stopping_table(Ev, yv, "", "val", 1, (alpha,))
     assert t[t.stopping == "sequential"].changed_vs_full_vote.iloc[0] <= 0.005 * 300  # the rule it was chosen by
     assert ablation.select_stop_alpha(Ev, yv, 1, alphas=(0.9999,), max_changed_rate=0.0) == 0.0  # nothing qualifies
+    # chosen on validation: where every validation vote is a coin flip only exact stopping keeps them, even though
+    # the test votes are clear enough for any alpha
+    flips = np.ones((300, 2, 101), dtype=np.float32)
+    flips[:, 1] = np.where(rng.random((300, 101)) < 0.5, 0.9, 1.1)
+    exact = ablation.stopping_at_scale(flips, yv, Et, yt, "toy", [51, 101], 1, max_changed_rate=0.0)
+    assert (exact.alpha_selected_on_val == 0.0).all() and exact.changed_vs_full_vote.eq(0).all()
     s = ablation.stopping_at_scale(Ev, yv, Et, yt, "toy", [51, 101], 1).set_index("n_draws")
     assert s.loc[101, "fraction_of_full"] < s.loc[51, "fraction_of_full"] < 0.5  # clear votes stop early, more so at larger N
     assert s.loc[101, "full_evals_per_image"] == 202

@@ -178,12 +178,12 @@ def stopping_at_scale(E_val, y_val, E_test, y_test, task: str, n_draws_list, rou
     for k in n_draws_list:
         alpha = select_stop_alpha(E_val[:, :, :k], y_val, round_size, alphas, max_changed_rate)
         full, Es = E_test[:, :, :k], decision.replay_early_stop(E_test[:, :, :k], round_size, alpha)
-        evals = float(np.isfinite(Es).sum((1, 2)).mean())
+        evals, full_evals = float(np.isfinite(Es).sum((1, 2)).mean()), float(np.isfinite(full).sum((1, 2)).mean())
         stopped, whole = (binary_metrics(y_test, decision.predict(e, "vote"), decision.positive_score(e, "vote"))
                           for e in (Es, full))
         rows.append({"task": task, "n_draws": k, "alpha_selected_on_val": alpha, "max_changed_rate": max_changed_rate,
-                     "n_images": len(y_test), "unet_evals_per_image": evals, "full_evals_per_image": full.shape[1] * k,
-                     "fraction_of_full": evals / (full.shape[1] * k),
+                     "n_images": len(y_test), "unet_evals_per_image": evals, "full_evals_per_image": full_evals,
+                     "fraction_of_full": evals / full_evals,
                      "changed_vs_full_vote": int((decision.predict(Es, "vote") != decision.predict(full, "vote")).sum()),
                      "accuracy": stopped["accuracy"], "full_accuracy": whole["accuracy"], "auc": stopped["auc"],
                      "full_auc": whole["auc"]})
@@ -194,9 +194,11 @@ def stopping_at_scale_verdict(row) -> str:
     """Generated sentence for one row of `stopping_at_scale`, against the target of at most a quarter of the
     evaluations with at most max_changed_rate of the votes changed."""
     met = row.fraction_of_full <= 0.25 and row.changed_vs_full_vote <= row.max_changed_rate * row.n_images
-    return (f"**{row.task}**, N = {row.n_draws} (test, {row.n_images} images): sequential stopping at α = "
-            f"{row.alpha_selected_on_val:g} (the largest α changing ≤ {row.max_changed_rate:.1%} of the validation votes) "
-            f"uses {row.unet_evals_per_image:.1f} of {row.full_evals_per_image} UNet evaluations per image "
+    how = (f"sequential stopping at α = {row.alpha_selected_on_val:g} (the largest α changing ≤ "
+           f"{row.max_changed_rate:.1%} of the validation votes)" if row.alpha_selected_on_val > 0 else
+           f"exact stopping (no α changed ≤ {row.max_changed_rate:.1%} of the validation votes)")
+    return (f"**{row.task}**, N = {row.n_draws} (test, {row.n_images} images): {how} "
+            f"uses {row.unet_evals_per_image:.1f} of {row.full_evals_per_image:.0f} UNet evaluations per image "
             f"({row.fraction_of_full:.1%}) and changes {row.changed_vs_full_vote} votes; accuracy {row.accuracy:.3f} vs "
             f"{row.full_accuracy:.3f}, AUC {row.auc:.3f} vs {row.full_auc:.3f} with every draw. Target (≤ 25% of the "
             f"evaluations, ≤ {row.max_changed_rate:.1%} changed): **{'met' if met else 'not met'}**.")

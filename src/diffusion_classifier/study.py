@@ -58,17 +58,24 @@ def subset_indices(labels: np.ndarray, max_n: int | None, seed: int) -> np.ndarr
     return np.sort(np.concatenate(picks))
 
 
-def config_hash(cfg: dict, sections=("seed", "data", "diffusion", "unet", "train", "baseline")) -> str:
-    return hashlib.sha1(json.dumps({k: cfg[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:10]
+def config_hash(cfg: dict, sections=("seed", "data", "diffusion", "unet", "train", "baseline", "data_seed")) -> str:
+    return hashlib.sha1(json.dumps({k: cfg[k] for k in sections if k in cfg}, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def prepare(task: str, profile: str = "cpu", data_root=None, seed: int = 0, overrides: dict | None = None) -> Prepared:
+def prepare(task: str, profile: str = "cpu", data_root=None, seed: int = 0, overrides: dict | None = None,
+            data_seed: int | None = None) -> Prepared:
+    """A task's settings, tensors and run folder. `seed` seeds training (and, by default, the data: seeded splits and
+    subsets); `data_seed` keeps the data of another seed, so that models of several training seeds are compared on
+    the same images (it is then part of the run folder's key)."""
     cfg = profiles.get_profile(profile, task, {**(overrides or {}), "seed": seed})
+    if data_seed is not None and data_seed != seed:
+        cfg["data_seed"] = data_seed
+    data_seed = seed if data_seed is None else data_seed
     res = cfg["data"]["resolution"]
-    data = datasets.load_task(task, data_root, size=max(res, 64), seed=seed)
+    data = datasets.load_task(task, data_root, size=max(res, 64), seed=data_seed)
     x, y, sources = {}, {}, {}
     for split, s in data.splits.items():
-        idx = subset_indices(s.labels, cfg["data"]["max_per_split"], seed)
+        idx = subset_indices(s.labels, cfg["data"]["max_per_split"], data_seed)
         x[split] = preprocess.to_tensor(s.images[idx], res, name=f"{data.source} [{split}]")
         y[split] = s.labels[idx]
         sources[split] = None if s.sources is None else s.sources[idx]

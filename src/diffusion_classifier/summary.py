@@ -166,7 +166,8 @@ def build() -> str:
             ["task", "target_source", "other_source", "n_test_images", "family", "trained_on", "measure", "value",
              "ci_low", "ci_high"])
     section("Three sources of variance (notebook 09, run separately)", "seed_spread.csv",
-            ["task", "variance_source", "measure", "n_runs", "mean", "sd", "min", "max", "test_image_sd"],
+            ["task", "variance_source", "measure", "n_runs", "mean", "sd", "sd_ci_low", "sd_ci_high", "min", "max",
+             "test_image_sd"],
             "Spread of each headline measure over disjoint draw replicates (one trained model) and over training seeds "
             "(denoiser and ResNet-18 retrained), beside the SD over test images that the runs' bootstrap CIs imply. "
             "Each run: `results/tables/seed_runs.csv`.")

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import chi2
 
 from . import ablation, decision, paired
-from .metrics import binary_metrics, metrics_with_ci
+from .metrics import metrics_with_ci
 
 MEASURES = ("auc", "balanced_accuracy", "accuracy", "f1", "vote_minus_mean_accuracy", "minus_resnet_auc")
 
 
-def trained_run(p, n_draws: int, splits=("test",), desc: str = "score") -> tuple[dict, dict]:
-    """For a prepared task (`study.prepare`, whose seed sets both models' training and the draws): train the
-    denoiser and the ResNet-18 as notebooks 02 and 03 do (a finished run folder is loaded, not retrained), and score
-    the given splits with n_draws draws. Returns ({split: Scores}, {split: ResNet-18 softmax})."""
+def trained_run(p, n_draws: int, splits=("test",), scoring_seed: int | None = None, desc: str = "score"):
+    """For a prepared task (`study.prepare`, whose seed sets both models' training): train the denoiser and the
+    ResNet-18 as notebooks 02 and 03 do (a finished run folder is loaded, not retrained), and score the given splits
+    with n_draws draws of `scoring_seed` (default: the task's seed). Training seeds compared with one scoring seed see
+    the same draws, so their spread is training variance alone. Returns ({split: Scores}, {split: ResNet softmax})."""
     from .baseline import predict_proba, train_baseline
     from .scoring import ScoreSettings, ScoringEngine, cache_dir_for
     from .training import train_denoiser
@@ -34,7 +36,10 @@ def trained_run(p, n_draws: int, splits=("test",), desc: str = "score") -> tuple
     model, _ = train_denoiser(p.cfg, x["train"], y["train"], x["val"], y["val"], p.class_names, p.artifact("denoiser"))
     resnet, _ = train_baseline(p.cfg, x["train"], y["train"], x["val"], y["val"], len(p.class_names),
                                p.artifact("baseline"))
-    settings = ScoreSettings.from_profile(p.cfg, n_draws=n_draws)
+    settings = ScoreSettings.from_profile(p.cfg, n_draws=n_draws,
+                                          **({} if scoring_seed is None else {"seed": scoring_seed}))
+    if settings.t_sampling != "random":  # grid times depend on n_draws: no common prefix, no i.i.d. slices
+        raise ValueError(f"draw replicates need t_sampling 'random', got {settings.t_sampling!r}")
     engine = ScoringEngine(model, settings)
     scores = {split: engine.score(x[split], model.n_classes,
                                   cache_dir_for(p.artifact("score_cache"), split, settings, model, x[split]),
@@ -61,25 +66,33 @@ def run_row(E, y, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> dict:
                                                     vm["accuracy_diff_ci_high"])
     vr = paired.compare(y, (pred, score), (proba.argmax(1), proba[:, 1]), n_boot, seed)
     row.update({f"minus_resnet_{k.replace('_diff', '')}": v for k, v in vr.items()})
-    row["resnet_auc"] = float(binary_metrics(y, proba.argmax(1), proba[:, 1])["auc"])
+    r = metrics_with_ci(y, proba.argmax(1), proba[:, 1], n_boot, seed)
+    row.update({f"resnet_{k}": r[k] for k in ("auc", "auc_ci_low", "auc_ci_high")})
     return row
 
 
 def _bootstrap_sd(runs: pd.DataFrame, m: str) -> float:
-    """The SD over test-image resamples a run's 95% percentile CI implies, averaged over runs."""
+    """The SD over test-image resamples that a run's 95% percentile CI implies (width / 3.92; a rough figure when the
+    CI is skewed), averaged over runs."""
     lo, hi = (f"{m}_ci_low", f"{m}_ci_high")
     return float(((runs[hi] - runs[lo]) / (2 * 1.96)).mean()) if lo in runs else np.nan
 
 
 def spread(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per source of variance ('draws', 'training') and measure: the spread over runs, beside the test-image SD."""
+    """Per source of variance ('draws', 'training') and measure: the spread over runs with a 95% CI of the SD
+    (chi-square, n - 1 degrees of freedom: from 3 runs it spans x0.52 to x6.3), beside the test-image SD. The sources
+    are not parts of one total: the test-image SD of a run already holds its draws' noise per image, and the draw SD
+    is conditional on one trained model and one test set."""
     rows = []
     for source, g in runs.groupby("variance_source", sort=False):
         for m in MEASURES:
             v = g[m].astype(float)
-            rows.append({"variance_source": source, "measure": m, "n_runs": len(v), "mean": v.mean(),
-                         "sd": v.std(ddof=1) if len(v) > 1 else np.nan, "min": v.min(), "max": v.max(),
-                         "test_image_sd": _bootstrap_sd(g, m)})
+            df = len(v) - 1
+            sd = v.std(ddof=1) if df > 0 else np.nan
+            rows.append({"variance_source": source, "measure": m, "n_runs": len(v), "mean": v.mean(), "sd": sd,
+                         "sd_ci_low": sd * np.sqrt(df / chi2.ppf(0.975, df)) if df > 0 else np.nan,
+                         "sd_ci_high": sd * np.sqrt(df / chi2.ppf(0.025, df)) if df > 0 else np.nan,
+                         "min": v.min(), "max": v.max(), "test_image_sd": _bootstrap_sd(g, m)})
     return pd.DataFrame(rows)
 
 
@@ -89,30 +102,39 @@ def _count(outcomes) -> str:
 
 
 def verdicts(runs: pd.DataFrame, task: str, margin: float = ablation.NONINFERIORITY_MARGIN) -> list[str]:
-    """Generated sentences: the voting outcome across runs, competitiveness across training seeds, and which source
-    of variance dominates the AUC."""
+    """Generated sentences: the voting outcome across runs, competitiveness across training seeds, and the SD of the
+    headline AUC by source (with its CI)."""
     lines = []
     n = int(runs.n_draws.iloc[0])
     for source, g in runs.groupby("variance_source", sort=False):
-        what = (f"{len(g)} disjoint draw replicates of training seed {int(g.training_seed.iloc[0])}" if source == "draws"
-                else f"training seeds {', '.join(str(int(s)) for s in g.training_seed)}")
+        if source == "draws":
+            what = f"{len(g)} disjoint draw replicates of training seed {int(g.training_seed.iloc[0])}"
+            scope = "draws only: the same trained models and test images"
+        else:
+            what = f"{len(g)} training seeds ({', '.join(str(int(s)) for s in g.training_seed)})"
+            scope = "training only: the same draws and test images"
         outcomes = set(g.voting_outcome)
         reading = (f"**the same outcome in every run ({outcomes.pop()})**" if len(outcomes) == 1 else
                    "**not consistent across runs** (a single run's verdict is not reproducible)")
         d = g.vote_minus_mean_accuracy
-        lines.append(f"**{task}**, voting claim at N = {n} over {what}: {_count(g.voting_outcome)}; vote − mean "
-                     f"accuracy from {d.min():+.3f} to {d.max():+.3f} (mean {d.mean():+.3f}): {reading}.")
+        lines.append(f"**{task}**, voting claim at N = {n} over {what} ({scope}): {_count(g.voting_outcome)}; vote − "
+                     f"mean accuracy from {d.min():+.3f} to {d.max():+.3f} (mean {d.mean():+.3f}): {reading}.")
         if source == "training":
-            low = int((g.minus_resnet_auc_ci_high < 0).sum())
-            noninf = int((g.minus_resnet_auc_ci_low > -margin).sum())
-            lines.append(f"**{task}**, diffusion − ResNet-18 AUC over {what}: "
-                         + ", ".join(f"{r.minus_resnet_auc:+.3f} ({r.minus_resnet_auc_ci_low:+.3f} to "
-                                     f"{r.minus_resnet_auc_ci_high:+.3f})" for r in g.itertuples())
-                         + f"; significantly lower in {low} of {len(g)} runs, non-inferior at the {margin} margin in "
-                           f"{noninf} of {len(g)}.")
+            testable = g[(g.auc_ci_low > 0.5) & (g.resnet_auc_ci_low > 0.5)]
+            low = int((testable.minus_resnet_auc_ci_high < 0).sum())
+            noninf = int((testable.minus_resnet_auc_ci_low > -margin).sum())
+            lines.append(f"**{task}**, diffusion − ResNet-18 AUC over {what} (each retrained, paired on the same test "
+                         "images): " + ", ".join(f"{r.minus_resnet_auc:+.3f} ({r.minus_resnet_auc_ci_low:+.3f} to "
+                                                 f"{r.minus_resnet_auc_ci_high:+.3f})" for r in g.itertuples())
+                         + f"; of the {len(testable)} runs where both models' AUC CIs exclude 0.5, significantly lower "
+                           f"in {low}, non-inferior at the {margin} margin in {noninf}"
+                         + (f" ({len(g) - len(testable)} not testable)" if len(testable) < len(g) else "") + ".")
     sp = spread(runs).set_index(["variance_source", "measure"])
-    parts = [f"test images {sp.loc[(runs.variance_source.iloc[0], 'auc'), 'test_image_sd']:.4f} (bootstrap)"]
-    parts += [f"{s} {sp.loc[(s, 'auc'), 'sd']:.4f} (over {int(sp.loc[(s, 'auc'), 'n_runs'])} runs)"
-              for s in runs.variance_source.unique() if (s, "auc") in sp.index and sp.loc[(s, "auc"), "n_runs"] > 1]
-    lines.append(f"**{task}**, SD of the headline AUC by source of variance: " + "; ".join(parts) + ".")
+    parts = [f"test images {sp.loc[(runs.variance_source.iloc[0], 'auc'), 'test_image_sd']:.4f} (from the bootstrap CIs)"]
+    for s in runs.variance_source.unique():
+        r = sp.loc[(s, "auc")]
+        if r.n_runs > 1:
+            parts.append(f"{s} {r.sd:.4f} (95% CI {r.sd_ci_low:.4f}-{r.sd_ci_high:.4f}, {int(r.n_runs)} runs)")
+    lines.append(f"**{task}**, SD of the headline AUC by source of variance: " + "; ".join(parts)
+                 + ". The sources are not additive parts of one total (see `variance.spread`).")
     return lines
