@@ -121,13 +121,21 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     cell["source"] = "".join(cell["source"]).replace('tasks = ["pneumonia", "melanoma_balanced"]', f'tasks = ["{TASK}"]')
     (tmp_path / "explore.ipynb").write_text(json.dumps(nb))
+    # user settings of this lab only: render every cell (no windowing, so outputs below the fold are in the page)
+    # and no news pop-up over the page
+    settings = tmp_path / "lab-settings" / "@jupyterlab"
+    for ext, name, value in (("notebook-extension", "tracker", {"windowingMode": "none"}),
+                             ("apputils-extension", "notification", {"fetchNews": "false"})):
+        (settings / ext).mkdir(parents=True, exist_ok=True)
+        (settings / ext / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
     port, token = _free_port(), "dc-test-token"
     env = {**os.environ, "DATA_ROOT": str(REAL_DATA), "DC_RESULTS_DIR": str(tmp_path / "results"),
-           "DC_RUNS_DIR": os.environ["DC_RUNS_DIR"], "DC_STATIC_VIEWS": "", "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+           "DC_RUNS_DIR": os.environ["DC_RUNS_DIR"], "DC_STATIC_VIEWS": "", "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
+    log = (tmp_path / "jupyter.log").open("w")
     server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "jupyter"), "lab", "--no-browser", "--allow-root",
                                f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
-                               f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=", "--ServerApp.open_browser=False"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               f"--ServerApp.root_dir={tmp_path}"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         for _ in range(120):
             try:
@@ -145,7 +153,12 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
             page.locator(".lm-MenuBar-item", has_text="Run").first.click()
             page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
-            page.wait_for_selector("#dc-explorer-table", timeout=300_000)
+            try:
+                page.wait_for_selector("#dc-explorer-table", state="attached", timeout=300_000)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+                raise AssertionError(f"no explorer table; screenshot {tmp_path / 'failed.png'}, server log "
+                                     f"{tmp_path / 'jupyter.log'}") from None
             before = _cell_value(page, "diffusion auc")
             default = explorer.classification_row(run, rule=run.cfg["decision"]["rule"], n_boot=0)["auc"]
             assert before == f"{default:.4f}"
@@ -159,10 +172,11 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
                 arg=["diffusion auc", expected], timeout=60_000)
             timing = page.locator("#dc-explorer-timing").inner_text()
             print(f"explorer in JupyterLab (smoke scores): {timing}")
-            page.locator("#dc-explorer-table").scroll_into_view_if_needed()
+            page.locator(".widget-dropdown", has_text="draws N").scroll_into_view_if_needed()
             shot = os.environ.get("DC_EXPLORER_SCREENSHOT")
             page.screenshot(path=shot or str(tmp_path / "explorer.png"))
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()

@@ -32,6 +32,8 @@ def binary_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict:
 
 def bootstrap(fn, arrays, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
     """Percentile CI of each entry of the dict fn(*arrays) over n_boot resamples of the rows."""
+    if n_boot == 0:  # no CIs asked for (the explorer's quick view)
+        return {k: (np.nan, np.nan) for k in fn(*arrays)}
     rng = np.random.default_rng(seed)
     n = len(arrays[0])
     samples = []
