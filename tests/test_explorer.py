@@ -27,7 +27,7 @@ def smoke_run(tmp_path_factory):
     """Notebooks 01-04 and 06 of the smoke profile for one task: stored scores and both tables."""
     root = tmp_path_factory.mktemp("explorer")
     env = {**os.environ, "DATA_ROOT": str(REAL_DATA), "DC_RESULTS_DIR": str(root / "results"),
-           "DC_RUNS_DIR": str(root / "runs")}
+           "DC_RUNS_DIR": str(root / "runs"), "DC_CACHE_DIR": str(root / "cache")}
     for args in (["--to", "04"], ["--only", "06"]):
         r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--profile", "smoke", "--tasks", TASK, *args], cwd=ROOT,
                            env=env, capture_output=True, text=True, timeout=1800)
@@ -44,14 +44,14 @@ def stored(smoke_run, monkeypatch):
 
 
 def _same(expected: pd.Series, got: dict, columns):
+    """To the last digit: the CSV's floats round-trip exactly."""
     for c in columns:
         if c in got and pd.notna(expected[c]):
-            assert got[c] == pytest.approx(float(expected[c]), rel=1e-12, abs=1e-12), c
+            assert float(got[c]) == float(expected[c]), (c, got[c], expected[c])
 
 
-def test_explorer_reproduces_every_row_of_classification_csv(stored):
-    run, tables = stored
-    table = pd.read_csv(tables / "classification.csv")
+def reproduce_classification(run, table: pd.DataFrame):
+    """Every row of a classification.csv table from the explorer's functions; returns the kinds of rows seen."""
     n_boot = run.cfg["ablation"]["n_bootstrap"]
     metrics = [c for c in ablation.COLUMNS if c not in ("task", "source", "model", "rule", "n_draws", "t_range")]
     kinds = set()
@@ -66,8 +66,25 @@ def test_explorer_reproduces_every_row_of_classification_csv(stored):
         else:
             got = explorer.classification_row(run, rule=r.rule, t_range=r.t_range, n_boot=n_boot)
         _same(row, got, metrics)
-        kinds.add((r.model, r.source != "all", str(r.t_range)[:3]))
-    assert len(kinds) >= 5  # N rows, range rows, val-selected rows, per-source rows, ResNet rows
+        kinds.add((r.model, r.source != "all", str(r.t_range).split(" ")[0] if r.model != "resnet18" else ""))
+    return kinds
+
+
+def test_explorer_reproduces_every_row_of_classification_csv(stored):
+    run, tables = stored
+    kinds = reproduce_classification(run, pd.read_csv(tables / "classification.csv"))
+    # N rows, the three range rows, val-selected rows, per-source diffusion rows, ResNet rows overall and per source
+    assert {("diffusion-unet", False, ablation.FULL_RANGE), ("diffusion-unet", False, "[0.33,0.67)"),
+            ("diffusion-unet", False, "val-selected"), ("diffusion-unet", True, ablation.FULL_RANGE),
+            ("resnet18", False, ""), ("resnet18", True, "")} <= kinds
+
+
+def reproduce_uncertainty(run, u: pd.DataFrame):
+    u = u[u.task == run.task]
+    rows, _, _ = explorer.uncertainty_rows(run, None, run.cfg["uncertainty"]["n_bootstrap"])
+    assert len(rows) == len(u)
+    for expected, got in zip(u.itertuples(), rows):
+        _same(pd.Series(expected._asdict()), got, [c for c in got if c not in ("task", "model", "rule", "score")])
 
 
 def test_explorer_reproduces_the_paired_early_stopping_and_uncertainty_rows(stored):
@@ -80,11 +97,24 @@ def test_explorer_reproduces_the_paired_early_stopping_and_uncertainty_rows(stor
         got = explorer.early_stopping_row(run, None, float(r.alpha) if r.stopping == "sequential" else 0.0, r.split)
         for c in ("unet_evals_per_image", "speedup", "changed_vs_full_vote", "vote_accuracy"):
             assert round(float(got[c]), 4) == pytest.approx(float(getattr(r, c)), abs=1e-9), c  # the CSV is rounded
-    u = pd.read_csv(tables / "uncertainty.csv")
-    rows, _, _ = explorer.uncertainty_rows(run, None, run.cfg["uncertainty"]["n_bootstrap"], 0)
-    assert len(rows) == len(u)
-    for expected, got in zip(u.itertuples(), rows):
-        _same(pd.Series(expected._asdict()), got, [c for c in got if c not in ("task", "model", "rule", "score")])
+    reproduce_uncertainty(run, pd.read_csv(tables / "uncertainty.csv"))
+
+
+COMMITTED = ROOT / "results" / "tables"
+
+
+@pytest.mark.parametrize("task", ["pneumonia", TASK])
+def test_explorer_reproduces_the_committed_cpu_tables(task, monkeypatch):
+    """The committed cpu tables, from this checkout's stored scores (runs/cpu: only where the cpu study has run)."""
+    monkeypatch.delenv("DC_RUNS_DIR", raising=False)
+    try:
+        p = study.prepare(task, "cpu", REAL_DATA, 0)
+        run = explorer.StoredRun.load(p)
+    except FileNotFoundError:
+        pytest.skip("no stored cpu scores in runs/ (run_all.sh has not run here)")
+    table = pd.read_csv(COMMITTED / "classification.csv")
+    assert len(reproduce_classification(run, table[table.task == task])) >= 4
+    reproduce_uncertainty(run, pd.read_csv(COMMITTED / "uncertainty.csv"))
 
 
 def test_view_changes_with_its_settings_and_matches_the_rows(stored):
@@ -119,7 +149,9 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
     run, _ = stored
     nb = json.loads((ROOT / "notebooks" / "04_classify.ipynb").read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
-    cell["source"] = "".join(cell["source"]).replace('tasks = ["pneumonia", "melanoma_balanced"]', f'tasks = ["{TASK}"]')
+    source = "".join(cell["source"])
+    assert 'tasks = ["pneumonia", "melanoma_balanced"]' in source
+    cell["source"] = source.replace('tasks = ["pneumonia", "melanoma_balanced"]', f'tasks = ["{TASK}"]')
     (tmp_path / "explore.ipynb").write_text(json.dumps(nb))
     # user settings of this lab only: render every cell (no windowing, so outputs below the fold are in the page)
     # and no news pop-up over the page
@@ -138,6 +170,7 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
                                f"--ServerApp.root_dir={tmp_path}"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         for _ in range(120):
+            assert server.poll() is None, f"jupyter lab exited; see {tmp_path / 'jupyter.log'}"
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
@@ -162,6 +195,7 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
             before = _cell_value(page, "diffusion auc")
             default = explorer.classification_row(run, rule=run.cfg["decision"]["rule"], n_boot=0)["auc"]
             assert before == f"{default:.4f}"
+            first_timing = page.locator("#dc-explorer-timing").inner_text()
             dropdown = page.locator(".widget-dropdown", has_text="draws N").locator("select")
             dropdown.select_option(label="3")
             expected = f"{explorer.classification_row(run, rule=run.cfg['decision']['rule'], n_draws=3, n_boot=0)['auc']:.4f}"
@@ -170,8 +204,11 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
                 "([q, v]) => [...document.querySelectorAll('#dc-explorer-table tr')].some("
                 "tr => tr.cells[0] && tr.cells[0].innerText.trim() === q && tr.cells[1].innerText.trim() === v)",
                 arg=["diffusion auc", expected], timeout=60_000)
+            page.wait_for_function("t => document.querySelector('#dc-explorer-timing').innerText !== t",
+                                   arg=first_timing, timeout=60_000)
             timing = page.locator("#dc-explorer-timing").inner_text()
-            print(f"explorer in JupyterLab (smoke scores): {timing}")
+            (tmp_path / "timing.txt").write_text(timing)  # first view, then the N change
+            print(f"explorer in JupyterLab (smoke scores): first view {first_timing}; after the N change {timing}")
             page.locator(".widget-dropdown", has_text="draws N").scroll_into_view_if_needed()
             shot = os.environ.get("DC_EXPLORER_SCREENSHOT")
             page.screenshot(path=shot or str(tmp_path / "explorer.png"))

@@ -18,7 +18,8 @@ FULL_RANGE = "[0.00,1.00)"
 LEAD = ["auc", "balanced_accuracy", "accuracy", "f1"]
 COLUMNS = (["task", "source", "model", "rule", "n_draws", "t_range", "n_images", "majority_rate"]
            + [f"{m}{s}" for m in LEAD for s in ("", "_ci_low", "_ci_high")]
-           + ["sensitivity", "specificity", "unet_evals_per_image"])
+           + [f"{m}{s}" for m in ("sensitivity", "specificity") for s in ("", "_ci_low", "_ci_high")]
+           + ["unet_evals_per_image"])
 # The paper reports the vote's advantage from N = 51 draws on (METHOD.md: 83.5 vs 82.2 at N = 51).
 PAPER_CLAIM_N = 51
 # "Competitive" is read as non-inferiority of the AUC with this margin, fixed before the run (issue #12's

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,7 +30,7 @@ ALPHAS = (0.0, 0.0001, 0.001, 0.01, 0.05)  # 0 = exact stopping
 SCORES = {"vote": ("vote_fraction", "vote_entropy"), "mean": ("error_softmax", "margin_z")}
 
 
-@dataclass(eq=False)  # hashed by identity, so views of one run can be cached
+@dataclass(frozen=True, eq=False)
 class StoredRun:
     task: str
     cfg: dict
@@ -40,6 +39,7 @@ class StoredRun:
     y: dict  # split -> labels
     proba: dict  # split -> ResNet-18 softmax (N, C)
     sources: dict  # split -> per-image source, or None
+    cache: dict = field(default_factory=dict, repr=False)  # this run's uncertainty rows by (N, resamples, seed)
 
     @classmethod
     def load(cls, p) -> "StoredRun":
@@ -56,9 +56,16 @@ class StoredRun:
     def n_draws(self) -> int:
         return self.E["test"].shape[2]
 
+    @property
+    def seed(self) -> int:
+        """The run's seed: the bootstrap seed of its tables."""
+        return self.cfg["seed"]
+
     def rows(self, source: str = "all") -> np.ndarray:
         s = self.sources.get("test")
-        return np.arange(len(self.y["test"])) if source == "all" else np.flatnonzero(np.asarray(s) == source)
+        if source == "all" or s is None:
+            return np.arange(len(self.y["test"]))
+        return np.flatnonzero(np.asarray(s) == source)
 
     def test_sources(self) -> list[str]:
         s = self.sources.get("test")
@@ -86,14 +93,21 @@ def _bounds(run: StoredRun, rule: str, t_range: str) -> tuple[float, float]:
 
 
 def _errors(run: StoredRun, rule: str, n_draws, t_range: str, source: str = "all"):
+    """The test errors of these settings, as the tables restrict them: over the full range the first n_draws draws
+    are kept as they are (ablation.paired_table truncates, ablation_table masks: the same values), else masked."""
     idx = run.rows(source)
+    E, U = run.E["test"][idx], run.U["test"][idx]
+    if t_range == ablation.FULL_RANGE:
+        return E[:, :, :n_draws or run.n_draws], run.y["test"][idx]
     lo, hi = _bounds(run, rule, t_range)
-    return decision.restrict(run.E["test"][idx], run.U["test"][idx], lo, hi, n_draws), run.y["test"][idx]
+    return decision.restrict(E, U, lo, hi, n_draws), run.y["test"][idx]
 
 
 def classification_row(run: StoredRun, model: str = "diffusion-unet", rule: str = "vote", n_draws=None,
-                       t_range: str = ablation.FULL_RANGE, source: str = "all", n_boot: int = 1000, seed: int = 0) -> dict:
-    """The metrics of classification.csv's row for these settings (n_draws None = all draws)."""
+                       t_range: str = ablation.FULL_RANGE, source: str = "all", n_boot: int = 1000,
+                       seed: int | None = None) -> dict:
+    """The metrics of classification.csv's row for these settings (n_draws None = all draws; seed None = the run's)."""
+    seed = run.seed if seed is None else seed
     if model == "resnet18":
         idx = run.rows(source)
         p = run.proba["test"][idx]
@@ -103,30 +117,36 @@ def classification_row(run: StoredRun, model: str = "diffusion-unet", rule: str 
 
 
 def paired_row(run: StoredRun, n_draws=None, t_range: str = ablation.FULL_RANGE, source: str = "all",
-               n_boot: int = 1000, seed: int = 0) -> dict:
-    """Vote - mean on the same images and draws (ablation_paired.csv's row at N for the full range)."""
-    Ev, y = _errors(run, "vote", n_draws, t_range, source)
-    Em, _ = _errors(run, "mean", n_draws, t_range, source)
+               n_boot: int = 1000, seed: int | None = None, range_rule: str = "vote") -> dict:
+    """Vote - mean on the same images and draws (ablation_paired.csv's row at N for the full range). A range chosen
+    on validation is range_rule's, used for both rules, so that they compare on the same draws."""
+    seed = run.seed if seed is None else seed
+    Ev, y = _errors(run, range_rule, n_draws, t_range, source)
     return paired.compare(y, (decision.predict(Ev, "vote"), decision.positive_score(Ev, "vote")),
-                          (decision.predict(Em, "mean"), decision.positive_score(Em, "mean")), n_boot, seed)
+                          (decision.predict(Ev, "mean"), decision.positive_score(Ev, "mean")), n_boot, seed)
 
 
-def early_stopping_row(run: StoredRun, n_draws=None, alpha: float = 0.001, split: str = "test") -> dict:
-    """early_stopping.csv's row: exact stopping for alpha = 0, else sequential at alpha, on the first n_draws."""
-    E = run.E[split][:, :, :n_draws or run.n_draws]
-    t = ablation.early_stopping_table(E, run.y[split], run.task, split, run.cfg["scoring"]["early_stop_rounds"],
+def early_stopping_row(run: StoredRun, n_draws=None, alpha: float = 0.001, split: str = "test",
+                       source: str = "all") -> dict:
+    """early_stopping.csv's row: exact stopping for alpha = 0, else sequential at alpha, on the first n_draws (test
+    images of one source, or all)."""
+    idx = run.rows(source) if split == "test" else np.arange(len(run.y[split]))
+    E = run.E[split][idx][:, :, :n_draws or run.n_draws]
+    t = ablation.early_stopping_table(E, run.y[split][idx], run.task, split, run.cfg["scoring"]["early_stop_rounds"],
                                       alphas=(alpha,) if alpha > 0 else ())
     return t[(t.stopping == "exact") if alpha == 0 else (t.stopping == "sequential")].iloc[0].to_dict()
 
 
-@lru_cache(maxsize=64)
-def uncertainty_rows(run: StoredRun, n_draws=None, n_boot: int = 500, seed: int = 0):
-    """uncertainty.evaluate on the first n_draws of val and test: (rows, curves, temperatures); cached, so that
-    switching the score or the coverage is instant."""
-    u = run.cfg["uncertainty"]
-    k = n_draws or run.n_draws
-    return uncertainty.evaluate(run.task, run.E["val"][:, :, :k], run.y["val"], run.E["test"][:, :, :k], run.y["test"],
-                                run.proba["val"], run.proba["test"], u["n_bins"], n_boot, seed)
+def uncertainty_rows(run: StoredRun, n_draws=None, n_boot: int = 500, seed: int | None = None):
+    """uncertainty.evaluate on the first n_draws of val and test: (rows, curves, temperatures); cached on the run,
+    so that switching the score or the coverage is instant. Treat the result as read-only."""
+    u, k = run.cfg["uncertainty"], n_draws or run.n_draws
+    seed = run.seed if seed is None else seed
+    if (k, n_boot, seed) not in run.cache:
+        run.cache[k, n_boot, seed] = uncertainty.evaluate(
+            run.task, run.E["val"][:, :, :k], run.y["val"], run.E["test"][:, :, :k], run.y["test"], run.proba["val"],
+            run.proba["test"], u["n_bins"], n_boot, seed)
+    return run.cache[k, n_boot, seed]
 
 
 def defaults(run: StoredRun) -> dict:
@@ -137,9 +157,11 @@ def defaults(run: StoredRun) -> dict:
             "n_boot": run.cfg["ablation"]["n_bootstrap"]}
 
 
-def view(run: StoredRun, rule, n_draws, t_range, source, alpha, score, coverage, n_boot, seed=0) -> pd.DataFrame:
+def view(run: StoredRun, rule, n_draws, t_range, source, alpha, score, coverage, n_boot, seed=None) -> pd.DataFrame:
     """One setting as a long table (quantity, value, ci_low, ci_high): both models' metrics, vote - mean, the
-    early-stopping cost, and the chosen uncertainty score's selective metrics at the chosen coverage."""
+    early-stopping cost, and the chosen uncertainty score's selective metrics at the chosen coverage (all test images:
+    uncertainty.csv has no per-source rows)."""
+    seed = run.seed if seed is None else seed
     rows = []
 
     def add(name, d, key):
@@ -153,16 +175,19 @@ def view(run: StoredRun, rule, n_draws, t_range, source, alpha, score, coverage,
         add(f"resnet18 {m}", b, m)
     add("diffusion unet_evals_per_image", d, "unet_evals_per_image")
     add("majority_rate", d, "majority_rate")
-    pr = paired_row(run, n_draws, t_range, source, n_boot, seed)
+    if t_range == VAL_SELECTED:
+        rows.append({"quantity": "timesteps chosen on validation for the {} rule: [{:.2f},{:.2f})".format(
+            rule, *_bounds(run, rule, t_range)), "value": np.nan, "ci_low": np.nan, "ci_high": np.nan})
+    pr = paired_row(run, n_draws, t_range, source, n_boot, seed, range_rule=rule)
     for m in ("accuracy", "auc"):
         add(f"vote - mean {m}", pr, f"{m}_diff")
     add("vote - mean mcnemar_p", pr, "mcnemar_p")
-    es = early_stopping_row(run, n_draws, alpha)
+    es = early_stopping_row(run, n_draws, alpha, source=source)
     for m in ("unet_evals_per_image", "speedup", "changed_vs_full_vote"):
         add(f"early stop ({'exact' if alpha == 0 else f'alpha {alpha:g}'}) {m}", es, m)
     # uncertainty.csv's bootstrap is the uncertainty section's (fewer resamples: each one recomputes every metric)
     u_rows, curves, _ = uncertainty_rows(run, n_draws, min(n_boot, run.cfg["uncertainty"]["n_bootstrap"]), seed)
-    if source == "all":  # uncertainty.csv is over all test images
+    if source == "all":  # uncertainty.csv is over all test images; no per-source rows
         for model, name in (("diffusion-unet", score), ("resnet18", "max_softmax")):
             r = next(r for r in u_rows if r["model"] == model and r["score"] == name)
             for m in ("error_auroc", "e_aurc", "ece_calibrated"):
@@ -212,35 +237,37 @@ def view_figure(run: StoredRun, rule, n_draws, t_range, source, score, coverage)
 
 
 def static_views() -> bool:
-    """run_all.sh sets DC_STATIC_VIEWS=1: executed notebooks get one deterministic view, no live widgets."""
-    return os.environ.get("DC_STATIC_VIEWS", "") not in ("", "0")
+    """One deterministic view instead of live widgets: under run_all.sh (DC_STATIC_VIEWS=1), and wherever no Jupyter
+    server runs the kernel (papermill, nbconvert: JPY_SESSION_NAME, which jupyter-server sets, is absent)."""
+    if os.environ.get("DC_STATIC_VIEWS", "") not in ("", "0"):
+        return True
+    return "JPY_SESSION_NAME" not in os.environ
 
 
-def show(runs: dict, live: bool | None = None):
-    """The explorer over {task: StoredRun}. live=None: live unless DC_STATIC_VIEWS is set."""
+def show(runs: dict, live: bool | None = None) -> None:
+    """The explorer over {task: StoredRun}: live widgets, or (live=False, or static_views()) one static view per
+    task at the profile's settings."""
     import matplotlib.pyplot as plt
     from IPython.display import HTML, display
 
-    first = next(iter(runs.values()))
-    if not (static_views() if live is None else not live):
-        return _widget(runs)
-    for task, run in runs.items():
-        s = defaults(run)
-        display(HTML(f"<b>{task}</b> at the profile's settings: " + ", ".join(f"{k} = {v}" for k, v in s.items())))
-        display(HTML(view_html(view(run, **s))))
-        fig = view_figure(run, s["rule"], s["n_draws"], s["t_range"], s["source"], s["score"], s["coverage"])
-        plt.show()
-        plt.close(fig)
-    return first
+    if static_views() if live is None else not live:
+        for task, run in runs.items():
+            s = defaults(run)
+            display(HTML(f"<b>{task}</b> at the profile's settings: " + ", ".join(f"{k} = {v}" for k, v in s.items())))
+            display(HTML(view_html(view(run, **s))))
+            fig = view_figure(run, s["rule"], s["n_draws"], s["t_range"], s["source"], s["score"], s["coverage"])
+            plt.show()
+            plt.close(fig)
+    else:
+        _widget(runs)
 
 
-def open_study(profile: str = "cpu", tasks=None, data_root=None, seed: int = 0, live: bool | None = None):
+def open_study(profile: str = "cpu", tasks=None, data_root=None, seed: int = 0, live: bool | None = None) -> None:
     """The explorer over a finished run's stored scores, without re-running a notebook: in JupyterLab,
     `from diffusion_classifier import explorer; explorer.open_study("cpu")`."""
     from . import profiles, study
 
-    runs = {t: StoredRun.load(study.prepare(t, profile, data_root, seed)) for t in (tasks or profiles.DEFAULT_TASKS)}
-    return show(runs, live)
+    show({t: StoredRun.load(study.prepare(t, profile, data_root, seed)) for t in (tasks or profiles.DEFAULT_TASKS)}, live)
 
 
 def _widget(runs: dict):
@@ -251,33 +278,30 @@ def _widget(runs: dict):
     run = next(iter(runs.values()))
     s = defaults(run)
     style = {"description_width": "initial"}
+    alphas = sorted(set(ALPHAS) | {s["alpha"]})
     c = {
         "task": w.Dropdown(options=list(runs), description="task", style=style),
         "rule": w.Dropdown(options=list(decision.RULES), value=s["rule"], description="rule", style=style),
         "n_draws": w.Dropdown(options=[], description="draws N", style=style),
         "t_range": w.Dropdown(options=t_range_options(run), description="timesteps", style=style),
         "source": w.Dropdown(options=run.test_sources(), description="source", style=style),
-        "alpha": w.Dropdown(options=[(f"{a:g}" if a else "exact", a) for a in ALPHAS], value=s["alpha"],
+        "alpha": w.Dropdown(options=[(f"{a:g}" if a else "exact", a) for a in alphas], value=s["alpha"],
                             description="early-stop α", style=style),
         "score": w.Dropdown(options=SCORES[s["rule"]], description="uncertainty score", style=style),
-        "coverage": w.FloatSlider(value=0.8, min=0.5, max=1.0, step=0.05, description="coverage", style=style),
+        "coverage": w.FloatSlider(value=0.8, min=0.5, max=1.0, step=0.05, description="coverage", style=style,
+                                  continuous_update=False),
         "n_boot": w.Dropdown(options=[("no CIs", 0), ("200", 200), (str(s["n_boot"]), s["n_boot"])], value=s["n_boot"],
                              description="bootstrap", style=style),
     }
     out, timing = w.Output(), w.HTML()
+    busy, views = [False], [0]  # busy: while one change resets other controls, their own events must not redraw
 
     def grid_of(r):
         return sorted({k for k in r.cfg["ablation"]["n_draws"] if k <= r.n_draws} | {r.n_draws})
 
-    def on_task(_=None):
-        r = runs[c["task"].value]
-        c["n_draws"].options, c["n_draws"].value = grid_of(r), r.n_draws
-        c["t_range"].options, c["source"].options = t_range_options(r), r.test_sources()
-
-    def on_rule(_=None):
-        c["score"].options = SCORES[c["rule"].value]
-
     def refresh(_=None):
+        if busy[0]:
+            return
         start = time.perf_counter()
         r, v = runs[c["task"].value], {k: ctl.value for k, ctl in c.items() if k != "task"}
         table = view(r, **v)
@@ -287,16 +311,27 @@ def _widget(runs: dict):
             fig = view_figure(r, v["rule"], v["n_draws"], v["t_range"], v["source"], v["score"], v["coverage"])
             plt.show()
             plt.close(fig)
-        timing.value = f"<span id='dc-explorer-timing'>updated in {time.perf_counter() - start:.2f} s</span>"
+        views[0] += 1
+        timing.value = (f"<span id='dc-explorer-timing'>view {views[0]}: updated in "
+                        f"{time.perf_counter() - start:.2f} s</span>")
 
-    on_task()
-    c["task"].observe(lambda ch: (on_task(), refresh()), names="value")
-    c["rule"].observe(on_rule, names="value")
+    def reset(change=None):
+        """A task or rule change resets the controls that depend on it, then redraws once."""
+        busy[0] = True
+        try:
+            r = runs[c["task"].value]
+            if change is None or change["owner"] is c["task"]:
+                c["n_draws"].options, c["n_draws"].value = grid_of(r), r.n_draws
+                c["t_range"].options, c["source"].options = t_range_options(r), r.test_sources()
+            c["score"].options = SCORES[c["rule"].value]
+        finally:
+            busy[0] = False
+        if change is not None:
+            refresh()
+
+    reset()
     for k, ctl in c.items():
-        if k != "task":
-            ctl.observe(refresh, names="value")
+        ctl.observe(reset if k in ("task", "rule") else refresh, names="value")
     refresh()
-    ui = w.VBox([w.HBox([c["task"], c["rule"], c["n_draws"], c["t_range"], c["source"]]),
-                 w.HBox([c["alpha"], c["score"], c["coverage"], c["n_boot"]]), timing, out])
-    display(ui)
-    return ui
+    display(w.VBox([w.HBox([c["task"], c["rule"], c["n_draws"], c["t_range"], c["source"]]),
+                    w.HBox([c["alpha"], c["score"], c["coverage"], c["n_boot"]]), timing, out]))

@@ -1,8 +1,13 @@
 """A shortcut / shift test beyond the paper (notebook 08): generative classifiers are said to avoid shortcut
-solutions (Li, Kumar & Pathak, ICLR 2025). On one source's test images, a model trained on that source's training
-images only (in-source) is compared with one trained on the other source's only (cross-source). The test images are
-the same, so each model family's AUC drop (in - cross) is paired, and so is the difference between the two
-families' drops (diffusion - ResNet): all come from the same bootstrap resamples of the test images.
+solutions (Li, Kumar & Pathak, ICLR 2025). For each source, a diffusion classifier and a ResNet-18 are trained on that
+source's training images only; each source's test images are then scored by the models of both sources (a 2 x 2
+design, so no target source is picked). On one source's test images the in-source model is compared with the
+cross-source one: the images are the same, so each family's AUC drop (in - cross) is paired, and so is the
+difference between the two families' drops (diffusion - ResNet), all from the same bootstrap resamples.
+
+What a drop measures: the change of training source as a whole — its acquisition style, its case mix (ISIC 2017's
+benign class is nevi and seborrhoeic keratoses, ISIC 2018's adds other benign lesions) and its size — not a shortcut
+alone; the difference of the two families' drops compares the families under the same change.
 """
 from __future__ import annotations
 
@@ -13,12 +18,6 @@ from .metrics import binary_metrics, bootstrap
 
 def source_rows(sources: np.ndarray, source: str) -> np.ndarray:
     return np.flatnonzero(np.asarray(sources) == source)
-
-
-def pick_target(val_auc_by_source: dict) -> str:
-    """The target source: the one where the in-distribution model carries most signal on validation (a shift test
-    on a source where no model beats chance could not show a drop)."""
-    return max(val_auc_by_source, key=val_auc_by_source.get)
 
 
 def drop_table(y: np.ndarray, scores: dict, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> list:
@@ -58,11 +57,11 @@ def verdict(rows, target: str, other: str) -> str:
         parts.append(f"{family} drops {d['value']:+.3f} AUC (95% CI {d['ci_low']:+.3f} to {d['ci_high']:+.3f})")
     g = by[("diffusion-unet - resnet18", "drop_difference")]
     if g["ci_high"] < 0:
-        reading = "the diffusion classifier loses less under the shift: consistent with fewer source shortcuts"
+        reading = "the diffusion classifier loses less AUC under this change of training source"
     elif g["ci_low"] > 0:
-        reading = "the diffusion classifier loses more under the shift"
+        reading = "the diffusion classifier loses more AUC under this change of training source"
     else:
-        reading = "the two drops are not distinguishable at this sample size"
+        reading = ("the two drops are not distinguishable (nor shown equal: the CI is wide)")
     return (f"On the {target} test images, trained on {other} instead of {target}: " + "; ".join(parts)
             + f". Difference of the drops (diffusion − ResNet) {g['value']:+.3f} (95% CI {g['ci_low']:+.3f} to "
-            f"{g['ci_high']:+.3f}): {reading}.")
+            f"{g['ci_high']:+.3f}): {reading}; one training seed per arm, CIs over test images only.")

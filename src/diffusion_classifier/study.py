@@ -25,7 +25,7 @@ ARTIFACTS = {
     "scores": "scores_{split}.npz",  # E, U and labels of a split
     "sd_finetune": "sd-finetune",  # notebook 07
     "sd_scores": "sd-scores",
-    "shift_run": "shift/trained_on_{source}",  # notebook 08
+    "shift_run": "shift/trained_on_{source}_{steps}_steps",  # notebook 08 (the steps: a run of other length is another)
 }
 
 
