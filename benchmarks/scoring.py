@@ -1,5 +1,6 @@
-"""Scoring speed: UNet evaluations per second of the engine against the raw forward pass (the ceiling) and a
-naive per-image, per-class, per-draw loop (the reference), the raw forward over batch sizes (why the cpu
+"""Scoring speed: UNet evaluations per second of the engine against the raw forward pass (the ceiling), a
+naive per-image, per-class, per-draw loop (the reference) and the loop shapes of the authors' code and of Li et al.
+(same checkpoint, draws, precision and evaluations), the raw forward over batch sizes (why the cpu
 profile batches 64, not 512), bf16 vs fp32, and early stopping (exact and sequential). Every row also gives the
 FLOPs per UNet evaluation (torch.utils.flop_counter), the achieved FLOP/s and the model FLOP utilisation (MFU:
 achieved FLOP/s over this machine's matmul peak at the row's precision, measured in the same run), and on a GPU
@@ -43,12 +44,12 @@ def timed(fn, device, repeat=1, warmup=None):
 def load(task: str, profile: str, n_images: int):
     """(cfg, model, weights, images, what the images are): the profile's trained denoiser and the task's test
     images where they exist, else a fresh model and random images of the task's shape."""
-    if datasets.task_available(task):
+    if datasets.task_source(task).exists():
         p = study.prepare(task, profile)
         cfg, x, names, data = p.cfg, p.x["test"][:n_images], p.class_names, "test images"
         ckpt = p.run_dir / "denoiser" / "final" / "ema"
     else:
-        cfg, names, data = profiles.get_profile(profile, task), datasets.TASKS[task], "random images (no data)"
+        cfg, names, data = profiles.get_profile(profile, task), list(datasets.TASKS[task].classes), "random images (no data)"
         res = cfg["data"]["resolution"]
         x = torch.rand(n_images, CHANNELS[task], res, res, generator=torch.Generator().manual_seed(0)) * 2 - 1
         ckpt = None
@@ -129,6 +130,42 @@ def main():
                             return done
         return done
 
+    # (d), (e) the two peer loop shapes on the same checkpoint, draws, precision and number of evaluations:
+    # the authors' classify loop (per batch of images: per trial a fresh (t, noise) per image, per class one forward
+    # of the image batch) and Li et al.'s (per image: per class one forward of a batch of its draws)
+    def draws_of(images, ks):
+        u = torch.tensor([draw_time(settings, i, k) for i, k in zip(images, ks)], dtype=torch.float32, device=device)
+        eps = torch.stack([draw_noise(settings, i, k, x.shape[1:]) for i, k in zip(images, ks)]).to(device)
+        return u, eps
+
+    def errors_of(x0, u, eps, c):
+        x_t = sched.add_noise(x0, eps, u)
+        with autocast(engine.device, engine.precision):
+            pred = model.predict(x_t, u, torch.full((len(u),), c, device=device))
+        return (sched.eps_and_x0(pred.float(), x_t, u)[0] - eps).pow(2).flatten(1).mean(1).cpu()
+
+    def authors_loop():
+        E = torch.zeros(len(x), C, K)
+        with torch.inference_mode():
+            for b0 in range(0, len(x), bs):
+                ids = list(range(b0, min(b0 + bs, len(x))))
+                xb = x[ids].to(device)
+                for k in range(K):
+                    u, eps = draws_of(ids, [k] * len(ids))
+                    for c in range(C):
+                        E[ids, c, k] = errors_of(xb, u, eps, c)
+        return E
+
+    def li_loop():
+        E = torch.zeros(len(x), C, K)
+        with torch.inference_mode():
+            for i in range(len(x)):
+                u, eps = draws_of([i] * K, range(K))
+                x0 = x[i:i + 1].to(device).expand(K, *x.shape[1:])
+                for c in range(C):
+                    E[i, c] = errors_of(x0, u, eps, c)
+        return E
+
     # (b) the engine: draws, noising, forward, errors. Its time inside the UNet forward is clocked too: the
     # engine's own overhead, free of the drift between separately timed runs.
     in_forward, forward = [0.0], engine.predict
@@ -140,9 +177,9 @@ def main():
         return out
 
     engine.predict = clocked_forward
-    runs = {"raw": raw, "engine": lambda: engine.score(x, C), "naive": naive}
+    runs = {"raw": raw, "engine": lambda: engine.score(x, C), "naive": naive, "authors": authors_loop, "li": li_loop}
     engine.score(x[:4], C)  # warm-ups: oneDNN picks its kernels on first use
-    raw(), naive()
+    raw(), naive(), authors_loop(), li_loop()
     best, out, forward_share = {k: float("inf") for k in runs}, {}, 0.0
     base = reset_peak_memory(device)
     for _ in range(a.rounds):
@@ -163,6 +200,11 @@ def main():
                  "peak_mem_gb": mem})
     rows.append({"method": "naive loop (batch 1, fp32)", "evals_per_s": out["naive"] / best["naive"],
                  "precision": "no", "peak_mem_gb": mem})
+    for key, method in (("authors", f"authors' loop shape (images x draws x classes, image batch {bs}, {p})"),
+                        ("li", f"Li et al.'s loop shape (per image and class, a batch of its {K} draws, {p})")):
+        dE = np.nanmax(np.abs(out[key].numpy() - out["engine"].E))
+        rows.append({"method": method, "evals_per_s": n_evals / best[key], "precision": p, "peak_mem_gb": mem,
+                     "note": f"same draws as the engine: max |dE| {dE:.2e}; timed in the interleaved rounds"})
 
     def attempt(method, precision, fn):
         """One more row; a failure (out of memory, a compiler error) is reported in it, not fatal."""
@@ -225,6 +267,8 @@ def main():
     df = pd.DataFrame(rows)
     df["ratio_vs_raw"] = df.evals_per_s / rows[0]["evals_per_s"]
     df["ratio_vs_naive"] = df.evals_per_s / rows[2]["evals_per_s"]
+    df["ratio_vs_authors_loop"] = df.evals_per_s / rows[3]["evals_per_s"]
+    df["ratio_vs_li_loop"] = df.evals_per_s / rows[4]["evals_per_s"]
     df["images_per_s"] = df.evals_per_s / (C * K)
     df["unet_evals_per_image"] = float(C * K)
     df["gflop_per_eval"] = flops / 1e9
@@ -244,7 +288,8 @@ def main():
             f"{len(x) / df.loc[at, 'wall_s'].item():.1f} images/s; predictions identical to the full vote on "
             f"{same.sum()}/{len(same)} images" + ("; exact stopping needs > K/2 draws, so < 2x for C = 2"
                                                   if mode == "exact" else ""))
-    df = df.reindex(columns=["method", "evals_per_s", "ratio_vs_raw", "ratio_vs_naive", "images_per_s",
+    df = df.reindex(columns=["method", "evals_per_s", "ratio_vs_raw", "ratio_vs_naive", "ratio_vs_authors_loop",
+                             "ratio_vs_li_loop", "images_per_s",
                              "unet_evals_per_image", "gflop_per_eval", "achieved_gflops", "mfu", "peak_mem_gb", "note"])
     df.loc[df.method == f"engine (batch {bs}, {p})", "note"] = (
         f"{forward_share:.1%} of the engine's wall time is spent in the UNet forward itself (own overhead "
