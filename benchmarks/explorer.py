@@ -1,5 +1,6 @@
 """How fast the analysts' explorer answers (issue: a changed control should update the view in under a second):
-the time of `explorer.view` (both models' metrics, vote - mean, early stopping, uncertainty at one setting) for a
+the time of `explorer.view` and `explorer.view_figure` (both models' metrics, vote - mean, early stopping,
+uncertainty, and the three plots at one setting: what a control change redraws) for a
 sequence of control changes, on the stored scores of a finished run (notebooks 03-04 of the profile).
 
     .venv/bin/python benchmarks/explorer.py                   # cpu profile, both tasks, writes explorer.csv
@@ -13,11 +14,15 @@ import argparse
 import platform
 import time
 
-import pandas as pd
-import torch
+import matplotlib
 
-from diffusion_classifier import explorer, study
-from diffusion_classifier.paths import results_dir
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from diffusion_classifier import explorer, study  # noqa: E402
+from diffusion_classifier.paths import results_dir  # noqa: E402
 
 
 def main():
@@ -37,14 +42,17 @@ def main():
                    (f"rule: {other_rule}", {"rule": other_rule, "score": explorer.SCORES[other_rule][0]}),
                    ("early-stop alpha 0.01", {"alpha": 0.01}), ("coverage 0.7", {"coverage": 0.7})]
         for n_boot in (s["n_boot"], 0):
-            explorer.uncertainty_rows.cache_clear()
+            run.cache.clear()
             for name, change in changes:
                 times = []
                 for r in range(a.repeats):
                     if r and name.startswith("draws"):  # an N change recomputes the uncertainty rows every time
-                        explorer.uncertainty_rows.cache_clear()
+                        run.cache.clear()
+                    v = {**s, **change, "n_boot": n_boot}
                     start = time.perf_counter()
-                    explorer.view(run, **{**s, **change, "n_boot": n_boot})
+                    explorer.view(run, **v)  # the table and the figure: what one control change redraws
+                    plt.close(explorer.view_figure(run, v["rule"], v["n_draws"], v["t_range"], v["source"], v["score"],
+                                                   v["coverage"]))
                     times.append(time.perf_counter() - start)
                 rows.append({"task": task, "n_images": len(run.y["test"]), "n_draws": run.n_draws, "n_bootstrap": n_boot,
                              "change": name, "seconds_first": times[0], "seconds_best": min(times)})

@@ -56,6 +56,12 @@ def verdict(rows, target: str, other: str) -> str:
         d = by[(family, "auc_drop")]
         parts.append(f"{family} drops {d['value']:+.3f} AUC (95% CI {d['ci_low']:+.3f} to {d['ci_high']:+.3f})")
     g = by[("diffusion-unet - resnet18", "drop_difference")]
+    weak = [f for f in ("diffusion-unet", "resnet18")
+            if any(r["family"] == f and r["trained_on"] == "in" and r["ci_low"] <= 0.5 for r in rows)]
+    if weak:
+        return (f"On the {target} test images, trained on {other} instead of {target}: " + "; ".join(parts)
+                + f". **Not testable**: the in-source {' and '.join(weak)} AUC CI contains 0.5 (no signal to lose); "
+                f"difference of the drops {g['value']:+.3f} (95% CI {g['ci_low']:+.3f} to {g['ci_high']:+.3f}).")
     if g["ci_high"] < 0:
         reading = "the diffusion classifier loses less AUC under this change of training source"
     elif g["ci_low"] > 0:

@@ -64,8 +64,8 @@ def _verdicts(tables, prov) -> list[str]:
         from . import shift
 
         st = read["shift_test"]
-        for task, g in st.groupby("task"):
-            out.append(f"- **{task}** (notebook 08): " + shift.verdict(g.to_dict("records"), g.target_source.iloc[0],
+        for (task, target), g in st.groupby(["task", "target_source"]):
+            out.append(f"- **{task}** (notebook 08): " + shift.verdict(g.to_dict("records"), target,
                                                                         g.other_source.iloc[0]))
     if (tables / "seed_runs.csv").exists():
         from . import variance
@@ -78,7 +78,12 @@ def _verdicts(tables, prov) -> list[str]:
             rule = settings.get(task, {}).get("decision", {}).get("rule", "vote")
             head = g[(g.rule == rule) & (g.n_draws == g.n_draws.max())]
             if len(head):
-                out.append(f"- (notebook 09, one long draw sequence) {ablation.voting_verdict(pairs, head.iloc[0], task)}")
+                out.append(f"- (notebook 09, one long draw sequence, N = {head.n_draws.iloc[0]}: an exploratory second "
+                           "look after the pre-specified N, no multiplicity correction, one training seed and one draw "
+                           f"sequence) {ablation.voting_verdict(pairs, head.iloc[0], task)}")
+    if (tables / "early_stopping_large_n.csv").exists():
+        out += [f"- (notebook 09) {ablation.stopping_at_scale_verdict(r)}"
+                for r in pd.read_csv(tables / "early_stopping_large_n.csv").itertuples()]
     return out
 
 
@@ -171,6 +176,20 @@ def build() -> str:
             "Spread of each headline measure over disjoint draw replicates (one trained model) and over training seeds "
             "(denoiser and ResNet-18 retrained), beside the SD over test images that the runs' bootstrap CIs imply. "
             "Each run: `results/tables/seed_runs.csv`.")
+    seeds = tables / "seed_runs.csv"
+    if seeds.exists():
+        from . import variance
+
+        runs = pd.read_csv(seeds)
+        out.extend(["## Headline across training seeds and draw replicates (notebook 09)", "",
+                    "Mean (SD, min–max) of each run's headline numbers; each run is in `seed_runs.csv` with its CIs.", "",
+                    _table(variance.headline_across_runs(runs), ["task", "variance_source", "n_runs", "auc",
+                                                                 "balanced_accuracy", "accuracy", "resnet_auc",
+                                                                 "minus_resnet_auc", "vote_minus_mean_accuracy",
+                                                                 "voting_outcomes"]), ""])
+    section("Sequential early stopping at large N, alpha chosen on validation (notebook 09)", "early_stopping_large_n.csv",
+            ["task", "n_draws", "alpha_selected_on_val", "n_images", "unet_evals_per_image", "full_evals_per_image",
+             "fraction_of_full", "changed_vs_full_vote", "accuracy", "full_accuracy", "auc", "full_auc"])
     section("Majority vote − mean error up to the paper's regime (notebook 09, one long draw sequence)",
             "ablation_paired_large_n.csv",
             ["task", "n_draws", "accuracy_diff", "accuracy_diff_ci_low", "accuracy_diff_ci_high", "auc_diff",

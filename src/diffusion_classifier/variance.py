@@ -27,7 +27,7 @@ def trained_run(p, n_draws: int, splits=("test",), scoring_seed: int | None = No
     """For a prepared task (`study.prepare`, whose seed sets both models' training): train the denoiser and the
     ResNet-18 as notebooks 02 and 03 do (a finished run folder is loaded, not retrained), and score the given splits
     with n_draws draws of `scoring_seed` (default: the task's seed). Training seeds compared with one scoring seed see
-    the same draws, so their spread is training variance alone. Returns ({split: Scores}, {split: ResNet softmax})."""
+    the same draws, so their spread holds no draw-sampling noise (the draw x model interaction remains). Returns ({split: Scores}, {split: ResNet softmax})."""
     from .baseline import predict_proba, train_baseline
     from .scoring import ScoreSettings, ScoringEngine, cache_dir_for
     from .training import train_denoiser
@@ -96,6 +96,21 @@ def spread(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def headline_across_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per task and source of variance: each headline measure as 'mean (SD, min–max)' over the runs, and the voting
+    outcomes counted (SUMMARY's headline across seeds)."""
+    rows = []
+    for (task, source), g in runs.groupby(["task", "variance_source"], sort=False):
+        row = {"task": task, "variance_source": source, "n_runs": len(g)}
+        for m in ("auc", "balanced_accuracy", "accuracy", "resnet_auc", "minus_resnet_auc", "vote_minus_mean_accuracy"):
+            v = g[m].astype(float)
+            row[m] = f"{v.mean():+.3f} ({v.std(ddof=1):.3f}, {v.min():+.3f} to {v.max():+.3f})" if m.startswith(
+                ("minus", "vote")) else f"{v.mean():.3f} ({v.std(ddof=1):.3f}, {v.min():.3f}–{v.max():.3f})"
+        row["voting_outcomes"] = _count(g.voting_outcome)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _count(outcomes) -> str:
     counts = pd.Series(list(outcomes)).value_counts()
     return ", ".join(f"{k} in {v}" for k, v in counts.items())
@@ -112,7 +127,8 @@ def verdicts(runs: pd.DataFrame, task: str, margin: float = ablation.NONINFERIOR
             scope = "draws only: the same trained models and test images"
         else:
             what = f"{len(g)} training seeds ({', '.join(str(int(s)) for s in g.training_seed)})"
-            scope = "training only: the same draws and test images"
+            scope = ("training seeds at common draws and test images: training plus draw × model noise; the seed-0 "
+                     "run is shared with the draw replicates")
         outcomes = set(g.voting_outcome)
         reading = (f"**the same outcome in every run ({outcomes.pop()})**" if len(outcomes) == 1 else
                    "**not consistent across runs** (a single run's verdict is not reproducible)")
