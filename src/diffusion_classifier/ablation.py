@@ -110,16 +110,17 @@ def baseline_rows(task, y, proba, E, rule, sources=None, n_boot=1000, seed=0) ->
     return rows, comparisons
 
 
+def compare_rules(E, y, a: str = "vote", b: str = "mean", n_boot=1000, seed=0) -> dict:
+    """Rule a - rule b on the same images and draws of E: paired bootstrap differences and McNemar (paired.compare)."""
+    return paired.compare(y, (decision.predict(E, a), decision.positive_score(E, a)),
+                          (decision.predict(E, b), decision.positive_score(E, b)), n_boot, seed)
+
+
 def paired_table(E, y, task: str, n_draws_list, a: str = "vote", b: str = "mean", n_boot=1000, seed=0) -> pd.DataFrame:
     """Rule a - rule b at each N, on the same images and draws."""
-    rows = []
-    for k in n_draws_list:
-        Ek = E[:, :, :k]
-        rows.append({"task": task, "source": "all", "a": f"{a} N={k}", "b": f"{b} N={k}", "n_draws": k,
-                     "n_images": len(y),
-                     **paired.compare(y, (decision.predict(Ek, a), decision.positive_score(Ek, a)),
-                                      (decision.predict(Ek, b), decision.positive_score(Ek, b)), n_boot, seed)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"task": task, "source": "all", "a": f"{a} N={k}", "b": f"{b} N={k}", "n_draws": k,
+                          "n_images": len(y), **compare_rules(E[:, :, :k], y, a, b, n_boot, seed)}
+                         for k in n_draws_list])
 
 
 def predictions(E, y, task: str, split: str, seed: int, n_draws_list, sources=None) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import ablation, decision, paired, uncertainty
+from . import ablation, decision, uncertainty
 
 VAL_SELECTED = "val-selected"
 ALPHAS = (0.0, 0.0001, 0.001, 0.01, 0.05)  # 0 = exact stopping
@@ -121,9 +121,8 @@ def paired_row(run: StoredRun, n_draws=None, t_range: str = ablation.FULL_RANGE,
     """Vote - mean on the same images and draws (ablation_paired.csv's row at N for the full range). A range chosen
     on validation is range_rule's, used for both rules, so that they compare on the same draws."""
     seed = run.seed if seed is None else seed
-    Ev, y = _errors(run, range_rule, n_draws, t_range, source)
-    return paired.compare(y, (decision.predict(Ev, "vote"), decision.positive_score(Ev, "vote")),
-                          (decision.predict(Ev, "mean"), decision.positive_score(Ev, "mean")), n_boot, seed)
+    E, y = _errors(run, range_rule, n_draws, t_range, source)
+    return ablation.compare_rules(E, y, "vote", "mean", n_boot, seed)
 
 
 def early_stopping_row(run: StoredRun, n_draws=None, alpha: float = 0.001, split: str = "test",
@@ -147,6 +146,14 @@ def uncertainty_rows(run: StoredRun, n_draws=None, n_boot: int = 500, seed: int 
             run.task, run.E["val"][:, :, :k], run.y["val"], run.E["test"][:, :, :k], run.y["test"], run.proba["val"],
             run.proba["test"], u["n_bins"], n_boot, seed)
     return run.cache[k, n_boot, seed]
+
+
+def uncertainty_curves(run: StoredRun, n_draws=None) -> dict:
+    """The per-image (uncertainty, correct, confidence, calibrated confidence) of every score at N: they do not
+    depend on the bootstrap, so any cached evaluation at N serves; else one without resamples."""
+    k = n_draws or run.n_draws
+    cached = next((v for (kk, _, _), v in run.cache.items() if kk == k), None)
+    return (cached or uncertainty_rows(run, k, 0))[1]
 
 
 def defaults(run: StoredRun) -> dict:
@@ -185,9 +192,9 @@ def view(run: StoredRun, rule, n_draws, t_range, source, alpha, score, coverage,
     es = early_stopping_row(run, n_draws, alpha, source=source)
     for m in ("unet_evals_per_image", "speedup", "changed_vs_full_vote"):
         add(f"early stop ({'exact' if alpha == 0 else f'alpha {alpha:g}'}) {m}", es, m)
-    # uncertainty.csv's bootstrap is the uncertainty section's (fewer resamples: each one recomputes every metric)
-    u_rows, curves, _ = uncertainty_rows(run, n_draws, min(n_boot, run.cfg["uncertainty"]["n_bootstrap"]), seed)
     if source == "all":  # uncertainty.csv is over all test images; no per-source rows
+        # uncertainty.csv's bootstrap is the uncertainty section's (fewer resamples: each recomputes every metric)
+        u_rows, curves, _ = uncertainty_rows(run, n_draws, min(n_boot, run.cfg["uncertainty"]["n_bootstrap"]), seed)
         for model, name in (("diffusion-unet", score), ("resnet18", "max_softmax")):
             r = next(r for r in u_rows if r["model"] == model and r["score"] == name)
             for m in ("error_auroc", "e_aurc", "ece_calibrated"):
@@ -225,7 +232,7 @@ def view_figure(run: StoredRun, rule, n_draws, t_range, source, score, coverage)
     axes[1].axvline(n_draws or run.n_draws, color="k", lw=0.8, ls=":")
     axes[1].set(xscale="log", xlabel="draws N", ylabel="accuracy", title=f"accuracy vs N, t in {t_range}")
     axes[1].legend(fontsize=8)
-    _, curves, _ = uncertainty_rows(run, n_draws, 0)
+    curves = uncertainty_curves(run, n_draws)
     for key in (("diffusion-unet", score), ("resnet18", "max_softmax")):
         cov, risk = uncertainty.risk_coverage(*curves[key][:2])
         axes[2].plot(cov, risk, label=" ".join(key))

@@ -59,8 +59,7 @@ def run_row(E, y, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> dict:
     rule - ResNet-18 differences on the same images (paired bootstrap, McNemar), and the voting outcome."""
     pred, score = decision.predict(E, rule), decision.positive_score(E, rule)
     row = {"n_draws": E.shape[2], "n_images": len(y), **metrics_with_ci(y, pred, score, n_boot, seed)}
-    vm = paired.compare(y, (decision.predict(E, "vote"), decision.positive_score(E, "vote")),
-                        (decision.predict(E, "mean"), decision.positive_score(E, "mean")), n_boot, seed)
+    vm = ablation.compare_rules(E, y, "vote", "mean", n_boot, seed)
     row.update({f"vote_minus_mean_{k.replace('_diff', '')}": v for k, v in vm.items()})
     row["voting_outcome"] = ablation.voting_outcome(row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"],
                                                     vm["accuracy_diff_ci_high"])
