@@ -10,6 +10,7 @@ Each change is timed alone (best of --repeats), with the bootstrap the live view
 resamples) and without CIs. A change of N or of the bootstrap recomputes the uncertainty rows (6 scores with their
 bootstrap); other changes reuse them (cached), as the live view does.
 """
+
 import argparse
 import platform
 import time
@@ -37,10 +38,14 @@ def main():
         run = explorer.StoredRun.load(study.prepare(task, a.profile))
         s = explorer.defaults(run)
         other_rule = next(r for r in explorer.SCORES if r != s["rule"])
-        changes = [("profile settings (first view)", {}), ("draws N = 11", {"n_draws": 11}),
-                   ("timesteps: val-selected", {"t_range": explorer.VAL_SELECTED}),
-                   (f"rule: {other_rule}", {"rule": other_rule, "score": explorer.SCORES[other_rule][0]}),
-                   ("early-stop alpha 0.01", {"alpha": 0.01}), ("coverage 0.7", {"coverage": 0.7})]
+        changes = [
+            ("profile settings (first view)", {}),
+            ("draws N = 11", {"n_draws": 11}),
+            ("timesteps: val-selected", {"t_range": explorer.VAL_SELECTED}),
+            (f"rule: {other_rule}", {"rule": other_rule, "score": explorer.SCORES[other_rule][0]}),
+            ("early-stop alpha 0.01", {"alpha": 0.01}),
+            ("coverage 0.7", {"coverage": 0.7}),
+        ]
         for n_boot in (s["n_boot"], 0):
             run.cache.clear()
             for name, change in changes:
@@ -51,11 +56,23 @@ def main():
                     v = {**s, **change, "n_boot": n_boot}
                     start = time.perf_counter()
                     explorer.view(run, **v)  # the table and the figure: what one control change redraws
-                    plt.close(explorer.view_figure(run, v["rule"], v["n_draws"], v["t_range"], v["source"], v["score"],
-                                                   v["coverage"]))
+                    plt.close(
+                        explorer.view_figure(
+                            run, v["rule"], v["n_draws"], v["t_range"], v["source"], v["score"], v["coverage"]
+                        )
+                    )
                     times.append(time.perf_counter() - start)
-                rows.append({"task": task, "n_images": len(run.y["test"]), "n_draws": run.n_draws, "n_bootstrap": n_boot,
-                             "change": name, "seconds_first": times[0], "seconds_best": min(times)})
+                rows.append(
+                    {
+                        "task": task,
+                        "n_images": len(run.y["test"]),
+                        "n_draws": run.n_draws,
+                        "n_bootstrap": n_boot,
+                        "change": name,
+                        "seconds_first": times[0],
+                        "seconds_best": min(times),
+                    }
+                )
                 print(rows[-1])
     df = pd.DataFrame(rows)
     df.insert(0, "setup", f"{a.profile} profile stored scores, {platform.machine()}, {torch.get_num_threads()} threads")

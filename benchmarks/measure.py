@@ -1,5 +1,6 @@
 """What the benchmarks measure with: a clock that waits for the device, FLOP counts, this machine's matmul peak
 (for model FLOP utilisation), peak GPU memory, and the image shapes of the tasks when their data is absent."""
+
 import time
 
 import torch
@@ -14,10 +15,12 @@ PRECISIONS = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16
 _aten = torch.ops.aten
 # torch's counter knows the GPU attention kernels but not the CPU one (it would count 0 FLOPs for attention)
 _CPU_ATTENTION = {
-    _aten._scaled_dot_product_flash_attention_for_cpu:
-        lambda q, k, v, *args, out_val=None, **kwargs: flop_counter.sdpa_flop_count(q, k, v),
-    _aten._scaled_dot_product_flash_attention_for_cpu_backward:
-        lambda g, q, k, v, *args, out_val=None, **kwargs: flop_counter.sdpa_backward_flop_count(g, q, k, v),
+    _aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *args, out_val=None, **kwargs: (
+        flop_counter.sdpa_flop_count(q, k, v)
+    ),
+    _aten._scaled_dot_product_flash_attention_for_cpu_backward: lambda g, q, k, v, *args, out_val=None, **kwargs: (
+        flop_counter.sdpa_backward_flop_count(g, q, k, v)
+    ),
 }
 
 
@@ -60,7 +63,7 @@ def matmul_peak(device: torch.device, precision: str, n: int, repeat: int = 5) -
             best = min(best, clock(device) - t0)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def reset_peak_memory(device: torch.device) -> int:

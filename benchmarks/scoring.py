@@ -14,19 +14,20 @@ Uses the trained denoiser of the profile's run (notebook 02) when it exists, els
 the same architecture (speed does not depend on the weights; early-stopping savings do), and random images of the
 task's shape when its data is absent. Prints a table and writes results/benchmarks/scoring.csv.
 """
+
 import argparse
 import platform
 
 import numpy as np
 import pandas as pd
 import torch
+from measure import CHANNELS, clock, count_flops, matmul_peak, peak_memory_gb, pick_device, reset_peak_memory
 
 from diffusion_classifier import datasets, decision, profiles, study
 from diffusion_classifier.denoiser import Denoiser, build_unet
 from diffusion_classifier.device import autocast, cap_threads
 from diffusion_classifier.paths import results_dir
 from diffusion_classifier.scoring import ScoreSettings, ScoringEngine, draw_noise, draw_time
-from measure import CHANNELS, clock, count_flops, matmul_peak, peak_memory_gb, pick_device, reset_peak_memory
 
 
 def timed(fn, device, repeat=1, warmup=None):
@@ -49,7 +50,11 @@ def load(task: str, profile: str, n_images: int):
         cfg, x, names, data = p.cfg, p.x["test"][:n_images], p.class_names, "test images"
         ckpt = p.run_dir / "denoiser" / "final" / "ema"
     else:
-        cfg, names, data = profiles.get_profile(profile, task), list(datasets.TASKS[task].classes), "random images (no data)"
+        cfg, names, data = (
+            profiles.get_profile(profile, task),
+            list(datasets.TASKS[task].classes),
+            "random images (no data)",
+        )
         res = cfg["data"]["resolution"]
         x = torch.rand(n_images, CHANNELS[task], res, res, generator=torch.Generator().manual_seed(0)) * 2 - 1
         ckpt = None
@@ -67,8 +72,13 @@ def main():
     ap.add_argument("--draws", type=int, default=32)
     ap.add_argument("--naive-evals", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds of raw / engine / naive")
-    ap.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 16, 32, 64, 128, 256, 512],
-                    help="raw forward batch sizes to sweep")
+    ap.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=[1, 16, 32, 64, 128, 256, 512],
+        help="raw forward batch sizes to sweep",
+    )
     ap.add_argument("--batch-size", type=int, default=None, help="the engine's batch (default: the profile's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (its compilation)")
@@ -107,6 +117,7 @@ def main():
                     with autocast(engine.device, engine.precision):
                         model.predict(xb, ub, lb)
             return calls * batch
+
         return run
 
     bs = settings.batch_size
@@ -121,7 +132,7 @@ def main():
                 for k in range(K):
                     u = torch.tensor([draw_time(settings, i, k)], dtype=torch.float32, device=device)
                     eps = draw_noise(settings, i, k, x.shape[1:])[None].to(device)
-                    x_t = sched.add_noise(x[i:i + 1].to(device), eps, u)
+                    x_t = sched.add_noise(x[i : i + 1].to(device), eps, u)
                     for c in range(C):
                         pred = model.predict(x_t, u, torch.tensor([c], device=device))
                         _ = (sched.eps_and_x0(pred, x_t, u)[0] - eps).pow(2).mean()
@@ -161,7 +172,7 @@ def main():
         with torch.inference_mode():
             for i in range(len(x)):
                 u, eps = draws_of([i] * K, range(K))
-                x0 = x[i:i + 1].to(device).expand(K, *x.shape[1:])
+                x0 = x[i : i + 1].to(device).expand(K, *x.shape[1:])
                 for c in range(C):
                     E[i, c] = errors_of(x0, u, eps, c)
         return E
@@ -194,17 +205,44 @@ def main():
     engine.predict = forward
     full = out["engine"]
     p, mem = engine.precision, peak_memory_gb(device, base)  # the three share one window: the largest of them
-    rows.append({"method": f"raw UNet forward (batch {bs}, {p})", "evals_per_s": out["raw"] / best["raw"],
-                 "precision": p, "peak_mem_gb": mem})
-    rows.append({"method": f"engine (batch {bs}, {p})", "evals_per_s": n_evals / best["engine"], "precision": p,
-                 "peak_mem_gb": mem})
-    rows.append({"method": "naive loop (batch 1, fp32)", "evals_per_s": out["naive"] / best["naive"],
-                 "precision": "no", "peak_mem_gb": mem})
-    for key, method in (("authors", f"authors' loop shape (images x draws x classes, image batch {bs}, {p})"),
-                        ("li", f"Li et al.'s loop shape (per image and class, a batch of its {K} draws, {p})")):
+    rows.append(
+        {
+            "method": f"raw UNet forward (batch {bs}, {p})",
+            "evals_per_s": out["raw"] / best["raw"],
+            "precision": p,
+            "peak_mem_gb": mem,
+        }
+    )
+    rows.append(
+        {
+            "method": f"engine (batch {bs}, {p})",
+            "evals_per_s": n_evals / best["engine"],
+            "precision": p,
+            "peak_mem_gb": mem,
+        }
+    )
+    rows.append(
+        {
+            "method": "naive loop (batch 1, fp32)",
+            "evals_per_s": out["naive"] / best["naive"],
+            "precision": "no",
+            "peak_mem_gb": mem,
+        }
+    )
+    for key, method in (
+        ("authors", f"authors' loop shape (images x draws x classes, image batch {bs}, {p})"),
+        ("li", f"Li et al.'s loop shape (per image and class, a batch of its {K} draws, {p})"),
+    ):
         dE = np.nanmax(np.abs(out[key].numpy() - out["engine"].E))
-        rows.append({"method": method, "evals_per_s": n_evals / best[key], "precision": p, "peak_mem_gb": mem,
-                     "note": f"same draws as the engine: max |dE| {dE:.2e}; timed in the interleaved rounds"})
+        rows.append(
+            {
+                "method": method,
+                "evals_per_s": n_evals / best[key],
+                "precision": p,
+                "peak_mem_gb": mem,
+                "note": f"same draws as the engine: max |dE| {dE:.2e}; timed in the interleaved rounds",
+            }
+        )
 
     def attempt(method, precision, fn):
         """One more row; a failure (out of memory, a compiler error) is reported in it, not fatal."""
@@ -212,15 +250,27 @@ def main():
             return fn()
         except Exception as exc:
             print(f"{method}: failed ({type(exc).__name__}: {str(exc)[:200]})", flush=True)
-            rows.append({"method": method, "precision": precision, "evals_per_s": np.nan,
-                         "note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"})
+            rows.append(
+                {
+                    "method": method,
+                    "precision": precision,
+                    "evals_per_s": np.nan,
+                    "note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                }
+            )
 
     # the engine with a compiled forward (compiled during the warm-up)
     def compiled():
         comp = ScoringEngine(model, ScoreSettings.from_profile(cfg, n_draws=K, compile=True), device)
         t, scores, mem = timed(lambda: comp.score(x, C), device, repeat=2, warmup=lambda: comp.score(x[:4], C))
-        rows.append({"method": f"engine + torch.compile (batch {bs}, {p})", "evals_per_s": n_evals / t,
-                     "precision": p, "peak_mem_gb": mem})
+        rows.append(
+            {
+                "method": f"engine + torch.compile (batch {bs}, {p})",
+                "evals_per_s": n_evals / t,
+                "precision": p,
+                "peak_mem_gb": mem,
+            }
+        )
         return scores
 
     full_comp = None if a.no_compile else attempt(f"engine + torch.compile (batch {bs}, {p})", p, compiled)
@@ -229,8 +279,9 @@ def main():
     def fp32():
         eng = ScoringEngine(model, ScoreSettings.from_profile(cfg, n_draws=K, mixed_precision="no"), device)
         t, scores, mem = timed(lambda: eng.score(x, C), device, warmup=lambda: eng.score(x[:4], C))
-        rows.append({"method": f"engine (batch {bs}, fp32)", "evals_per_s": n_evals / t, "precision": "no",
-                     "peak_mem_gb": mem})
+        rows.append(
+            {"method": f"engine (batch {bs}, fp32)", "evals_per_s": n_evals / t, "precision": "no", "peak_mem_gb": mem}
+        )
         return scores
 
     full32 = attempt(f"engine (batch {bs}, fp32)", "no", fp32)
@@ -244,17 +295,32 @@ def main():
         def early(mode=mode, method=method):
             eng = ScoringEngine(model, ScoreSettings.from_profile(cfg, n_draws=K, early_stop=mode), device)
             t, stopped[mode], mem = timed(lambda: eng.score(x, C), device, repeat=2, warmup=lambda: eng.score(x[:4], C))
-            rows.append({"method": method, "evals_per_s": stopped[mode].unet_evals.sum() / t, "wall_s": t,
-                         "mode": mode, "precision": p, "peak_mem_gb": mem})
+            rows.append(
+                {
+                    "method": method,
+                    "evals_per_s": stopped[mode].unet_evals.sum() / t,
+                    "wall_s": t,
+                    "mode": mode,
+                    "precision": p,
+                    "peak_mem_gb": mem,
+                }
+            )
 
         attempt(method, p, early)
 
     # where the ceiling lies: the raw forward over batch sizes (less precise than the interleaved rounds above)
     for b in a.batch_sizes:
+
         def sweep(b=b):
             t, _, mem = timed(raw_forward(b, 1), device, repeat=max(3, 1024 // b))
-            rows.append({"method": f"raw UNet forward, batch-size sweep (batch {b}, {p})", "evals_per_s": b / t,
-                         "precision": p, "peak_mem_gb": mem})
+            rows.append(
+                {
+                    "method": f"raw UNet forward, batch-size sweep (batch {b}, {p})",
+                    "evals_per_s": b / t,
+                    "precision": p,
+                    "peak_mem_gb": mem,
+                }
+            )
 
         attempt(f"raw UNet forward, batch-size sweep (batch {b}, {p})", p, sweep)
 
@@ -286,27 +352,52 @@ def main():
         df.loc[at, "note"] = (
             f"{C * K / es.unet_evals.mean():.2f}x fewer evaluations per image; {len(x) / best['engine']:.1f} -> "
             f"{len(x) / df.loc[at, 'wall_s'].item():.1f} images/s; predictions identical to the full vote on "
-            f"{same.sum()}/{len(same)} images" + ("; exact stopping needs > K/2 draws, so < 2x for C = 2"
-                                                  if mode == "exact" else ""))
-    df = df.reindex(columns=["method", "evals_per_s", "ratio_vs_raw", "ratio_vs_naive", "ratio_vs_authors_loop",
-                             "ratio_vs_li_loop", "images_per_s",
-                             "unet_evals_per_image", "gflop_per_eval", "achieved_gflops", "mfu", "peak_mem_gb", "note"])
+            f"{same.sum()}/{len(same)} images"
+            + ("; exact stopping needs > K/2 draws, so < 2x for C = 2" if mode == "exact" else "")
+        )
+    df = df.reindex(
+        columns=[
+            "method",
+            "evals_per_s",
+            "ratio_vs_raw",
+            "ratio_vs_naive",
+            "ratio_vs_authors_loop",
+            "ratio_vs_li_loop",
+            "images_per_s",
+            "unet_evals_per_image",
+            "gflop_per_eval",
+            "achieved_gflops",
+            "mfu",
+            "peak_mem_gb",
+            "note",
+        ]
+    )
     df.loc[df.method == f"engine (batch {bs}, {p})", "note"] = (
         f"{forward_share:.1%} of the engine's wall time is spent in the UNet forward itself (own overhead "
-        f"{1 - forward_share:.1%}); timed in {a.rounds} interleaved rounds with the raw forward and the naive loop")
+        f"{1 - forward_share:.1%}); timed in {a.rounds} interleaved rounds with the raw forward and the naive loop"
+    )
     if full_comp is not None:
         df.loc[df.method.str.contains("compile"), "note"] = (
-            f"decisions agree with the eager engine on {(decision.predict_vote(full_comp.E) == decision.predict_vote(full.E)).mean():.1%}"
-            f" (vote rule); max |dE| {np.nanmax(np.abs(full.E - full_comp.E)):.2e}")
+            "decisions agree with the eager engine on "
+            f"{(decision.predict_vote(full_comp.E) == decision.predict_vote(full.E)).mean():.1%}"
+            f" (vote rule); max |dE| {np.nanmax(np.abs(full.E - full_comp.E)):.2e}"
+        )
     if full32 is not None:
-        agree = {r: float((decision.predict(full.E, r) == decision.predict(full32.E, r)).mean()) for r in ("mean", "vote")}
+        agree = {
+            r: float((decision.predict(full.E, r) == decision.predict(full32.E, r)).mean()) for r in ("mean", "vote")
+        }
         df.loc[df.method.str.startswith("engine (") & df.method.str.contains("fp32"), "note"] = (
             f"{p} vs fp32 decisions agree on {agree['mean']:.1%} (mean rule), {agree['vote']:.1%} (vote rule); "
-            f"max |dE| {np.nanmax(np.abs(full.E - full32.E)):.2e}")
+            f"max |dE| {np.nanmax(np.abs(full.E - full32.E)):.2e}"
+        )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    df.insert(0, "setup", f"{a.task} {a.profile} ({weights} weights, {data}), {len(x)} images x {C} classes x {K} "
-                          f"draws, {name}, {threads} threads, torch {torch.__version__}; matmul peak " +
-                          ", ".join(f"{'fp32' if q == 'no' else q} {v / 1e9:.0f} GFLOP/s" for q, v in peaks.items()))
+    df.insert(
+        0,
+        "setup",
+        f"{a.task} {a.profile} ({weights} weights, {data}), {len(x)} images x {C} classes x {K} "
+        f"draws, {name}, {threads} threads, torch {torch.__version__}; matmul peak "
+        + ", ".join(f"{'fp32' if q == 'no' else q} {v / 1e9:.0f} GFLOP/s" for q, v in peaks.items()),
+    )
     out = results_dir() / "benchmarks" / (a.out or "scoring.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     df.round(3).to_csv(out, index=False)

@@ -17,6 +17,7 @@ profile's precision on this device, eager, contiguous; ratio_vs_default and the 
 --configs. Writes results/benchmarks/training.csv after every model, and the loss curves to
 training_loss_curves.csv.
 """
+
 import argparse
 import copy
 import gc
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from measure import CHANNELS, clock, count_flops, matmul_peak, peak_memory_gb, pick_device, reset_peak_memory
 
 from diffusion_classifier import profiles
 from diffusion_classifier.baseline import build_resnet18, random_shift
@@ -37,10 +39,16 @@ from diffusion_classifier.device import autocast, cap_threads, resolve_precision
 from diffusion_classifier.paths import results_dir
 from diffusion_classifier.preprocess import augment
 from diffusion_classifier.training import batch_indices, diffusion_loss, lr_lambda
-from measure import CHANNELS, clock, count_flops, matmul_peak, peak_memory_gb, pick_device, reset_peak_memory
 
-CONFIGS = ["fp32", "bf16", "fp32+channels_last", "bf16+channels_last", "fp32+compile", "bf16+compile",
-           "bf16+channels_last+compile"]
+CONFIGS = [
+    "fp32",
+    "bf16",
+    "fp32+channels_last",
+    "bf16+channels_last",
+    "fp32+compile",
+    "bf16+compile",
+    "bf16+channels_last+compile",
+]
 PARTS = {"fp32", "bf16", "fp16", "channels_last", "compile"}
 
 
@@ -49,8 +57,9 @@ def parse_config(name: str) -> SimpleNamespace:
     if parts - PARTS or len(parts & {"fp32", "bf16", "fp16"}) != 1:
         raise SystemExit(f"configuration {name!r}: one of fp32/bf16/fp16, optionally +channels_last, +compile")
     precision = "bf16" if "bf16" in parts else "fp16" if "fp16" in parts else "no"
-    return SimpleNamespace(name=name, precision=precision, channels_last="channels_last" in parts,
-                           compile="compile" in parts)
+    return SimpleNamespace(
+        name=name, precision=precision, channels_last="channels_last" in parts, compile="compile" in parts
+    )
 
 
 @dataclass
@@ -149,8 +158,10 @@ def resnet_trainer(cfg, channels, device, config, batch):
     return Trainer(step, raw, batch, model)
 
 
-MODELS = {"denoiser": (denoiser_trainer, lambda cfg: cfg["train"]["batch_size"]),
-          "resnet18": (resnet_trainer, lambda cfg: cfg["baseline"]["batch_size"])}
+MODELS = {
+    "denoiser": (denoiser_trainer, lambda cfg: cfg["train"]["batch_size"]),
+    "resnet18": (resnet_trainer, lambda cfg: cfg["baseline"]["batch_size"]),
+}
 
 
 def per_call(fn, device, calls: int) -> float:
@@ -174,8 +185,11 @@ def loss_check(build, cfg, default, fastest, steps: int) -> tuple[str, list]:
     """Loss curves of the fastest and the default configuration from the same weights and draws, and of the default
     with another seed: the fastest 'trains like the default' when its curve is no further from the default's than
     another seed's is (mean |difference| per step)."""
-    runs = {"default": (default, cfg), "fastest": (fastest, cfg),
-            "default, other seed": (default, dict(cfg, seed=cfg["seed"] + 1))}
+    runs = {
+        "default": (default, cfg),
+        "fastest": (fastest, cfg),
+        "default, other seed": (default, dict(cfg, seed=cfg["seed"] + 1)),
+    }
     curves = {}
     for label, (config, c) in runs.items():
         trainer = build(c, config)
@@ -184,11 +198,16 @@ def loss_check(build, cfg, default, fastest, steps: int) -> tuple[str, list]:
     gap = np.abs(curves["fastest"] - curves["default"]).mean()
     noise = np.abs(curves["default, other seed"] - curves["default"]).mean()
     verdict = "the same loss curve within noise" if gap <= noise else "a DIFFERENT loss curve (beyond seed noise)"
-    note = (f"loss check over {steps} steps: {fastest.name} gives {verdict} as the default {default.name}: mean "
-            f"|loss difference| {gap:.4f} vs {noise:.4f} between two seeds of the default; mean loss of the last "
-            f"{min(10, steps)} steps {curves['fastest'][-10:].mean():.4f} vs {curves['default'][-10:].mean():.4f}")
-    rows = [{"run": f"{label} ({runs[label][0].name}, seed {runs[label][1]['seed']})", "step": s + 1, "loss": v}
-            for label, curve in curves.items() for s, v in enumerate(curve)]
+    note = (
+        f"loss check over {steps} steps: {fastest.name} gives {verdict} as the default {default.name}: mean "
+        f"|loss difference| {gap:.4f} vs {noise:.4f} between two seeds of the default; mean loss of the last "
+        f"{min(10, steps)} steps {curves['fastest'][-10:].mean():.4f} vs {curves['default'][-10:].mean():.4f}"
+    )
+    rows = [
+        {"run": f"{label} ({runs[label][0].name}, seed {runs[label][1]['seed']})", "step": s + 1, "loss": v}
+        for label, curve in curves.items()
+        for s, v in enumerate(curve)
+    ]
     return note, rows
 
 
@@ -225,11 +244,21 @@ def bench_model(name, build, cfg, batch, configs, default_name, device, a):
                 free(device)
     trainers.clear()
     free(device)
-    df = pd.DataFrame([{"model": name, "config": c.name, "default": c.name == default_name,
-                        "steps_per_s": 1 / best[c.name]["step"] if c.name in best else np.nan,
-                        "raw_steps_per_s": 1 / best[c.name]["raw"] if c.name in best else np.nan,
-                        "peak_mem_gb": memory.get(c.name, np.nan), "calls_per_round": calls.get(c.name),
-                        "note": f"failed: {failed[c.name]}" if c.name in failed else ""} for c in configs])
+    df = pd.DataFrame(
+        [
+            {
+                "model": name,
+                "config": c.name,
+                "default": c.name == default_name,
+                "steps_per_s": 1 / best[c.name]["step"] if c.name in best else np.nan,
+                "raw_steps_per_s": 1 / best[c.name]["raw"] if c.name in best else np.nan,
+                "peak_mem_gb": memory.get(c.name, np.nan),
+                "calls_per_round": calls.get(c.name),
+                "note": f"failed: {failed[c.name]}" if c.name in failed else "",
+            }
+            for c in configs
+        ]
+    )
     df["gflop_per_step"] = flops / 1e9
     df["images_per_s"] = df.steps_per_s * batch
     df["step_vs_raw"] = df.steps_per_s / df.raw_steps_per_s
@@ -291,7 +320,7 @@ def main():
             name = f"{kind} {task} ({res} px, {channels} ch, batch {batch_of(cfg)})"
             print(f"=== {name}", flush=True)
 
-            def build(c, config, batch=None, make=make, batch_of=batch_of):
+            def build(c, config, batch=None, make=make, batch_of=batch_of, channels=channels):
                 return make(c, channels, device, config, batch or batch_of(c))
 
             df, model_curves = bench_model(name, build, cfg, batch_of(cfg), configs, default_name, device, a)
@@ -302,19 +331,39 @@ def main():
     peaks.update({p: max(peaks[p], end[p]) for p in precisions})
     write(frames, curves, out, a, device, threads, peaks, final=True)
 
+
 def write(frames, curves, out, a, device, threads, peaks, final=False):
     df = pd.concat(frames, ignore_index=True)
     peak = df.config.map(lambda c: peaks[parse_config(c).precision])
     df["achieved_gflops"] = df.gflop_per_step * df.steps_per_s
     df["mfu"] = df.achieved_gflops * 1e9 / peak
     df["raw_mfu"] = df.gflop_per_step * df.raw_steps_per_s * 1e9 / peak
-    cols = ["model", "config", "steps_per_s", "images_per_s", "ratio_vs_default", "raw_steps_per_s", "step_vs_raw",
-            "gflop_per_step", "achieved_gflops", "mfu", "raw_mfu", "peak_mem_gb", "default", "calls_per_round", "note"]
+    cols = [
+        "model",
+        "config",
+        "steps_per_s",
+        "images_per_s",
+        "ratio_vs_default",
+        "raw_steps_per_s",
+        "step_vs_raw",
+        "gflop_per_step",
+        "achieved_gflops",
+        "mfu",
+        "raw_mfu",
+        "peak_mem_gb",
+        "default",
+        "calls_per_round",
+        "note",
+    ]
     df = df.reindex(columns=cols)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    df.insert(0, "setup", f"{a.profile} profile, {name}, {threads} threads, torch {torch.__version__}, best of "
-                          f"{a.rounds} rounds; matmul peak " +
-                          ", ".join(f"{'fp32' if p == 'no' else p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
+    df.insert(
+        0,
+        "setup",
+        f"{a.profile} profile, {name}, {threads} threads, torch {torch.__version__}, best of "
+        f"{a.rounds} rounds; matmul peak "
+        + ", ".join(f"{'fp32' if p == 'no' else p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()),
+    )
     df.round(4).to_csv(out, index=False)
     if curves:
         pd.DataFrame(curves).round(5).to_csv(out.with_name(out.stem + "_loss_curves.csv"), index=False)

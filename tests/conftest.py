@@ -29,6 +29,7 @@ def synthetic_split(rng, n, size=8, channels=None, n_classes=2):
 @pytest.fixture
 def make_npz(tmp_path):
     """Write a MedMNIST-layout npz; keyword arguments replace or drop (None) entries."""
+
     def make(name="pneumoniamnist.npz", n=(24, 8, 8), size=8, channels=None, n_classes=2, **replace):
         rng = np.random.default_rng(0)
         arrays = {}
@@ -43,6 +44,7 @@ def make_npz(tmp_path):
         path.parent.mkdir(exist_ok=True)
         np.savez(path, **arrays)
         return path
+
     return make
 
 
@@ -65,15 +67,31 @@ def isic_folder(tmp_path):
 
 def tiny_cfg(**train):
     from diffusion_classifier import profiles
-    cfg = profiles.get_profile("smoke", "pneumonia", {
-        "data": {"resolution": 8}, "unet": {"block_out_channels": [8, 16], "norm_num_groups": 4},
-        "train": {"steps": 8, "batch_size": 16, "warmup_steps": 2, "checkpoint_every": 4, "log_every": 2,
-                  "lr": 2e-3, "mixed_precision": "no", **train}})
+
+    cfg = profiles.get_profile(
+        "smoke",
+        "pneumonia",
+        {
+            "data": {"resolution": 8},
+            "unet": {"block_out_channels": [8, 16], "norm_num_groups": 4},
+            "train": {
+                "steps": 8,
+                "batch_size": 16,
+                "warmup_steps": 2,
+                "checkpoint_every": 4,
+                "log_every": 2,
+                "lr": 2e-3,
+                "mixed_precision": "no",
+                **train,
+            },
+        },
+    )
     return cfg
 
 
 def tiny_training_data():
     import torch
+
     g = torch.Generator().manual_seed(0)
     y = torch.arange(64) % 2
     x = (torch.rand(64, 1, 8, 8, generator=g) * 0.5 - 0.75 + 0.9 * y[:, None, None, None]).clamp(-1, 1)
@@ -87,8 +105,10 @@ def tiny_data():
 
 @pytest.fixture
 def tiny_model():
-    from diffusion_classifier.denoiser import Denoiser, build_unet
     import torch
+
+    from diffusion_classifier.denoiser import Denoiser, build_unet
+
     torch.manual_seed(0)
     cfg = tiny_cfg()
     return Denoiser(build_unet(cfg, 1, 2), cfg, ["a", "b"]).eval()
@@ -97,8 +117,10 @@ def tiny_model():
 @pytest.fixture
 def smoke_checkpoint(tmp_path):
     """A tiny untrained pneumonia denoiser saved at the smoke profile's resolution (16 px), as the CLI expects."""
-    from diffusion_classifier.denoiser import Denoiser, build_unet
     import torch
+
+    from diffusion_classifier.denoiser import Denoiser, build_unet
+
     torch.manual_seed(0)
     cfg = tiny_cfg()
     cfg["data"]["resolution"] = 16

@@ -3,15 +3,16 @@ file per process) and called directly for the one-process reference.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT_DIR
 """
+
 import json
 import os
 import sys
 from pathlib import Path
 
 import torch
+from conftest import tiny_cfg, tiny_training_data
 from safetensors.torch import save_file
 
-from conftest import tiny_cfg, tiny_training_data
 from diffusion_classifier.denoiser import Denoiser, build_unet
 from diffusion_classifier.training import train_denoiser
 
@@ -28,8 +29,9 @@ def train_and_save(out_dir: Path, rank: int = 0):
     weights = {f"live.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights |= {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
     save_file(weights, str(out_dir / f"weights{rank}.safetensors"))
-    (out_dir / f"log{rank}.json").write_text(json.dumps({"loss": history.train_loss.tolist(),
-                                                          "threads": torch.get_num_threads()}))
+    (out_dir / f"log{rank}.json").write_text(
+        json.dumps({"loss": history.train_loss.tolist(), "threads": torch.get_num_threads()})
+    )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """The benchmarks measure what they claim: the training step they time is the training loop's, and the FLOP
 counter sees attention on the CPU too."""
+
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from conftest import tiny_cfg
+
 from diffusion_classifier.denoiser import Denoiser, build_unet
 from diffusion_classifier.training import train_denoiser
 

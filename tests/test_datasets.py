@@ -1,9 +1,10 @@
 """Data layer: real counts on the shared files, the readers on synthetic layouts, and the bad-input catalogue."""
+
 import numpy as np
 import pytest
+from conftest import REAL_DATA
 from PIL import Image
 
-from conftest import REAL_DATA
 from diffusion_classifier import datasets, preprocess
 from diffusion_classifier.errors import DataError
 
@@ -23,8 +24,11 @@ def test_pneumonia_official_counts():
 @pytest.mark.skipif(not (REAL_DATA / "isic2017").exists(), reason="shared data absent")
 def test_melanoma_official_counts_near_duplicates_dropped_and_cache(monkeypatch):
     official = datasets.read_isic2017(REAL_DATA / "isic2017", 32)
-    assert {s: official[s].counts(2).tolist() for s in datasets.SPLITS} == \
-        {"train": [1626, 374], "val": [120, 30], "test": [483, 117]}
+    assert {s: official[s].counts(2).tolist() for s in datasets.SPLITS} == {
+        "train": [1626, 374],
+        "val": [120, 30],
+        "test": [483, 117],
+    }
     data = datasets.load_task("melanoma", REAL_DATA, size=32)
     # 29 pairs: 10 inside train, 2 train-val, 11 train-test, 2 val-test, 4 inside test; the later member goes
     assert data.notes["near_duplicates_dropped"] == {"train": 10, "val": 2, "test": 17}
@@ -52,16 +56,23 @@ def test_shipped_near_duplicate_list_is_the_shared_one():
 
 
 def test_near_duplicates_drop_the_later_member(isic_folder, monkeypatch):
-    pairs = [("ISIC_Te00003", "ISIC_Tr00001"),  # test after train: the test image goes
-             ("ISIC_Va00000", "ISIC_Te00000"),  # test after val
-             ("ISIC_Te00002", "ISIC_Te00001"),  # same split: the later row goes
-             ("ISIC_Tr00004", "ISIC_Tr00002"),
-             ("ISIC_Va00003", "ISIC_0000000")]  # one member absent: nothing to drop
+    pairs = [
+        ("ISIC_Te00003", "ISIC_Tr00001"),  # test after train: the test image goes
+        ("ISIC_Va00000", "ISIC_Te00000"),  # test after val
+        ("ISIC_Te00002", "ISIC_Te00001"),  # same split: the later row goes
+        ("ISIC_Tr00004", "ISIC_Tr00002"),
+        ("ISIC_Va00003", "ISIC_0000000"),
+    ]  # one member absent: nothing to drop
     monkeypatch.setattr(datasets, "isic2017_near_duplicates", lambda: pairs)
     data = datasets.load_task("melanoma", isic_folder.parent, size=8)
     assert data.notes["near_duplicates_dropped"] == {"train": 1, "val": 0, "test": 3}
-    assert data.splits["train"].ids.tolist() == ["ISIC_Tr00000", "ISIC_Tr00001", "ISIC_Tr00002", "ISIC_Tr00003",
-                                                 "ISIC_Tr00005"]
+    assert data.splits["train"].ids.tolist() == [
+        "ISIC_Tr00000",
+        "ISIC_Tr00001",
+        "ISIC_Tr00002",
+        "ISIC_Tr00003",
+        "ISIC_Tr00005",
+    ]
     assert data.splits["test"].ids.tolist() == ["ISIC_Te00001"]
     full = datasets.read_isic2017(isic_folder, 8)
     assert np.array_equal(data.splits["test"].images[0], full["test"].images[1])
@@ -84,8 +95,16 @@ def test_isic_folder_reader(isic_folder):
 def test_dermamnist_keeps_melanoma_and_nevus(make_npz):
     labels = np.array([[4], [5], [0], [4], [5], [2]], dtype=np.uint8)
     imgs = np.zeros((6, 8, 8, 3), dtype=np.uint8)
-    path = make_npz("dermamnist.npz", channels=3, train_images=imgs, train_labels=labels, val_images=imgs,
-                    val_labels=labels, test_images=imgs, test_labels=labels)
+    path = make_npz(
+        "dermamnist.npz",
+        channels=3,
+        train_images=imgs,
+        train_labels=labels,
+        val_images=imgs,
+        val_labels=labels,
+        test_images=imgs,
+        test_labels=labels,
+    )
     data = datasets.load_task("dermamnist", path.parent, download=False)
     assert data.splits["train"].labels.tolist() == [1, 0, 1, 0]
 
@@ -124,6 +143,7 @@ def test_chexpert_layout_drops_uncertain_and_balances(tmp_path):
 
 # --------------------------------------------------------------------------- the bad-input catalogue
 
+
 def one_line(exc_info, *words):
     msg = str(exc_info.value)
     assert "\n" not in msg
@@ -139,6 +159,7 @@ def test_missing_file(tmp_path):
 
 def test_missing_file_without_internet_says_where_to_put_it(tmp_path, monkeypatch):
     import pooch
+
     monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("offline")))
     with pytest.raises(DataError) as e:
         datasets.load_task("pneumonia", tmp_path, download=True)
@@ -193,7 +214,9 @@ def test_wrong_shape(make_npz):
 
 def test_empty_split(make_npz):
     with pytest.raises(DataError) as e:
-        datasets.read_npz(make_npz(test_images=np.zeros((0, 8, 8), np.uint8), test_labels=np.zeros((0, 1), np.uint8)), 2)
+        datasets.read_npz(
+            make_npz(test_images=np.zeros((0, 8, 8), np.uint8), test_labels=np.zeros((0, 1), np.uint8)), 2
+        )
     one_line(e, "[test]", "empty")
 
 
@@ -243,13 +266,16 @@ def test_preprocess_range_and_determinism(make_npz):
 
 # --------------------------------------------------------------------------- decoded-image cache keyed by content
 
+
 def test_cache_notices_an_edited_image(isic_folder):
     first = datasets.read_isic2017(isic_folder, 8)
     edited = isic_folder / "ISIC-2017_Test_v2_Data" / "ISIC_Te00001.jpg"
     Image.fromarray(np.full((20, 30, 3), 255, np.uint8)).save(edited)  # same count, same name, new content
     with pytest.warns(UserWarning, match=r"1 changed \(first ISIC_Te00001.jpg\); decoding the images again"):
         second = datasets.read_isic2017(isic_folder, 8)
-    assert second["test"].images[1].min() > 240 and not np.array_equal(first["test"].images[1], second["test"].images[1])
+    assert second["test"].images[1].min() > 240 and not np.array_equal(
+        first["test"].images[1], second["test"].images[1]
+    )
     assert np.array_equal(first["test"].images[[0, 2, 3]], second["test"].images[[0, 2, 3]])
 
 
@@ -263,6 +289,7 @@ def test_cache_never_serves_a_deleted_image(isic_folder):
 
 def test_cache_of_another_folder_is_not_used(isic_folder, tmp_path):
     import shutil
+
     original = datasets.read_isic2017(isic_folder, 8)
     copy = tmp_path / "copy" / "isic2017"
     shutil.copytree(isic_folder, copy)  # same names and counts, so the old cache key (source, split, size) collided
@@ -273,6 +300,7 @@ def test_cache_of_another_folder_is_not_used(isic_folder, tmp_path):
 
 def test_unreadable_cache_is_rebuilt(isic_folder):
     from diffusion_classifier.paths import cache_dir
+
     first = datasets.read_isic2017(isic_folder, 8)
     for f in cache_dir().glob("isic2017_val_*.npz"):
         f.write_bytes(b"garbage")
@@ -282,6 +310,7 @@ def test_unreadable_cache_is_rebuilt(isic_folder):
 
 
 # --------------------------------------------------------------------------- ground-truth integrity
+
 
 def edit_csv(folder, name, old, new):
     path = folder / f"ISIC-2017_{name}_Part3_GroundTruth.csv"
@@ -301,6 +330,7 @@ def test_duplicate_id_in_ground_truth(isic_folder):
 
 def test_same_image_in_two_splits(isic_folder):
     import shutil
+
     shutil.copy(isic_folder / "ISIC-2017_Training_Data" / "ISIC_Tr00002.jpg", isic_folder / "ISIC-2017_Validation_Data")
     path = edit_csv(isic_folder, "Validation", "ISIC_Va00003,", "ISIC_Tr00002,")
     with pytest.raises(DataError) as e:
@@ -333,15 +363,22 @@ def test_images_without_ground_truth_warn_or_fail_when_strict(isic_folder):
     one_line(e, "ISIC-2017_Training_Data", "ISIC_9999999.jpg", "strict")
 
 
-@pytest.mark.parametrize("content,words", [
-    (b"", ["empty file", "0 bytes"]),
-    (b"image_id,melanoma,seborrheic_keratosis\n", ["no rows", "header only"]),
-    ("image_id,melanoma,seborrheic_keratosis\nISIC_Va00000,0.0,0.0\nISIC_Va00001,1.0,0.0,extra\n".encode(),
-     ["line 3", "4 fields, the header has 3"]),
-    ("image_id,melanoma,seborrheic_keratosis\nISIC_Va00000,0.0,0.0\nISIC_Vä00001,1.0,0.0\n".encode("latin-1"),
-     ["line 3", "not UTF-8", "0xe4"]),
-    (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb5\xfa\x9c\x01", ["not UTF-8", "zip archive"]),
-])
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        (b"", ["empty file", "0 bytes"]),
+        (b"image_id,melanoma,seborrheic_keratosis\n", ["no rows", "header only"]),
+        (
+            b"image_id,melanoma,seborrheic_keratosis\nISIC_Va00000,0.0,0.0\nISIC_Va00001,1.0,0.0,extra\n",
+            ["line 3", "4 fields, the header has 3"],
+        ),
+        (
+            "image_id,melanoma,seborrheic_keratosis\nISIC_Va00000,0.0,0.0\nISIC_Vä00001,1.0,0.0\n".encode("latin-1"),
+            ["line 3", "not UTF-8", "0xe4"],
+        ),
+        (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb5\xfa\x9c\x01", ["not UTF-8", "zip archive"]),
+    ],
+)
 def test_unreadable_ground_truth_files(isic_folder, content, words):
     path = isic_folder / "ISIC-2017_Validation_Part3_GroundTruth.csv"
     path.write_bytes(content)
@@ -411,8 +448,10 @@ def test_chexpert_label_values_and_contradictions(tmp_path):
     rows = [("", "1.0"), ("1.0", ""), ("", "0.0"), ("", "-1.0")] * 10
     root = chexpert_folder(tmp_path, rows)
     assert len(datasets.load_task("chexpert", root.parent, size=8).splits["test"]) == 20
-    for bad, words in ((("", "0.5"), ["line 4", "'Pleural Effusion'", "must be 1, 0, -1 or blank"]),
-                       (("1.0", "1.0"), ["line 4", "'No Finding' and 'Pleural Effusion'", "contradictory"])):
+    for bad, words in (
+        (("", "0.5"), ["line 4", "'Pleural Effusion'", "must be 1, 0, -1 or blank"]),
+        (("1.0", "1.0"), ["line 4", "'No Finding' and 'Pleural Effusion'", "contradictory"]),
+    ):
         root = chexpert_folder(tmp_path, rows[:2] + [bad] + rows[3:])
         with pytest.raises(DataError) as e:
             datasets.load_task("chexpert", root.parent, size=8)
@@ -428,11 +467,14 @@ def test_npz_that_is_a_text_file(tmp_path):
     assert "pickle" not in str(e.value)
 
 
-@pytest.mark.parametrize("content,words", [
-    (b"", ["it is empty (0 bytes)"]),
-    (b"<!DOCTYPE html><html><body>Too many requests</body></html>", ["HTML", "failed download"]),
-    (None, ["single .npy array"]),
-])
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        (b"", ["it is empty (0 bytes)"]),
+        (b"<!DOCTYPE html><html><body>Too many requests</body></html>", ["HTML", "failed download"]),
+        (None, ["single .npy array"]),
+    ],
+)
 def test_npz_that_is_something_else(tmp_path, content, words):
     path = tmp_path / "data.npz"
     if content is None:
@@ -479,12 +521,17 @@ def test_a_new_task_is_one_registry_entry(tmp_path, monkeypatch):
     from diffusion_classifier import foundation, study
 
     rng = np.random.default_rng(0)
-    arrays = {f"{s}_{k}": v for s, n in (("train", 12), ("val", 6), ("test", 6))
-              for k, v in (("images", rng.integers(0, 255, (n, 16, 16, 1), dtype=np.uint8)), ("labels", np.arange(n) % 2))}
+    arrays = {
+        f"{s}_{k}": v
+        for s, n in (("train", 12), ("val", 6), ("test", 6))
+        for k, v in (("images", rng.integers(0, 255, (n, 16, 16, 1), dtype=np.uint8)), ("labels", np.arange(n) % 2))
+    }
     np.savez(tmp_path / "toy.npz", **arrays)
-    monkeypatch.setitem(datasets.TASKS, "toy", datasets.Task(("a", "b"), "toy.npz",
-                                                             lambda source, *_: (datasets.read_npz(source, 2), {}),
-                                                             ("an a", "a b")))
+    monkeypatch.setitem(
+        datasets.TASKS,
+        "toy",
+        datasets.Task(("a", "b"), "toy.npz", lambda source, *_: (datasets.read_npz(source, 2), {}), ("an a", "a b")),
+    )
     monkeypatch.setenv("DC_RUNS_DIR", str(tmp_path / "runs"))
     p = study.prepare("toy", "smoke", tmp_path, 0)
     assert p.class_names == ["a", "b"] and p.x["train"].shape == (12, 1, 16, 16)

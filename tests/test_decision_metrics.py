@@ -1,4 +1,5 @@
 """Decision rules on hand-made error tensors, and the metrics against scikit-learn."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
@@ -21,8 +22,12 @@ def test_mean_and_vote_can_disagree():
 
 
 def test_vote_tie_goes_to_lower_mean_error_then_lower_index():
-    E = E_from([[[1.0, 2.0], [2.0, 0.5]],    # 1 vote each; class 1 mean 1.25 < 1.5
-                [[1.0, 2.0], [2.0, 1.0]]])   # 1 vote each, equal means -> lowest index
+    E = E_from(
+        [
+            [[1.0, 2.0], [2.0, 0.5]],  # 1 vote each; class 1 mean 1.25 < 1.5
+            [[1.0, 2.0], [2.0, 1.0]],
+        ]
+    )  # 1 vote each, equal means -> lowest index
     assert decision.predict_vote(E).tolist() == [1, 0]
 
 
@@ -145,8 +150,12 @@ def test_paired_bootstrap_and_mcnemar_hand_computed():
 
 
 def test_vote_scores_break_ties_by_the_mean_error():
-    E = np.array([[[0.1, 0.1, 0.9], [0.2, 0.2, 0.1]],    # 2 of 3 votes for class 0, mean errors 0.367 vs 0.167
-                  [[0.1, 0.1, 0.3], [0.2, 0.2, 0.1]]])   # 2 of 3 votes for class 0, mean errors 0.167 vs 0.167
+    E = np.array(
+        [
+            [[0.1, 0.1, 0.9], [0.2, 0.2, 0.1]],  # 2 of 3 votes for class 0, mean errors 0.367 vs 0.167
+            [[0.1, 0.1, 0.3], [0.2, 0.2, 0.1]],
+        ]
+    )  # 2 of 3 votes for class 0, mean errors 0.167 vs 0.167
     s = decision.positive_score(E, "vote")
     assert decision.predict_vote(E).tolist() == [0, 0]
     assert s[0] > s[1]  # same vote share; image 0's mean error favours class 1 more

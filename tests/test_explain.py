@@ -1,5 +1,6 @@
 """Explanation maps: shapes, sign conventions (planted-signal tests that fail if a sign flips), reproducibility,
 counterfactuals, and the sampler."""
+
 import numpy as np
 import pytest
 import torch
@@ -62,6 +63,7 @@ def share_in_patch(maps: np.ndarray, k: int = 16) -> float:
 
 # ----------------------------------------------------------------------------- diffusion maps
 
+
 def test_class_maps_shape_and_bit_identical_reruns(engine, x):
     a = explain.class_error_maps(engine, x, [0, 1, 2], 2, 4)
     b = explain.class_error_maps(engine, x, [0, 1, 2], 2, 4)
@@ -108,25 +110,34 @@ def test_planted_patch_deletion_with_the_diffusion_judge():
     points = planted_points()
     model = PointMassDenoiser(points)
     x = points[[1, 1, 1, 1]] + 0.05 * torch.randn(4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
-    judge = faithfulness.diffusion_judge(ScoringEngine(model, ScoreSettings(**{**S, "n_draws": 8, "seed": 9}), "cpu"),
-                                         x, 2)
+    judge = faithfulness.diffusion_judge(
+        ScoringEngine(model, ScoreSettings(**{**S, "n_draws": 8, "seed": 9}), "cpu"), x, 2
+    )
     assert (judge.target == 1).all()
-    maps = explain.difference_maps(explain.class_error_maps(
-        ScoringEngine(model, ScoreSettings(**{**S, "n_draws": 8}), "cpu"), x, range(4), 2, 8, 0.1, 0.9), judge.target)
+    maps = explain.difference_maps(
+        explain.class_error_maps(
+            ScoringEngine(model, ScoreSettings(**{**S, "n_draws": 8}), "cpu"), x, range(4), 2, 8, 0.1, 0.9
+        ),
+        judge.target,
+    )
     fill = faithfulness.fill_images(x, "grey", 4.0)
-    auc = {name: faithfulness.curve_auc(faithfulness.perturbation_curve(judge.score, x, fill, m, 16, "deletion", 2))
-           for name, m in {"map": maps, "flipped": -maps, "random": explain.random_maps(maps.shape, 0)}.items()}
+    auc = {
+        name: faithfulness.curve_auc(faithfulness.perturbation_curve(judge.score, x, fill, m, 16, "deletion", 2))
+        for name, m in {"map": maps, "flipped": -maps, "random": explain.random_maps(maps.shape, 0)}.items()
+    }
     assert auc["map"].mean() < auc["random"].mean() < auc["flipped"].mean()
     assert (auc["map"] < auc["flipped"]).all()
 
 
 # ----------------------------------------------------------------------------- Grad-CAM
 
+
 class TinyCNN(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
-                                            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU()
+        )
         self.fc = torch.nn.Linear(8, 2)
 
     def forward(self, x):
@@ -167,7 +178,9 @@ def test_gradcam_planted_patch_and_monai_default_flips_it(patch_detector):
     # MONAI's default post-processing maps (min, max) to (1, 0): the same map, flipped, misses the patch
     from monai.visualize import GradCAM
 
-    flipped = GradCAM(nn_module=patch_detector, target_layers="features")(x, class_idx=torch.ones(len(x), dtype=torch.long))
+    flipped = GradCAM(nn_module=patch_detector, target_layers="features")(
+        x, class_idx=torch.ones(len(x), dtype=torch.long)
+    )
     assert share_in_patch(flipped.detach()[:, 0].numpy()) < 0.3
 
 
@@ -179,12 +192,16 @@ def test_gradcam_deletion_beats_random(patch_detector):
     cams = explain.gradcam_maps(patch_detector, x, judge.target, layer="features")
     fill = faithfulness.fill_images(x, "grey", 2.0)
     curve = lambda m: faithfulness.perturbation_curve(judge.score, x, fill, m, 16, "deletion", 2)  # noqa: E731
-    d_cam, d_rand = faithfulness.curve_auc(curve(cams)), faithfulness.curve_auc(curve(explain.random_maps(cams.shape, 0)))
+    d_cam, d_rand = (
+        faithfulness.curve_auc(curve(cams)),
+        faithfulness.curve_auc(curve(explain.random_maps(cams.shape, 0))),
+    )
     assert d_cam.mean() < d_rand.mean()
     assert faithfulness.curve_auc(curve(1 - cams)).mean() > d_rand.mean()  # the flipped map deletes slowest
 
 
 # ----------------------------------------------------------------------------- counterfactuals and sampler
+
 
 def test_counterfactuals_shapes(engine, x):
     cf = explain.counterfactuals(engine, x, [0, 1, 2], 2, t=0.5, steps=2, guidance_w=1.0)
@@ -235,6 +252,7 @@ def test_samplers_return_the_point_of_a_trained_point_mass_model(sampler, tiny_c
 @pytest.fixture(scope="module")
 def tiny_cfg_point_mass():
     from conftest import tiny_cfg
+
     from diffusion_classifier.denoiser import Denoiser, build_unet
     from diffusion_classifier.training import diffusion_loss
 
@@ -256,6 +274,7 @@ def tiny_cfg_point_mass():
 
 # ----------------------------------------------------------------------------- faithfulness machinery
 
+
 def test_patch_ranks_break_ties_at_random_not_in_raster_order():
     ranks = faithfulness.patch_ranks(np.zeros((2, 8, 8)), 2, seed=0)
     assert sorted(ranks[0].ravel()) == list(range(16))
@@ -267,12 +286,15 @@ def test_normalised_curves_run_from_one_to_zero():
     x = torch.zeros(2, 1, 4, 4)
     x[:, 0, 0, :2] = 1.0
     score = lambda xs: xs.flatten(1).sum(1).numpy() + 3.0  # noqa: E731  (an offset the normalisation removes)
-    sal = np.zeros((2, 4, 4)); sal[:, 0, :2] = 1
+    sal = np.zeros((2, 4, 4))
+    sal[:, 0, :2] = 1
     fill = torch.zeros_like(x)
     d = faithfulness.perturbation_curve(score, x, fill, sal, 8, "deletion")
     n = faithfulness.normalise(d, score(x), score(fill))
     assert np.allclose(n[:, 0], 1) and np.allclose(n[:, 1:], 0)
-    ins = faithfulness.normalise(faithfulness.perturbation_curve(score, x, fill, sal, 8, "insertion"), score(x), score(fill))
+    ins = faithfulness.normalise(
+        faithfulness.perturbation_curve(score, x, fill, sal, 8, "insertion"), score(x), score(fill)
+    )
     assert np.allclose(ins[:, 0], 0) and np.allclose(ins[:, 1:], 1)
 
 
@@ -285,7 +307,10 @@ def test_paired_summary_is_the_mean_difference():
 def test_cascade_covers_every_parameter(tiny_model):
     from diffusion_classifier.baseline import build_resnet18
 
-    for net, stages in ((tiny_model.unet, faithfulness.unet_stages), (build_resnet18(1, 2, 16), faithfulness.resnet_stages)):
+    for net, stages in (
+        (tiny_model.unet, faithfulness.unet_stages),
+        (build_resnet18(1, 2, 16), faithfulness.resnet_stages),
+    ):
         covered = {id(p) for _, mods in stages(net) for m in mods for p in m.parameters()}
         assert covered == {id(p) for p in net.parameters()}
 
@@ -294,7 +319,9 @@ def test_cascading_randomisation_flags_a_map_that_ignores_the_model(tiny_model, 
     """An input-only map (edges) keeps rho = 1 at every stage: the check can fail. A model-dependent map drops."""
     edges = lambda model: np.abs(np.diff(x[:, 0].numpy(), axis=-1, append=0))  # noqa: E731
     trained = edges(tiny_model)
-    rows = faithfulness.cascading_randomisation(tiny_model.unet, faithfulness.unet_stages, lambda m: edges(m), trained, 0)
+    rows = faithfulness.cascading_randomisation(
+        tiny_model.unet, faithfulness.unet_stages, lambda m: edges(m), trained, 0
+    )
     assert all(np.allclose(r["rho"], 1) for r in rows)
     engine = ScoringEngine(tiny_model, ScoreSettings(**S), "cpu")
 
@@ -330,8 +357,9 @@ def test_gradcam_of_a_mixed_batch_equals_one_image_at_a_time(patch_detector):
     x, _ = patch_images(6, 77)
     targets = np.array([0, 1, 1, 0, 1, 1])
     batched = explain.gradcam_maps(patch_detector, x, targets, layer="features")
-    alone = np.concatenate([explain.gradcam_maps(patch_detector, x[[i]], targets[[i]], layer="features")
-                            for i in range(len(x))])
+    alone = np.concatenate(
+        [explain.gradcam_maps(patch_detector, x[[i]], targets[[i]], layer="features") for i in range(len(x))]
+    )
     np.testing.assert_allclose(batched, alone, atol=1e-5)
 
 
@@ -347,18 +375,40 @@ def test_normalisation_keeps_the_order_of_methods_when_the_gap_is_negative():
 
 def test_verdict_directions_and_uninterpretable_judges():
     import pandas as pd
+
     from diffusion_classifier import explainability as ex
 
     def row(mode, value, lo, hi):
         return pd.Series({"mode": mode, "value": value, "ci_low": lo, "ci_high": hi, "versus": "random"})
+
     assert ex.compare_phrase(row("deletion", -0.2, -0.3, -0.1), "deletion").startswith("more faithful")
     assert ex.compare_phrase(row("insertion", -0.2, -0.3, -0.1), "insertion").startswith("less faithful")
     assert ex.compare_phrase(row("deletion", 0.1, -0.1, 0.3), "deletion").startswith("not distinguishable")
     base = {"task": "t", "section": "faithfulness", "judge": "resnet18", "fill": "grey", "n_images": 64}
-    table = pd.DataFrame([
-        {**base, "method": "(all)", "measure": "score_gap", "value": 0.01, "ci_low": -0.02, "ci_high": 0.04,
-         "interpretable": False},
-        {**base, "method": ex.DIFFUSION_MAP, "mode": "deletion", "measure": "auc_minus_random", "value": -0.3,
-         "ci_low": -0.4, "ci_high": -0.2, "versus": "random", "judge_relation": "other model", "interpretable": False}])
+    table = pd.DataFrame(
+        [
+            {
+                **base,
+                "method": "(all)",
+                "measure": "score_gap",
+                "value": 0.01,
+                "ci_low": -0.02,
+                "ci_high": 0.04,
+                "interpretable": False,
+            },
+            {
+                **base,
+                "method": ex.DIFFUSION_MAP,
+                "mode": "deletion",
+                "measure": "auc_minus_random",
+                "value": -0.3,
+                "ci_low": -0.4,
+                "ci_high": -0.2,
+                "versus": "random",
+                "judge_relation": "other model",
+                "interpretable": False,
+            },
+        ]
+    )
     text = " ".join(ex.verdicts(table, "t"))
     assert "NOT INTERPRETABLE" in text and "more faithful" not in text

@@ -1,6 +1,7 @@
 """The analysts' explorer: its package functions reproduce every row of the committed kinds of tables from the
 stored scores, and in a real JupyterLab in headless Chromium a changed control changes the rendered table to the
 value the package gives."""
+
 import json
 import os
 import socket
@@ -8,29 +9,41 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REAL_DATA
+
 from diffusion_classifier import ablation, explorer, study
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "melanoma_balanced"  # two data sources: the per-source rows are reproduced too
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [pytest.mark.notebooks,
-              pytest.mark.skipif(not (REAL_DATA / "isic_melanoma_64.npz").exists(), reason="shared data absent")]
+pytestmark = [
+    pytest.mark.notebooks,
+    pytest.mark.skipif(not (REAL_DATA / "isic_melanoma_64.npz").exists(), reason="shared data absent"),
+]
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """Notebooks 01-04 and 06 of the smoke profile for one task: stored scores and both tables."""
     root = tmp_path_factory.mktemp("explorer")
-    env = {**os.environ, "DATA_ROOT": str(REAL_DATA), "DC_RESULTS_DIR": str(root / "results"),
-           "DC_RUNS_DIR": str(root / "runs"), "DC_CACHE_DIR": str(root / "cache")}
+    env = {
+        **os.environ,
+        "DATA_ROOT": str(REAL_DATA),
+        "DC_RESULTS_DIR": str(root / "results"),
+        "DC_RUNS_DIR": str(root / "runs"),
+        "DC_CACHE_DIR": str(root / "cache"),
+    }
     for args in (["--to", "04"], ["--only", "06"]):
-        r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--profile", "smoke", "--tasks", TASK, *args], cwd=ROOT,
-                           env=env, capture_output=True, text=True, timeout=1800)
+        r = subprocess.run(
+            ["bash", str(ROOT / "run_all.sh"), "--profile", "smoke", "--tasks", TASK, *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return root
 
@@ -74,9 +87,14 @@ def test_explorer_reproduces_every_row_of_classification_csv(stored):
     run, tables = stored
     kinds = reproduce_classification(run, pd.read_csv(tables / "classification.csv"))
     # N rows, the three range rows, val-selected rows, per-source diffusion rows, ResNet rows overall and per source
-    assert {("diffusion-unet", False, ablation.FULL_RANGE), ("diffusion-unet", False, "[0.33,0.67)"),
-            ("diffusion-unet", False, "val-selected"), ("diffusion-unet", True, ablation.FULL_RANGE),
-            ("resnet18", False, ""), ("resnet18", True, "")} <= kinds
+    assert {
+        ("diffusion-unet", False, ablation.FULL_RANGE),
+        ("diffusion-unet", False, "[0.33,0.67)"),
+        ("diffusion-unet", False, "val-selected"),
+        ("diffusion-unet", True, ablation.FULL_RANGE),
+        ("resnet18", False, ""),
+        ("resnet18", True, ""),
+    } <= kinds
 
 
 def reproduce_uncertainty(run, u: pd.DataFrame):
@@ -127,7 +145,10 @@ def test_view_changes_with_its_settings_and_matches_the_rows(stored):
     assert v1.loc["resnet18 auc", "value"] == v.loc["resnet18 auc", "value"]  # the ResNet does not depend on N
     src = [x for x in run.test_sources() if x != "all"][0]
     vs = explorer.view(run, **{**s, "n_boot": 0, "source": src}).set_index("quantity")
-    assert vs.loc["diffusion auc", "value"] == explorer.classification_row(run, rule=s["rule"], source=src, n_boot=0)["auc"]
+    assert (
+        vs.loc["diffusion auc", "value"]
+        == explorer.classification_row(run, rule=s["rule"], source=src, n_boot=0)["auc"]
+    )
     assert 'id="dc-explorer-table"' in explorer.view_html(v.reset_index())
 
 
@@ -156,18 +177,39 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
     # user settings of this lab only: render every cell (no windowing, so outputs below the fold are in the page)
     # and no news pop-up over the page
     settings = tmp_path / "lab-settings" / "@jupyterlab"
-    for ext, name, value in (("notebook-extension", "tracker", {"windowingMode": "none"}),
-                             ("apputils-extension", "notification", {"fetchNews": "false"})):
+    for ext, name, value in (
+        ("notebook-extension", "tracker", {"windowingMode": "none"}),
+        ("apputils-extension", "notification", {"fetchNews": "false"}),
+    ):
         (settings / ext).mkdir(parents=True, exist_ok=True)
         (settings / ext / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
     port, token = _free_port(), "dc-test-token"
-    env = {**os.environ, "DATA_ROOT": str(REAL_DATA), "DC_RESULTS_DIR": str(tmp_path / "results"),
-           "DC_RUNS_DIR": os.environ["DC_RUNS_DIR"], "DC_STATIC_VIEWS": "", "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
+    env = {
+        **os.environ,
+        "DATA_ROOT": str(REAL_DATA),
+        "DC_RESULTS_DIR": str(tmp_path / "results"),
+        "DC_RUNS_DIR": os.environ["DC_RUNS_DIR"],
+        "DC_STATIC_VIEWS": "",
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+    }
     log = (tmp_path / "jupyter.log").open("w")
-    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "jupyter"), "lab", "--no-browser", "--allow-root",
-                               f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
-                               f"--ServerApp.root_dir={tmp_path}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "jupyter"),
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            f"--port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         for _ in range(120):
             assert server.poll() is None, f"jupyter lab exited; see {tmp_path / 'jupyter.log'}"
@@ -177,9 +219,18 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
             except OSError:
                 time.sleep(0.5)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"])
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.goto(f"http://127.0.0.1:{port}/lab/tree/explore.ipynb?token={token}", timeout=120_000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
@@ -190,22 +241,28 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
                 page.wait_for_selector("#dc-explorer-table", state="attached", timeout=300_000)
             except Exception:
                 page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
-                raise AssertionError(f"no explorer table; screenshot {tmp_path / 'failed.png'}, server log "
-                                     f"{tmp_path / 'jupyter.log'}") from None
+                raise AssertionError(
+                    f"no explorer table; screenshot {tmp_path / 'failed.png'}, server log {tmp_path / 'jupyter.log'}"
+                ) from None
             before = _cell_value(page, "diffusion auc")
             default = explorer.classification_row(run, rule=run.cfg["decision"]["rule"], n_boot=0)["auc"]
             assert before == f"{default:.4f}"
             first_timing = page.locator("#dc-explorer-timing").inner_text()
             dropdown = page.locator(".widget-dropdown", has_text="draws N").locator("select")
             dropdown.select_option(label="3")
-            expected = f"{explorer.classification_row(run, rule=run.cfg['decision']['rule'], n_draws=3, n_boot=0)['auc']:.4f}"
+            expected = (
+                f"{explorer.classification_row(run, rule=run.cfg['decision']['rule'], n_draws=3, n_boot=0)['auc']:.4f}"
+            )
             assert expected != before  # the control must change what is shown
             page.wait_for_function(
                 "([q, v]) => [...document.querySelectorAll('#dc-explorer-table tr')].some("
                 "tr => tr.cells[0] && tr.cells[0].innerText.trim() === q && tr.cells[1].innerText.trim() === v)",
-                arg=["diffusion auc", expected], timeout=60_000)
-            page.wait_for_function("t => document.querySelector('#dc-explorer-timing').innerText !== t",
-                                   arg=first_timing, timeout=60_000)
+                arg=["diffusion auc", expected],
+                timeout=60_000,
+            )
+            page.wait_for_function(
+                "t => document.querySelector('#dc-explorer-timing').innerText !== t", arg=first_timing, timeout=60_000
+            )
             timing = page.locator("#dc-explorer-timing").inner_text()
             (tmp_path / "timing.txt").write_text(timing)  # first view, then the N change
             print(f"explorer in JupyterLab (smoke scores): first view {first_timing}; after the N change {timing}")

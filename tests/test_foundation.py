@@ -1,15 +1,16 @@
 """The Stable Diffusion arm end to end on a tiny random pipeline: load -> fine-tune -> classify -> explain."""
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_cfg
+from tiny_sd import build_tiny_sd
+
 from diffusion_classifier import decision, explain
 from diffusion_classifier.errors import CheckpointError
 from diffusion_classifier.foundation import FoundationDenoiser, foundation_cfg, prompts_for
 from diffusion_classifier.scoring import ScoreSettings, ScoringEngine
 from diffusion_classifier.training import train_denoiser
-from tiny_sd import build_tiny_sd
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,9 @@ def test_load_finetune_classify_explain(tmp_path, sd_path, tiny_data):
     assert model.prompt_embeds.shape[0] == 3  # two class prompts + the empty (null) prompt
     base_unet = {k: v.clone() for k, v in model.unet.state_dict().items() if "lora" not in k}
     cfg = tiny_cfg()
-    cfg["foundation"]["train"].update(steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2,
-                                      mixed_precision="no", val_batches=1)
+    cfg["foundation"]["train"].update(
+        steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, mixed_precision="no", val_batches=1
+    )
     tuned, history = train_denoiser(foundation_cfg(cfg), x, y, x, y, names, tmp_path / "ft", model=model)
     assert len(history) and np.isfinite(history.train_loss).all()
     assert list((tmp_path / "ft" / "final" / "ema").glob("lora.safetensors"))

@@ -4,6 +4,7 @@ results are bit-identical to an uninterrupted run's. A folder being written is l
 The workers are forked from the test process: a fresh interpreter would spend ~5 s importing torch and diffusers on
 every start. The kill is no gentler for it: the child dies mid-instruction, and the restarted one has only what
 is on disk."""
+
 import json
 import multiprocessing
 import os
@@ -14,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_cfg
+
 from diffusion_classifier.errors import CheckpointError
 
 FORK = multiprocessing.get_context("fork")
@@ -74,25 +75,54 @@ def kill_moments(seed: int, duration: float) -> np.ndarray:
 
 
 def files(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def score_args(data_root: Path, checkpoint: Path, out: Path, n_draws: int = 32) -> list[str]:
-    return ["--checkpoint", str(checkpoint), "--task", "pneumonia", "--split", "test", "--profile", "smoke",
-            "--data-root", str(data_root), "--n-draws", str(n_draws), "--chunk-size", "2", "--batch-size", "16",
-            "--precision", "no", "--out", str(out)]
+    return [
+        "--checkpoint",
+        str(checkpoint),
+        "--task",
+        "pneumonia",
+        "--split",
+        "test",
+        "--profile",
+        "smoke",
+        "--data-root",
+        str(data_root),
+        "--n-draws",
+        str(n_draws),
+        "--chunk-size",
+        "2",
+        "--batch-size",
+        "16",
+        "--precision",
+        "no",
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory):
     """Lazy imports and one-off initialisations happen once here, not again in every forked child (~4 s each)."""
     from diffusion_classifier.denoiser import Denoiser, build_unet
+
     threads, folder = torch.get_num_threads(), tmp_path_factory.mktemp("warm")
     try:
         train_worker(folder / "run", steps=1)
-        np.savez(folder / "pneumoniamnist.npz", **{f"{s}_{k}": np.zeros((2, 8, 8) if k == "images" else (2, 1), np.uint8)
-                                                   for s in ("train", "val", "test") for k in ("images", "labels")})
+        np.savez(
+            folder / "pneumoniamnist.npz",
+            **{
+                f"{s}_{k}": np.zeros((2, 8, 8) if k == "images" else (2, 1), np.uint8)
+                for s in ("train", "val", "test")
+                for k in ("images", "labels")
+            },
+        )
         cfg = tiny_cfg()
         cfg["data"]["resolution"] = 16
         Denoiser(build_unet(cfg, 1, 2), cfg, ["normal", "pneumonia"]).save(folder / "ckpt")
@@ -150,6 +180,7 @@ def test_scoring_killed_at_random_moments_ends_bit_identical(tmp_path, warm, sco
 def test_a_second_process_cannot_write_a_run_being_trained(tmp_path, warm, tiny_data):
     from diffusion_classifier.checkpointing import run_lock
     from diffusion_classifier.training import train_denoiser
+
     x, y = tiny_data
     p = FORK.Process(target=train_worker, args=(tmp_path / "run", 100_000))
     p.start()
@@ -166,6 +197,7 @@ def test_a_second_process_cannot_write_a_run_being_trained(tmp_path, warm, tiny_
 
 def test_a_second_process_cannot_write_scores_being_written(tmp_path, warm, score_inputs, capsys):
     from diffusion_classifier import score
+
     data_root, checkpoint = score_inputs
     args = score_args(data_root, checkpoint, tmp_path / "scores", n_draws=4096)
     p = FORK.Process(target=score_worker, args=(args,))

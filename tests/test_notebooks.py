@@ -1,5 +1,6 @@
 """Every numbered notebook runs end to end through run_all.sh (papermill) at the smoke profile, the Stable
 Diffusion arm included (on a tiny random pipeline), and a failing notebook stops the run with its name."""
+
 import json
 import os
 import subprocess
@@ -8,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REAL_DATA
 from tiny_sd import build_tiny_sd
 
@@ -17,10 +17,16 @@ pytestmark = pytest.mark.notebooks
 
 
 def run_all(tmp_path, *args, **env):
-    full_env = {**os.environ, "DATA_ROOT": str(REAL_DATA), "DC_RESULTS_DIR": str(tmp_path / "results"),
-                "DC_RUNS_DIR": str(tmp_path / "runs"), **env}
-    return subprocess.run(["bash", str(ROOT / "run_all.sh"), *args], cwd=ROOT, env=full_env, capture_output=True,
-                          text=True, timeout=1800)
+    full_env = {
+        **os.environ,
+        "DATA_ROOT": str(REAL_DATA),
+        "DC_RESULTS_DIR": str(tmp_path / "results"),
+        "DC_RUNS_DIR": str(tmp_path / "runs"),
+        **env,
+    }
+    return subprocess.run(
+        ["bash", str(ROOT / "run_all.sh"), *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=1800
+    )
 
 
 @pytest.mark.skipif(not (REAL_DATA / "pneumoniamnist.npz").exists(), reason="shared data absent")
@@ -43,8 +49,15 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     sd_table = pd.read_csv(res / "tables" / "foundation_classification.csv")
     assert {"stable-diffusion", "stable-diffusion-finetuned"} == set(sd_table.model)
     recompute_a_row_from_predictions(res / "tables")
-    for table in ("baseline", "explainability", "uncertainty", "ablation_paired", "diffusion_vs_baseline",
-                  "paper_comparison", "uncertainty_removal"):
+    for table in (
+        "baseline",
+        "explainability",
+        "uncertainty",
+        "ablation_paired",
+        "diffusion_vs_baseline",
+        "paper_comparison",
+        "uncertainty_removal",
+    ):
         assert len(pd.read_csv(res / "tables" / f"{table}.csv"))
     assert len(list((res / "figures").glob("*.png"))) >= 20
     text = (res / "SUMMARY.md").read_text()
@@ -54,8 +67,14 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     r = run_all(tmp_path, "--profile", "smoke", "--only", "04", SD_WEIGHTS=str(sd))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     after = {p.name: p.read_bytes() for p in (res / "tables").glob("*.csv")}
-    own = {"classification.csv", "ablation_paired.csv", "diffusion_vs_baseline.csv", "predictions.csv",
-           "paper_comparison.csv", "early_stopping.csv"}
+    own = {
+        "classification.csv",
+        "ablation_paired.csv",
+        "diffusion_vs_baseline.csv",
+        "predictions.csv",
+        "paper_comparison.csv",
+        "early_stopping.csv",
+    }
     assert after.keys() == before.keys()
     assert all(after[n] == before[n] for n in after if n not in own)
     assert all(after[n] == before[n] for n in own)  # same seed, same cached scores: byte-identical
@@ -74,8 +93,13 @@ def test_extra_shift_notebook_runs_alone_after_the_default_run(tmp_path):
     assert sorted(shift.target_source.unique()) == ["isic2017", "isic2018"]
     assert (shift.groupby("target_source").size() == 7).all()
     prov = json.loads((tmp_path / "results" / "provenance.json").read_text())
-    assert [n["name"] for n in prov["notebooks"]] == ["01_data", "02_train_diffusion", "03_baseline", "04_classify",
-                                                      "08_shift"]
+    assert [n["name"] for n in prov["notebooks"]] == [
+        "01_data",
+        "02_train_diffusion",
+        "03_baseline",
+        "04_classify",
+        "08_shift",
+    ]
 
 
 @pytest.mark.skipif(not (REAL_DATA / "pneumoniamnist.npz").exists(), reason="shared data absent")
@@ -123,14 +147,27 @@ def recompute_a_row_from_predictions(tables):
     from diffusion_classifier.metrics import binary_metrics
 
     preds, cls = pd.read_csv(tables / "predictions.csv"), pd.read_csv(tables / "classification.csv")
-    for task, source, model, rule, n in (("pneumonia", "all", "diffusion-unet", "vote", cls.n_draws.max()),
-                                         ("melanoma_balanced", "isic2018", "resnet18", "softmax", 0)):
-        p = preds[(preds.task == task) & (preds.split == "test") & (preds.model == model) & (preds.rule == rule)
-                  & (preds.n_draws == n)]
+    for task, source, model, rule, n in (
+        ("pneumonia", "all", "diffusion-unet", "vote", cls.n_draws.max()),
+        ("melanoma_balanced", "isic2018", "resnet18", "softmax", 0),
+    ):
+        p = preds[
+            (preds.task == task)
+            & (preds.split == "test")
+            & (preds.model == model)
+            & (preds.rule == rule)
+            & (preds.n_draws == n)
+        ]
         if source != "all":
             p = p[p.source == source]
         m = binary_metrics(p.label.to_numpy(), p.prediction.to_numpy(), p.score.to_numpy())
-        row = cls[(cls.task == task) & (cls.source == source) & (cls.model == model) & (cls.rule == rule)
-                  & (cls.n_draws == n) & cls.t_range.fillna("").isin(["[0.00,1.00)", ""])].iloc[0]
+        row = cls[
+            (cls.task == task)
+            & (cls.source == source)
+            & (cls.model == model)
+            & (cls.rule == rule)
+            & (cls.n_draws == n)
+            & cls.t_range.fillna("").isin(["[0.00,1.00)", ""])
+        ].iloc[0]
         for k in ("auc", "accuracy", "balanced_accuracy", "f1"):
             assert m[k] == pytest.approx(row[k], abs=1e-9), (task, k)

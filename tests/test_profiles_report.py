@@ -1,4 +1,5 @@
 """Profiles, the generated verdicts and the summary page."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,11 +53,27 @@ def test_ablation_table_and_voting_verdict_follow_the_numbers():
 
 
 def test_competitiveness_needs_signal_and_the_margin():
-    base = {"task": "t", "source": "all", "a": "diffusion", "n_images": 100, "auc_diff": -0.01, "auc_diff_ci_low": -0.04,
-            "auc_diff_ci_high": 0.02, "balanced_accuracy_diff": 0.0, "balanced_accuracy_diff_ci_low": -0.05,
-            "balanced_accuracy_diff_ci_high": 0.05, "accuracy_diff": 0.0, "accuracy_diff_ci_low": -0.05,
-            "accuracy_diff_ci_high": 0.05, "f1_diff": -0.1, "f1_diff_ci_low": -0.15, "f1_diff_ci_high": -0.05,
-            "mcnemar_p": 0.9, "a_auc_ci_low": 0.8, "b_auc_ci_low": 0.8}
+    base = {
+        "task": "t",
+        "source": "all",
+        "a": "diffusion",
+        "n_images": 100,
+        "auc_diff": -0.01,
+        "auc_diff_ci_low": -0.04,
+        "auc_diff_ci_high": 0.02,
+        "balanced_accuracy_diff": 0.0,
+        "balanced_accuracy_diff_ci_low": -0.05,
+        "balanced_accuracy_diff_ci_high": 0.05,
+        "accuracy_diff": 0.0,
+        "accuracy_diff_ci_low": -0.05,
+        "accuracy_diff_ci_high": 0.05,
+        "f1_diff": -0.1,
+        "f1_diff_ci_low": -0.15,
+        "f1_diff_ci_high": -0.05,
+        "mcnemar_p": 0.9,
+        "a_auc_ci_low": 0.8,
+        "b_auc_ci_low": 0.8,
+    }
     ok = ablation.competitiveness_verdict(pd.DataFrame([base]), "t")[0]
     wide = ablation.competitiveness_verdict(pd.DataFrame([{**base, "auc_diff_ci_low": -0.08}]), "t")[0]
     chance = ablation.competitiveness_verdict(pd.DataFrame([{**base, "a_auc_ci_low": 0.45}]), "t")[0]
@@ -93,7 +110,9 @@ def test_a_new_rule_is_one_registry_entry(monkeypatch):
 def test_summary_reads_tables(tmp_path, monkeypatch):
     monkeypatch.setenv("DC_RESULTS_DIR", str(tmp_path))
     (tmp_path / "tables").mkdir()
-    pd.DataFrame([{"task": "t", "split": "test", "class": "a", "count": 3}]).to_csv(tmp_path / "tables" / "data_summary.csv", index=False)
+    pd.DataFrame([{"task": "t", "split": "test", "class": "a", "count": 3}]).to_csv(
+        tmp_path / "tables" / "data_summary.csv", index=False
+    )
     text = summary.build()
     assert "| t | test | a | 3 |" in text
 

@@ -1,4 +1,5 @@
 """The classification engine: seeded draws, batching invariance, resume, early stopping, elimination, sharding."""
+
 import os
 import subprocess
 import sys
@@ -6,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import one_line_checkpoint_error, tiny_cfg
+
 from diffusion_classifier import decision
 from diffusion_classifier.denoiser import Denoiser, build_unet
 from diffusion_classifier.errors import CheckpointError
@@ -39,7 +40,7 @@ def test_errors_match_a_naive_loop(tiny_model, images):
         for k in range(s.n_draws):
             u = torch.tensor([draw_time(s, i, k)], dtype=torch.float32)
             eps = draw_noise(s, i, k, images.shape[1:])[None]
-            x_t = sched.add_noise(images[i:i + 1], eps, u)
+            x_t = sched.add_noise(images[i : i + 1], eps, u)
             for c in range(2):
                 with torch.no_grad():
                     pred = tiny_model.predict(x_t, u, torch.tensor([c]))
@@ -52,9 +53,9 @@ def test_a_longer_run_starts_with_the_shorter_runs_draws(tiny_model, images):
     run's (random times), while grid times depend on the number of draws and have no such prefix."""
     short = ScoringEngine(tiny_model, ScoreSettings(**S), "cpu").score(images, 2)
     long = ScoringEngine(tiny_model, ScoreSettings(**{**S, "n_draws": 3 * S["n_draws"]}), "cpu").score(images, 2)
-    np.testing.assert_array_equal(long.U[:, :S["n_draws"]], short.U)
-    np.testing.assert_allclose(long.E[:, :, :S["n_draws"]], short.E, rtol=1e-5)
-    assert not np.allclose(long.E[:, :, S["n_draws"]:2 * S["n_draws"]], short.E)  # the next block: other draws
+    np.testing.assert_array_equal(long.U[:, : S["n_draws"]], short.U)
+    np.testing.assert_allclose(long.E[:, :, : S["n_draws"]], short.E, rtol=1e-5)
+    assert not np.allclose(long.E[:, :, S["n_draws"] : 2 * S["n_draws"]], short.E)  # the next block: other draws
     grid = [draw_time(ScoreSettings(n_draws=k, t_sampling="grid"), 0, 0) for k in (4, 12)]
     assert grid[0] != grid[1]
 
@@ -78,6 +79,7 @@ def test_interrupted_run_resumes_bit_identically(tiny_model, images, tmp_path, m
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*args)
+
     monkeypatch.setattr(engine, "score_images", dies_on_third_chunk)
     with pytest.raises(KeyboardInterrupt):
         engine.score(images, 2, tmp_path / "killed")
@@ -109,8 +111,9 @@ def test_engine_stops_where_the_replay_on_full_scores_stops(tiny_model, images, 
     engine stops each image after exactly the same draws."""
     s = {**S, "n_draws": 32}
     full = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
-    early = ScoringEngine(tiny_model, ScoreSettings(**s, early_stop=mode, early_stop_alpha=alpha, round_size=4),
-                          "cpu").score(images, 2)
+    early = ScoringEngine(
+        tiny_model, ScoreSettings(**s, early_stop=mode, early_stop_alpha=alpha, round_size=4), "cpu"
+    ).score(images, 2)
     replay = decision.replay_early_stop(full.E, round_size=4, alpha=alpha)
     assert (np.isfinite(early.E) == np.isfinite(replay)).all()
     with pytest.raises(ValueError, match="early_stop"):
@@ -135,17 +138,54 @@ def test_successive_elimination_three_classes(images):
 def test_two_processes_give_the_same_errors_as_one(smoke_checkpoint, tmp_path, make_npz):
     """torchrun with 2 CPU processes (gloo) through the command-line entry, against one process."""
     data = make_npz(n=(8, 8, 10), size=8)
-    common = ["--checkpoint", str(smoke_checkpoint), "--task", "pneumonia", "--split", "test", "--profile", "smoke",
-              "--data-root", str(data.parent), "--n-draws", "4", "--chunk-size", "3", "--precision", "no"]
+    common = [
+        "--checkpoint",
+        str(smoke_checkpoint),
+        "--task",
+        "pneumonia",
+        "--split",
+        "test",
+        "--profile",
+        "smoke",
+        "--data-root",
+        str(data.parent),
+        "--n-draws",
+        "4",
+        "--chunk-size",
+        "3",
+        "--precision",
+        "no",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "diffusion_classifier.score", *common, "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "diffusion_classifier.score", *common, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     assert "vote rule accuracy" in one.stdout
-    for attempt in range(2):  # one relaunch: torchrun's rendezvous has failed once in ~8 runs here (cause not found)
-        two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                              "-m", "diffusion_classifier.score", *common, "--out", str(tmp_path / "two")],
-                             env=env, capture_output=True, text=True, timeout=300)
+    for _attempt in range(2):  # one relaunch: torchrun's rendezvous has failed once in ~8 runs here (cause not found)
+        two = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "diffusion_classifier.score",
+                *common,
+                "--out",
+                str(tmp_path / "two"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if two.returncode == 0:
             break
     assert two.returncode == 0, two.stderr[:3000] + two.stderr[-1500:]
@@ -158,7 +198,10 @@ def test_compiled_forward_gives_the_eager_errors(tiny_model, images):
     eager = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
     compiled = ScoringEngine(tiny_model, ScoreSettings(**s, compile=True), "cpu")
     np.testing.assert_allclose(compiled.score(images, 2).E, eager.E, rtol=1e-4, atol=1e-6)
-    assert compiled.predict is not tiny_model.predict and ScoreSettings(**s, compile=True).key() == ScoreSettings(**s).key()
+    assert (
+        compiled.predict is not tiny_model.predict
+        and ScoreSettings(**s, compile=True).key() == ScoreSettings(**s).key()
+    )
 
 
 # --------------------------------------------------------------------------- corrupt or mismatched score caches
@@ -172,8 +215,11 @@ def test_chunks_of_another_model_are_refused(tiny_model, images, tmp_path):
     ScoringEngine(tiny_model, ScoreSettings(**S), "cpu").score(images, 2, tmp_path / "mine")
     ScoringEngine(other, ScoreSettings(**S), "cpu").score(images, 2, tmp_path / "other")
     (tmp_path / "other" / "chunk_0000005.npz").replace(tmp_path / "mine" / "chunk_0000005.npz")
-    refused(lambda: ScoringEngine(tiny_model, ScoreSettings(**S), "cpu").score(images, 2, tmp_path / "mine"),
-            "chunk_0000005.npz", "written for another score cache")
+    refused(
+        lambda: ScoringEngine(tiny_model, ScoreSettings(**S), "cpu").score(images, 2, tmp_path / "mine"),
+        "chunk_0000005.npz",
+        "written for another score cache",
+    )
 
 
 def test_damaged_or_misplaced_chunks_are_refused(tiny_model, images, tmp_path):
@@ -201,24 +247,38 @@ def test_rerun_with_another_chunk_size_reuses_the_cache_correctly(tiny_model, im
 
 # --------------------------------------------------------------------------- command-line mistakes
 
+
 def cli_args(data_root, checkpoint, out, **change) -> list[str]:
-    args = {"--checkpoint": str(checkpoint), "--task": "pneumonia", "--split": "test", "--profile": "smoke",
-            "--data-root": str(data_root), "--n-draws": "2", "--precision": "no", "--out": str(out), **change}
+    args = {
+        "--checkpoint": str(checkpoint),
+        "--task": "pneumonia",
+        "--split": "test",
+        "--profile": "smoke",
+        "--data-root": str(data_root),
+        "--n-draws": "2",
+        "--precision": "no",
+        "--out": str(out),
+        **change,
+    }
     return [part for key, value in args.items() if value is not None for part in (key, value)]
 
 
-@pytest.mark.parametrize("change,words", [
-    ({"--n-draws": "0"}, ["--n-draws", "must be at least 1, got 0"]),
-    ({"--chunk-size": "two"}, ["--chunk-size", "not a whole number: 'two'"]),
-    ({"--max-images": "0"}, ["--max-images", "must be at least 1"]),
-    ({"--alpha": "1.5", "--early-stop": "sequential"}, ["--alpha", "strictly between 0 and 1, got 1.5"]),
-    ({"--alpha": "0.01"}, ["--alpha applies only with --early-stop sequential"]),
-    ({"--task": "covid"}, ["--task", "invalid choice: 'covid'"]),
-    ({"--profile": "laptop"}, ["--profile", "invalid choice: 'laptop'"]),
-    ({"--checkpoint": None}, ["required", "--checkpoint"]),
-])
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ({"--n-draws": "0"}, ["--n-draws", "must be at least 1, got 0"]),
+        ({"--chunk-size": "two"}, ["--chunk-size", "not a whole number: 'two'"]),
+        ({"--max-images": "0"}, ["--max-images", "must be at least 1"]),
+        ({"--alpha": "1.5", "--early-stop": "sequential"}, ["--alpha", "strictly between 0 and 1, got 1.5"]),
+        ({"--alpha": "0.01"}, ["--alpha applies only with --early-stop sequential"]),
+        ({"--task": "covid"}, ["--task", "invalid choice: 'covid'"]),
+        ({"--profile": "laptop"}, ["--profile", "invalid choice: 'laptop'"]),
+        ({"--checkpoint": None}, ["required", "--checkpoint"]),
+    ],
+)
 def test_command_line_argument_errors(tmp_path, capsys, change, words):
     from diffusion_classifier import score
+
     with pytest.raises(SystemExit) as e:
         score.main(cli_args(tmp_path, tmp_path / "ckpt", tmp_path / "out", **change))
     assert e.value.code == 2
@@ -229,6 +289,7 @@ def test_command_line_argument_errors(tmp_path, capsys, change, words):
 
 def test_command_line_out_is_a_file(tmp_path, capsys):
     from diffusion_classifier import score
+
     (tmp_path / "out.npz").write_bytes(b"")
     with pytest.raises(SystemExit):
         score.main(cli_args(tmp_path, tmp_path / "ckpt", tmp_path / "out.npz"))
@@ -238,6 +299,7 @@ def test_command_line_out_is_a_file(tmp_path, capsys):
 def cli_error(argv) -> str:
     """The one line the command prints for a data or checkpoint problem (no traceback)."""
     from diffusion_classifier import score
+
     with pytest.raises(SystemExit) as e:
         score.main(argv)
     msg = str(e.value)
@@ -249,14 +311,17 @@ def test_command_line_checkpoint_mistakes(tmp_path, make_npz, tiny_model, smoke_
     root = make_npz().parent
     assert "not a denoiser checkpoint" in cli_error(cli_args(root, tmp_path / "nothing", tmp_path / "o1"))
     tiny_model.save(tmp_path / "ab")  # classes a, b
-    assert "trained for classes ['a', 'b'], not ['normal', 'pneumonia']" in \
-        cli_error(cli_args(root, tmp_path / "ab", tmp_path / "o2"))
+    assert "trained for classes ['a', 'b'], not ['normal', 'pneumonia']" in cli_error(
+        cli_args(root, tmp_path / "ab", tmp_path / "o2")
+    )
     tiny_model.class_names = ["normal", "pneumonia"]
     tiny_model.save(tmp_path / "8px")
-    assert "trained at 8 px, but profile 'smoke' scores pneumonia at 16 px" in \
-        cli_error(cli_args(root, tmp_path / "8px", tmp_path / "o3"))
-    ScoringEngine(Denoiser.load(smoke_checkpoint), ScoreSettings(n_draws=3)).score(torch.zeros(8, 1, 16, 16), 2,
-                                                                                 tmp_path / "o4")
+    assert "trained at 8 px, but profile 'smoke' scores pneumonia at 16 px" in cli_error(
+        cli_args(root, tmp_path / "8px", tmp_path / "o3")
+    )
+    ScoringEngine(Denoiser.load(smoke_checkpoint), ScoreSettings(n_draws=3)).score(
+        torch.zeros(8, 1, 16, 16), 2, tmp_path / "o4"
+    )
     assert "score cache was made with other" in cli_error(cli_args(root, smoke_checkpoint, tmp_path / "o4"))
 
 
@@ -266,12 +331,14 @@ def test_command_line_model_for_other_channels(tmp_path, make_npz):
     cfg = tiny_cfg()
     cfg["data"]["resolution"] = 16
     Denoiser(build_unet(cfg, 1, 2), cfg, ["nevus", "melanoma"]).save(tmp_path / "grey")
-    assert "takes 1-channel images, but dermamnist has 3" in \
-        cli_error(cli_args(root, tmp_path / "grey", tmp_path / "o", **{"--task": "dermamnist"}))
+    assert "takes 1-channel images, but dermamnist has 3" in cli_error(
+        cli_args(root, tmp_path / "grey", tmp_path / "o", **{"--task": "dermamnist"})
+    )
 
 
 def test_command_line_missing_data_offline(tmp_path, smoke_checkpoint, monkeypatch):
     import pooch
+
     monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("offline")))
     msg = cli_error(cli_args(tmp_path / "empty", smoke_checkpoint, tmp_path / "o"))
     assert "pneumoniamnist.npz: missing and could not be downloaded" in msg

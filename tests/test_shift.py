@@ -1,4 +1,5 @@
 """The source-shift test: paired AUC drops and their difference, on planted scores."""
+
 import numpy as np
 import pytest
 
@@ -10,8 +11,12 @@ def test_drops_are_paired_and_signed():
     y = np.arange(200) % 2
     signal = y + rng.normal(0, 0.5, 200)  # AUC ~0.92
     noise = rng.normal(0, 1, 200)  # AUC ~0.5
-    scores = {("diffusion-unet", "in"): signal, ("diffusion-unet", "cross"): signal,  # no drop
-              ("resnet18", "in"): signal, ("resnet18", "cross"): noise}  # loses everything
+    scores = {
+        ("diffusion-unet", "in"): signal,
+        ("diffusion-unet", "cross"): signal,  # no drop
+        ("resnet18", "in"): signal,
+        ("resnet18", "cross"): noise,
+    }  # loses everything
     rows = {(r["family"], r["measure"]): r for r in shift.drop_table(y, scores, n_boot=300, seed=0)}
     assert rows[("diffusion-unet", "auc_drop")]["value"] == 0
     assert rows[("diffusion-unet", "auc_drop")]["ci_low"] == 0  # identical scores: every resample gives 0

@@ -1,4 +1,5 @@
 """Denoiser training: learning, exact resume, checkpoint round trips and clear errors."""
+
 import json
 import os
 import subprocess
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import one_line_checkpoint_error, tiny_cfg
+
 from diffusion_classifier.denoiser import Denoiser, build_unet
 from diffusion_classifier.device import cap_threads, usable_cores
 from diffusion_classifier.errors import CheckpointError
@@ -120,22 +121,36 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     """torchrun, 2 CPU processes (gloo), 8 images each of a global batch of 16, against one process with all 16:
     the wrapper's gradient averaging keeps both processes' weights identical, and they equal the one-process
     weights up to floating-point summation order."""
-    from safetensors.torch import load_file
-
     from ddp_worker import train_and_save
+    from safetensors.torch import load_file
 
     worker = Path(__file__).with_name("ddp_worker.py")
     # 2 threads asked per process: training caps them to its share of the cores (1 each on a 2-core machine)
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    for attempt in range(2):  # one relaunch: torchrun's rendezvous has failed once in ~8 runs here (cause not found)
-        two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                              str(worker), str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    for _attempt in range(2):  # one relaunch: torchrun's rendezvous has failed once in ~8 runs here (cause not found)
+        two = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                str(worker),
+                str(tmp_path / "two"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if two.returncode == 0:
             break
     assert two.returncode == 0, two.stderr[:3000] + two.stderr[-1500:]
     train_and_save(tmp_path / "one")
-    one, rank0, rank1 = (load_file(str(tmp_path / d / f"weights{r}.safetensors"))
-                         for d, r in (("one", 0), ("two", 0), ("two", 1)))
+    one, rank0, rank1 = (
+        load_file(str(tmp_path / d / f"weights{r}.safetensors")) for d, r in (("one", 0), ("two", 0), ("two", 1))
+    )
     torch.manual_seed(0)
     init = Denoiser(build_unet(tiny_cfg(), 1, 2), tiny_cfg(), ["a", "b"]).state_dict()
     moved = max((one[f"live.{k}"] - v).abs().max().item() for k, v in init.items())
@@ -191,8 +206,11 @@ def test_checkpoint_with_a_foreign_weights_file_is_refused(tmp_path, tiny_model)
 def test_run_folder_instead_of_model_folder(tmp_path, tiny_data):
     x, y = tiny_data
     train_denoiser(tiny_cfg(steps=2, checkpoint_every=2), x, y, x, y, ["a", "b"], tmp_path / "run")
-    one_line_error(lambda: Denoiser.load(tmp_path / "run" / "final"), "not a denoiser checkpoint",
-                   str(tmp_path / "run" / "final" / "ema"))
+    one_line_error(
+        lambda: Denoiser.load(tmp_path / "run" / "final"),
+        "not a denoiser checkpoint",
+        str(tmp_path / "run" / "final" / "ema"),
+    )
 
 
 def test_damaged_resume_state_is_refused(tmp_path, tiny_data):
@@ -201,14 +219,18 @@ def test_damaged_resume_state_is_refused(tmp_path, tiny_data):
     train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run", stop_after=4)
     weights = tmp_path / "run" / "last" / "model" / "diffusion_pytorch_model.safetensors"
     good = weights.read_bytes()
-    weights.write_bytes(good[:len(good) // 2])
-    one_line_error(lambda: train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run"),
-                   "diffusion_pytorch_model.safetensors", "truncated")
+    weights.write_bytes(good[: len(good) // 2])
+    one_line_error(
+        lambda: train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run"),
+        "diffusion_pytorch_model.safetensors",
+        "truncated",
+    )
     weights.write_bytes(good)
     state = tmp_path / "run" / "last" / "train_state.json"
     state.write_text(state.read_text().replace('"step": 4', '"step": 7'))
-    one_line_error(lambda: train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run"),
-                   "train_state.json", "changed since")
+    one_line_error(
+        lambda: train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run"), "train_state.json", "changed since"
+    )
 
 
 def test_finished_run_with_damaged_state_is_refused(tmp_path, tiny_data):
@@ -216,8 +238,9 @@ def test_finished_run_with_damaged_state_is_refused(tmp_path, tiny_data):
     cfg = tiny_cfg(steps=2, checkpoint_every=2)
     train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
     (tmp_path / "run" / "final" / "train_state.json").write_text('{"step": 2, "hist')  # cut short
-    one_line_error(lambda: train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run"),
-                   "final/train_state.json", "truncated")
+    one_line_error(
+        lambda: train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run"), "final/train_state.json", "truncated"
+    )
 
 
 def test_run_folder_refuses_other_training_data(tmp_path, tiny_data):
@@ -226,8 +249,11 @@ def test_run_folder_refuses_other_training_data(tmp_path, tiny_data):
     train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
     other = x.clone()
     other[0] = 0
-    one_line_error(lambda: train_denoiser(cfg, other, y, x, y, ["a", "b"], tmp_path / "run"),
-                   "inputs.json", "trained with other ['x_train']")
+    one_line_error(
+        lambda: train_denoiser(cfg, other, y, x, y, ["a", "b"], tmp_path / "run"),
+        "inputs.json",
+        "trained with other ['x_train']",
+    )
     one_line_error(lambda: train_denoiser(cfg, x, y, x, y, ["b", "a"], tmp_path / "run"), "['class_names']")
     train_denoiser(cfg, other, y, x, y, ["a", "b"], tmp_path / "run", resume=False)  # starting afresh is allowed
 
@@ -236,6 +262,7 @@ def test_checkpoint_swap_cut_between_its_renames_is_completed(tmp_path, tiny_dat
     """A kill between `last -> last.old` and `last.tmp -> last` leaves no `last`: the resumed run finds the previous
     checkpoint in last.old instead of starting again from step 0."""
     from diffusion_classifier import training
+
     x, y = tiny_data
     cfg = tiny_cfg(steps=8, checkpoint_every=4)
     full, _ = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "full")
@@ -264,6 +291,7 @@ def test_balanced_batches_draw_each_class_equally_often():
 
 def test_baseline_selection_criterion_is_class_balanced():
     import numpy as np
+
     from diffusion_classifier.baseline import balanced_cross_entropy
 
     y = np.array([0, 0, 0, 1])

@@ -1,4 +1,5 @@
 """Uncertainty and calibration metrics against hand-computed cases and scikit-learn."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -38,8 +39,13 @@ def test_error_auroc_matches_sklearn():
 
 
 def test_vote_scores_on_hand_made_tensor():
-    E = np.array([[[1, 1, 1, 1], [2, 2, 2, 2]],    # unanimous
-                  [[1, 2, 1, 2], [2, 1, 2, 1]]], dtype=float)  # split 2-2
+    E = np.array(
+        [
+            [[1, 1, 1, 1], [2, 2, 2, 2]],  # unanimous
+            [[1, 2, 1, 2], [2, 1, 2, 1]],
+        ],
+        dtype=float,
+    )  # split 2-2
     assert unc.vote_fraction(E).tolist() == [1.0, 0.5]
     assert unc.vote_entropy(E)[0] == pytest.approx(0.0)
     assert unc.vote_entropy(E)[1] == pytest.approx(np.log(2))

@@ -1,4 +1,5 @@
 """Notebook 09's statistics: draw replicates, one run's paired numbers, the spread over runs and the verdicts."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,9 +57,14 @@ def test_run_row_signs_planted_vote_advantage_and_a_better_resnet():
 
 
 def test_spread_is_the_sd_over_runs_beside_the_bootstrap_sd():
-    runs = pd.DataFrame({"variance_source": ["draws"] * 3 + ["training"] * 2,
-                         **{m: [0.80, 0.82, 0.84, 0.70, 0.90] for m in variance.MEASURES},
-                         "auc_ci_low": [0.70] * 5, "auc_ci_high": [0.70 + 2 * 1.96 * 0.05] * 5})
+    runs = pd.DataFrame(
+        {
+            "variance_source": ["draws"] * 3 + ["training"] * 2,
+            **{m: [0.80, 0.82, 0.84, 0.70, 0.90] for m in variance.MEASURES},
+            "auc_ci_low": [0.70] * 5,
+            "auc_ci_high": [0.70 + 2 * 1.96 * 0.05] * 5,
+        }
+    )
     s = variance.spread(runs).set_index(["variance_source", "measure"])
     assert s.loc[("draws", "auc"), "sd"] == pytest.approx(0.02)
     assert s.loc[("training", "auc"), "sd"] == pytest.approx(np.std([0.7, 0.9], ddof=1))
@@ -76,10 +82,14 @@ def test_verdicts_say_whether_the_outcome_holds_across_runs():
     weak = np.ones((200, 2, 51), dtype=np.float32)
     weak[np.arange(200), 1 - y] += rng.normal(0.05, 0.05, 200)[:, None] + rng.normal(0, 0.01, (200, 51))
     mean_rule = variance.run_row(weak, y, perfect, "mean", n_boot=100, seed=0)
-    runs = pd.DataFrame([{**base, "variance_source": "draws", "training_seed": 0},
-                         {**base, "variance_source": "draws", "training_seed": 0},
-                         {**base, "variance_source": "training", "training_seed": 0},
-                         {**no_edge, "variance_source": "training", "training_seed": 1}])
+    runs = pd.DataFrame(
+        [
+            {**base, "variance_source": "draws", "training_seed": 0},
+            {**base, "variance_source": "draws", "training_seed": 0},
+            {**base, "variance_source": "training", "training_seed": 0},
+            {**no_edge, "variance_source": "training", "training_seed": 1},
+        ]
+    )
     lines = variance.verdicts(runs, "toy")
     assert "the same outcome in every run (supported)" in lines[0]
     assert "not consistent across runs" in lines[1]
@@ -115,6 +125,8 @@ def test_stopping_alpha_is_chosen_on_validation_and_stopping_at_scale_saves_draw
     exact = ablation.stopping_at_scale(flips, yv, Et, yt, "toy", [51, 101], 1, max_changed_rate=0.0)
     assert (exact.alpha_selected_on_val == 0.0).all() and exact.changed_vs_full_vote.eq(0).all()
     s = ablation.stopping_at_scale(Ev, yv, Et, yt, "toy", [51, 101], 1).set_index("n_draws")
-    assert s.loc[101, "fraction_of_full"] < s.loc[51, "fraction_of_full"] < 0.5  # clear votes stop early, more so at larger N
+    assert (
+        s.loc[101, "fraction_of_full"] < s.loc[51, "fraction_of_full"] < 0.5
+    )  # clear votes stop early, more so at larger N
     assert s.loc[101, "full_evals_per_image"] == 202
     assert "Target" in ablation.stopping_at_scale_verdict(next(s.reset_index().itertuples()))

@@ -18,4 +18,5 @@ Modules, one job each:
     provenance   environment and run records
     figures      shared plotting helpers
 """
+
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@
     predictions        per-image predictions and scores, so any number can be recomputed without a model
 Verdict sentences are generated from these tables.
 """
+
 import numpy as np
 import pandas as pd
 
@@ -16,10 +17,12 @@ from .metrics import binary_metrics, metrics_with_ci
 
 FULL_RANGE = "[0.00,1.00)"
 LEAD = ["auc", "balanced_accuracy", "accuracy", "f1"]
-COLUMNS = (["task", "source", "model", "rule", "n_draws", "t_range", "n_images", "majority_rate"]
-           + [f"{m}{s}" for m in LEAD for s in ("", "_ci_low", "_ci_high")]
-           + [f"{m}{s}" for m in ("sensitivity", "specificity") for s in ("", "_ci_low", "_ci_high")]
-           + ["unet_evals_per_image"])
+COLUMNS = (
+    ["task", "source", "model", "rule", "n_draws", "t_range", "n_images", "majority_rate"]
+    + [f"{m}{s}" for m in LEAD for s in ("", "_ci_low", "_ci_high")]
+    + [f"{m}{s}" for m in ("sensitivity", "specificity") for s in ("", "_ci_low", "_ci_high")]
+    + ["unet_evals_per_image"]
+)
 # The paper reports the vote's advantage from N = 51 draws on (METHOD.md: 83.5 vs 82.2 at N = 51).
 PAPER_CLAIM_N = 51
 # "Competitive" is read as non-inferiority of the AUC with this margin, fixed before the run (issue #12's
@@ -51,22 +54,45 @@ def ablation_table(E, U, y, task: str, model: str, n_draws_list, t_ranges, n_boo
     for rule in decision.RULES:
         for k in n_draws_list:
             Ek = decision.restrict(E, U, n_draws=k)
-            rows.append({"task": task, "source": "all", "model": model, "rule": rule, "n_draws": k,
-                         "t_range": FULL_RANGE, **rule_row(Ek, y, rule, n_boot, seed)})
+            rows.append(
+                {
+                    "task": task,
+                    "source": "all",
+                    "model": model,
+                    "rule": rule,
+                    "n_draws": k,
+                    "t_range": FULL_RANGE,
+                    **rule_row(Ek, y, rule, n_boot, seed),
+                }
+            )
         for lo, hi in t_ranges:
             Er = decision.restrict(E, U, lo, hi)
             used = np.isfinite(Er).any(1).sum(1)
-            rows.append({"task": task, "source": "all", "model": model, "rule": rule, "n_draws": int(np.median(used)),
-                         "t_range": fmt_range(lo, hi), **rule_row(Er, y, rule, n_boot, seed)})
+            rows.append(
+                {
+                    "task": task,
+                    "source": "all",
+                    "model": model,
+                    "rule": rule,
+                    "n_draws": int(np.median(used)),
+                    "t_range": fmt_range(lo, hi),
+                    **rule_row(Er, y, rule, n_boot, seed),
+                }
+            )
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
 def select_t_range(E_val, U_val, y_val, rule: str, t_ranges) -> tuple[float, float]:
     """The timestep range (the full one or one of t_ranges) where the rule's validation AUC is highest."""
     candidates = [(0.0, 1.0)] + [tuple(r) for r in t_ranges]
-    val_auc = [binary_metrics(y_val, decision.predict(decision.restrict(E_val, U_val, lo, hi), rule),
-                              decision.positive_score(decision.restrict(E_val, U_val, lo, hi), rule))["auc"]
-               for lo, hi in candidates]
+    val_auc = [
+        binary_metrics(
+            y_val,
+            decision.predict(decision.restrict(E_val, U_val, lo, hi), rule),
+            decision.positive_score(decision.restrict(E_val, U_val, lo, hi), rule),
+        )["auc"]
+        for lo, hi in candidates
+    ]
     return candidates[int(np.nanargmax(val_auc))]
 
 
@@ -78,8 +104,17 @@ def val_selected_rows(E_val, U_val, y_val, E_test, U_test, y_test, task, model, 
         lo, hi = select_t_range(E_val, U_val, y_val, rule, t_ranges)
         Er = decision.restrict(E_test, U_test, lo, hi)
         used = np.isfinite(Er).any(1).sum(1)
-        rows.append({"task": task, "source": "all", "model": model, "rule": rule, "n_draws": int(np.median(used)),
-                     "t_range": f"val-selected {fmt_range(lo, hi)}", **rule_row(Er, y_test, rule, n_boot, seed)})
+        rows.append(
+            {
+                "task": task,
+                "source": "all",
+                "model": model,
+                "rule": rule,
+                "n_draws": int(np.median(used)),
+                "t_range": f"val-selected {fmt_range(lo, hi)}",
+                **rule_row(Er, y_test, rule, n_boot, seed),
+            }
+        )
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
@@ -97,30 +132,70 @@ def baseline_rows(task, y, proba, E, rule, sources=None, n_boot=1000, seed=0) ->
     rows, comparisons = [], []
     d_pred, d_score = decision.predict(E, rule), decision.positive_score(E, rule)
     for source, idx in by_source(y, sources):
-        base = {"task": task, "source": source, "model": "resnet18", "rule": "softmax", "n_draws": 0, "t_range": "",
-                "unet_evals_per_image": 0.0, **metrics_row(y[idx], proba[idx].argmax(1), proba[idx, 1], n_boot, seed)}
-        diff = {"task": task, "source": source, "model": "diffusion-unet", "rule": rule, "n_draws": E.shape[2],
-                "t_range": FULL_RANGE, **rule_row(E[idx], y[idx], rule, n_boot, seed)}
+        base = {
+            "task": task,
+            "source": source,
+            "model": "resnet18",
+            "rule": "softmax",
+            "n_draws": 0,
+            "t_range": "",
+            "unet_evals_per_image": 0.0,
+            **metrics_row(y[idx], proba[idx].argmax(1), proba[idx, 1], n_boot, seed),
+        }
+        diff = {
+            "task": task,
+            "source": source,
+            "model": "diffusion-unet",
+            "rule": rule,
+            "n_draws": E.shape[2],
+            "t_range": FULL_RANGE,
+            **rule_row(E[idx], y[idx], rule, n_boot, seed),
+        }
         rows += [base] if source == "all" else [base, diff]  # the overall diffusion rows come from ablation_table
-        comparisons.append({"task": task, "source": source, "a": f"diffusion-unet {rule} N={E.shape[2]}",
-                            "b": "resnet18", "n_images": len(idx), "a_auc_ci_low": diff["auc_ci_low"],
-                            "b_auc_ci_low": base["auc_ci_low"],
-                            **paired.compare(y[idx], (d_pred[idx], d_score[idx]),
-                                             (proba[idx].argmax(1), proba[idx, 1]), n_boot, seed)})
+        comparisons.append(
+            {
+                "task": task,
+                "source": source,
+                "a": f"diffusion-unet {rule} N={E.shape[2]}",
+                "b": "resnet18",
+                "n_images": len(idx),
+                "a_auc_ci_low": diff["auc_ci_low"],
+                "b_auc_ci_low": base["auc_ci_low"],
+                **paired.compare(
+                    y[idx], (d_pred[idx], d_score[idx]), (proba[idx].argmax(1), proba[idx, 1]), n_boot, seed
+                ),
+            }
+        )
     return rows, comparisons
 
 
 def compare_rules(E, y, a: str = "vote", b: str = "mean", n_boot=1000, seed=0) -> dict:
     """Rule a - rule b on the same images and draws of E: paired bootstrap differences and McNemar (paired.compare)."""
-    return paired.compare(y, (decision.predict(E, a), decision.positive_score(E, a)),
-                          (decision.predict(E, b), decision.positive_score(E, b)), n_boot, seed)
+    return paired.compare(
+        y,
+        (decision.predict(E, a), decision.positive_score(E, a)),
+        (decision.predict(E, b), decision.positive_score(E, b)),
+        n_boot,
+        seed,
+    )
 
 
 def paired_table(E, y, task: str, n_draws_list, a: str = "vote", b: str = "mean", n_boot=1000, seed=0) -> pd.DataFrame:
     """Rule a - rule b at each N, on the same images and draws."""
-    return pd.DataFrame([{"task": task, "source": "all", "a": f"{a} N={k}", "b": f"{b} N={k}", "n_draws": k,
-                          "n_images": len(y), **compare_rules(E[:, :, :k], y, a, b, n_boot, seed)}
-                         for k in n_draws_list])
+    return pd.DataFrame(
+        [
+            {
+                "task": task,
+                "source": "all",
+                "a": f"{a} N={k}",
+                "b": f"{b} N={k}",
+                "n_draws": k,
+                "n_images": len(y),
+                **compare_rules(E[:, :, :k], y, a, b, n_boot, seed),
+            }
+            for k in n_draws_list
+        ]
+    )
 
 
 def predictions(E, y, task: str, split: str, seed: int, n_draws_list, sources=None) -> pd.DataFrame:
@@ -129,24 +204,50 @@ def predictions(E, y, task: str, split: str, seed: int, n_draws_list, sources=No
     for rule in decision.RULES:
         for k in n_draws_list:
             Ek = E[:, :, :k]
-            frames.append(pd.DataFrame({"task": task, "split": split, "image": np.arange(len(y)), "label": y,
-                                        "source": sources if sources is not None else "all",
-                                        "model": "diffusion-unet", "rule": rule, "n_draws": k, "seed": seed,
-                                        "prediction": decision.predict(Ek, rule),
-                                        "score": decision.positive_score(Ek, rule)}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "task": task,
+                        "split": split,
+                        "image": np.arange(len(y)),
+                        "label": y,
+                        "source": sources if sources is not None else "all",
+                        "model": "diffusion-unet",
+                        "rule": rule,
+                        "n_draws": k,
+                        "seed": seed,
+                        "prediction": decision.predict(Ek, rule),
+                        "score": decision.positive_score(Ek, rule),
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
 def baseline_predictions(proba, y, task: str, split: str, seed: int, sources=None) -> pd.DataFrame:
-    return pd.DataFrame({"task": task, "split": split, "image": np.arange(len(y)), "label": y,
-                         "source": sources if sources is not None else "all", "model": "resnet18", "rule": "softmax",
-                         "n_draws": 0, "seed": seed, "prediction": proba.argmax(1), "score": proba[:, 1]})
+    return pd.DataFrame(
+        {
+            "task": task,
+            "split": split,
+            "image": np.arange(len(y)),
+            "label": y,
+            "source": sources if sources is not None else "all",
+            "model": "resnet18",
+            "rule": "softmax",
+            "n_draws": 0,
+            "seed": seed,
+            "prediction": proba.argmax(1),
+            "score": proba[:, 1],
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- early stopping, replayed
 
-def early_stopping_table(E: np.ndarray, y: np.ndarray, task: str, split: str, round_size: int,
-                         alphas=(0.0001, 0.001, 0.01, 0.05)) -> pd.DataFrame:
+
+def early_stopping_table(
+    E: np.ndarray, y: np.ndarray, task: str, split: str, round_size: int, alphas=(0.0001, 0.001, 0.01, 0.05)
+) -> pd.DataFrame:
     """What stopping the vote early would have saved on stored full scores, and what it would have changed:
     UNet evaluations per image, the speed-up over the full K draws, and the images whose vote differs from the
     full vote (exact stopping: none by construction; sequential: a chance of at most alpha per image)."""
@@ -155,15 +256,32 @@ def early_stopping_table(E: np.ndarray, y: np.ndarray, task: str, split: str, ro
     for stopping, alpha in [("exact", 0.0)] + [("sequential", a) for a in alphas]:
         Es = decision.replay_early_stop(E, round_size, alpha)
         pred, evals = decision.predict_vote(Es), np.isfinite(Es).sum((1, 2)).mean()
-        rows.append({"task": task, "split": split, "stopping": stopping, "alpha": alpha, "round_size": round_size,
-                     "n_draws": E.shape[2], "n_images": len(E), "unet_evals_per_image": evals,
-                     "speedup": E.shape[1] * E.shape[2] / evals, "changed_vs_full_vote": int((pred != full).sum()),
-                     "vote_accuracy": float((pred == y).mean()), "full_vote_accuracy": float((full == y).mean())})
+        rows.append(
+            {
+                "task": task,
+                "split": split,
+                "stopping": stopping,
+                "alpha": alpha,
+                "round_size": round_size,
+                "n_draws": E.shape[2],
+                "n_images": len(E),
+                "unet_evals_per_image": evals,
+                "speedup": E.shape[1] * E.shape[2] / evals,
+                "changed_vs_full_vote": int((pred != full).sum()),
+                "vote_accuracy": float((pred == y).mean()),
+                "full_vote_accuracy": float((full == y).mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def select_stop_alpha(E_val: np.ndarray, y_val: np.ndarray, round_size: int, alphas=(0.0001, 0.001, 0.01, 0.05),
-                      max_changed_rate: float = 0.005) -> float:
+def select_stop_alpha(
+    E_val: np.ndarray,
+    y_val: np.ndarray,
+    round_size: int,
+    alphas=(0.0001, 0.001, 0.01, 0.05),
+    max_changed_rate: float = 0.005,
+) -> float:
     """The largest alpha whose sequential stopping, replayed on validation, changes at most max_changed_rate of the
     full votes (0, exact stopping, if none does): chosen on validation, read once on test."""
     t = early_stopping_table(E_val, y_val, "", "val", round_size, alphas)
@@ -171,8 +289,17 @@ def select_stop_alpha(E_val: np.ndarray, y_val: np.ndarray, round_size: int, alp
     return float(ok.alpha.max()) if len(ok) else 0.0
 
 
-def stopping_at_scale(E_val, y_val, E_test, y_test, task: str, n_draws_list, round_size: int,
-                      alphas=(0.0001, 0.001, 0.01, 0.05), max_changed_rate: float = 0.005) -> pd.DataFrame:
+def stopping_at_scale(
+    E_val,
+    y_val,
+    E_test,
+    y_test,
+    task: str,
+    n_draws_list,
+    round_size: int,
+    alphas=(0.0001, 0.001, 0.01, 0.05),
+    max_changed_rate: float = 0.005,
+) -> pd.DataFrame:
     """Sequential stopping at large N: per N (the first N draws), alpha selected on validation, then on test the UNet
     evaluations per image against the full N, the votes changed against the full vote, and accuracy and AUC of the
     stopped vote beside the full vote's."""
@@ -181,14 +308,26 @@ def stopping_at_scale(E_val, y_val, E_test, y_test, task: str, n_draws_list, rou
         alpha = select_stop_alpha(E_val[:, :, :k], y_val, round_size, alphas, max_changed_rate)
         full, Es = E_test[:, :, :k], decision.replay_early_stop(E_test[:, :, :k], round_size, alpha)
         evals, full_evals = float(np.isfinite(Es).sum((1, 2)).mean()), float(np.isfinite(full).sum((1, 2)).mean())
-        stopped, whole = (binary_metrics(y_test, decision.predict(e, "vote"), decision.positive_score(e, "vote"))
-                          for e in (Es, full))
-        rows.append({"task": task, "n_draws": k, "alpha_selected_on_val": alpha, "max_changed_rate": max_changed_rate,
-                     "n_images": len(y_test), "unet_evals_per_image": evals, "full_evals_per_image": full_evals,
-                     "fraction_of_full": evals / full_evals,
-                     "changed_vs_full_vote": int((decision.predict(Es, "vote") != decision.predict(full, "vote")).sum()),
-                     "accuracy": stopped["accuracy"], "full_accuracy": whole["accuracy"], "auc": stopped["auc"],
-                     "full_auc": whole["auc"]})
+        stopped, whole = (
+            binary_metrics(y_test, decision.predict(e, "vote"), decision.positive_score(e, "vote")) for e in (Es, full)
+        )
+        rows.append(
+            {
+                "task": task,
+                "n_draws": k,
+                "alpha_selected_on_val": alpha,
+                "max_changed_rate": max_changed_rate,
+                "n_images": len(y_test),
+                "unet_evals_per_image": evals,
+                "full_evals_per_image": full_evals,
+                "fraction_of_full": evals / full_evals,
+                "changed_vs_full_vote": int((decision.predict(Es, "vote") != decision.predict(full, "vote")).sum()),
+                "accuracy": stopped["accuracy"],
+                "full_accuracy": whole["accuracy"],
+                "auc": stopped["auc"],
+                "full_auc": whole["auc"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -196,14 +335,19 @@ def stopping_at_scale_verdict(row) -> str:
     """Generated sentence for one row of `stopping_at_scale`, against the target of at most a quarter of the
     evaluations with at most max_changed_rate of the votes changed."""
     met = row.fraction_of_full <= 0.25 and row.changed_vs_full_vote <= row.max_changed_rate * row.n_images
-    how = (f"sequential stopping at α = {row.alpha_selected_on_val:g} (the largest α changing ≤ "
-           f"{row.max_changed_rate:.1%} of the validation votes)" if row.alpha_selected_on_val > 0 else
-           f"exact stopping (no α changed ≤ {row.max_changed_rate:.1%} of the validation votes)")
-    return (f"**{row.task}**, N = {row.n_draws} (test, {row.n_images} images): {how} "
-            f"uses {row.unet_evals_per_image:.1f} of {row.full_evals_per_image:.0f} UNet evaluations per image "
-            f"({row.fraction_of_full:.1%}) and changes {row.changed_vs_full_vote} votes; accuracy {row.accuracy:.3f} vs "
-            f"{row.full_accuracy:.3f}, AUC {row.auc:.3f} vs {row.full_auc:.3f} with every draw. Target (≤ 25% of the "
-            f"evaluations, ≤ {row.max_changed_rate:.1%} changed): **{'met' if met else 'not met'}**.")
+    how = (
+        f"sequential stopping at α = {row.alpha_selected_on_val:g} (the largest α changing ≤ "
+        f"{row.max_changed_rate:.1%} of the validation votes)"
+        if row.alpha_selected_on_val > 0
+        else f"exact stopping (no α changed ≤ {row.max_changed_rate:.1%} of the validation votes)"
+    )
+    return (
+        f"**{row.task}**, N = {row.n_draws} (test, {row.n_images} images): {how} "
+        f"uses {row.unet_evals_per_image:.1f} of {row.full_evals_per_image:.0f} UNet evaluations per image "
+        f"({row.fraction_of_full:.1%}) and changes {row.changed_vs_full_vote} votes; accuracy {row.accuracy:.3f} vs "
+        f"{row.full_accuracy:.3f}, AUC {row.auc:.3f} vs {row.full_auc:.3f} with every draw. Target (≤ 25% of the "
+        f"evaluations, ≤ {row.max_changed_rate:.1%} changed): **{'met' if met else 'not met'}**."
+    )
 
 
 def early_stopping_verdict(table: pd.DataFrame, task: str, alpha: float) -> str:
@@ -212,23 +356,33 @@ def early_stopping_verdict(table: pd.DataFrame, task: str, alpha: float) -> str:
     ex = t[(t.stopping == "exact") & (t.split == "test")].iloc[0]
     seq = t[(t.stopping == "sequential") & np.isclose(t.alpha, alpha)].set_index("split")
     val, test = seq.loc["val"] if "val" in seq.index else None, seq.loc["test"]
-    return (f"**{task}** (K = {ex.n_draws}, test, {ex.n_images} images): exact stopping needs "
-            f"{ex.unet_evals_per_image:.1f} UNet evaluations per image instead of {ex.speedup * ex.unet_evals_per_image:.0f} "
-            f"({ex.speedup:.2f}x fewer, no vote changed); sequential stopping at α = {alpha:g} needs "
-            f"{test.unet_evals_per_image:.1f} ({test.speedup:.2f}x fewer) and changes {test.changed_vs_full_vote} of "
-            f"{test.n_images} votes" + (f" (validation: {val.speedup:.2f}x, {val.changed_vs_full_vote} of {val.n_images} changed)"
-                                         if val is not None else "")
-            + f"; vote accuracy {test.vote_accuracy:.3f} vs {test.full_vote_accuracy:.3f} with all draws.")
+    return (
+        f"**{task}** (K = {ex.n_draws}, test, {ex.n_images} images): exact stopping needs "
+        f"{ex.unet_evals_per_image:.1f} UNet evaluations per image instead of "
+        f"{ex.speedup * ex.unet_evals_per_image:.0f} "
+        f"({ex.speedup:.2f}x fewer, no vote changed); sequential stopping at α = {alpha:g} needs "
+        f"{test.unet_evals_per_image:.1f} ({test.speedup:.2f}x fewer) and changes {test.changed_vs_full_vote} of "
+        f"{test.n_images} votes"
+        + (
+            f" (validation: {val.speedup:.2f}x, {val.changed_vs_full_vote} of {val.n_images} changed)"
+            if val is not None
+            else ""
+        )
+        + f"; vote accuracy {test.vote_accuracy:.3f} vs {test.full_vote_accuracy:.3f} with all draws."
+    )
 
 
 # ----------------------------------------------------------------------------- generated verdicts
+
 
 def signal_phrase(row) -> str:
     """Whether a model carries any signal on this task: its AUC CI excludes 0.5."""
     if row.auc_ci_low > 0.5:
         return f"AUC {row.auc:.3f} (95% CI {row.auc_ci_low:.3f}-{row.auc_ci_high:.3f})"
-    return (f"AUC {row.auc:.3f} (95% CI {row.auc_ci_low:.3f}-{row.auc_ci_high:.3f}) — the CI contains 0.5: "
-            f"NO EVIDENCE of signal, so this row supports no claim")
+    return (
+        f"AUC {row.auc:.3f} (95% CI {row.auc_ci_low:.3f}-{row.auc_ci_high:.3f}) — the CI contains 0.5: "
+        f"NO EVIDENCE of signal, so this row supports no claim"
+    )
 
 
 def _ci(d, lo, hi) -> str:
@@ -247,25 +401,33 @@ def voting_verdict(pairs: pd.DataFrame, headline: pd.Series, task: str) -> str:
     """The paper's claim 2 at the N where it makes it: supported / contradicted / inconclusive / not testable."""
     t = pairs[pairs.task == task]
     if headline.auc_ci_low <= 0.5:
-        return (f"**{task}**: the voting claim is **not testable** here: the diffusion classifier's AUC CI contains 0.5 "
-                f"({headline.auc_ci_low:.3f}-{headline.auc_ci_high:.3f}).")
+        return (
+            f"**{task}**: the voting claim is **not testable** here: the diffusion classifier's AUC CI contains 0.5 "
+            f"({headline.auc_ci_low:.3f}-{headline.auc_ci_high:.3f})."
+        )
     at = t[t.n_draws == headline.n_draws]
     if headline.n_draws < PAPER_CLAIM_N or at.empty:
-        return (f"**{task}**: the voting claim is **not testable** here: the paper reports the vote's advantage from "
-                f"N = {PAPER_CLAIM_N} draws, and this run's headline N is {headline.n_draws}.")
+        return (
+            f"**{task}**: the voting claim is **not testable** here: the paper reports the vote's advantage from "
+            f"N = {PAPER_CLAIM_N} draws, and this run's headline N is {headline.n_draws}."
+        )
     r = at.iloc[0]
     lo, hi = r.accuracy_diff_ci_low, r.accuracy_diff_ci_high
     verdict = voting_outcome(headline.auc_ci_low, r.n_draws, lo, hi)
     if verdict == "inconclusive":
-        verdict += (f": the paired accuracy CI contains 0, and its half-width {(hi - lo) / 2:.3f} is larger than "
-                    f"the paper's own effect at N = {PAPER_CLAIM_N} (0.013)")
-    return (f"**{task}**: at N = {r.n_draws}, vote − mean accuracy {_ci(r.accuracy_diff, lo, hi)}, balanced accuracy "
-            f"{_ci(r.balanced_accuracy_diff, r.balanced_accuracy_diff_ci_low, r.balanced_accuracy_diff_ci_high)}, AUC "
-            f"{_ci(r.auc_diff, r.auc_diff_ci_low, r.auc_diff_ci_high)}; McNemar p = {r.mcnemar_p:.3g} "
-            f"({r.only_a_right} images only the vote gets right, {r.only_b_right} only the mean). "
-            f"The paper's voting claim (on accuracy) is **{verdict}** (paired bootstrap over {r.n_images} test images, one "
-            f"training seed and one draw seed). An AUC difference is not evidence for voting by itself: the vote's AUC "
-            f"ranks by vote share with mean-error tie-breaks, the mean rule's by an unweighted mean over all timesteps.")
+        verdict += (
+            f": the paired accuracy CI contains 0, and its half-width {(hi - lo) / 2:.3f} is larger than "
+            f"the paper's own effect at N = {PAPER_CLAIM_N} (0.013)"
+        )
+    return (
+        f"**{task}**: at N = {r.n_draws}, vote − mean accuracy {_ci(r.accuracy_diff, lo, hi)}, balanced accuracy "
+        f"{_ci(r.balanced_accuracy_diff, r.balanced_accuracy_diff_ci_low, r.balanced_accuracy_diff_ci_high)}, AUC "
+        f"{_ci(r.auc_diff, r.auc_diff_ci_low, r.auc_diff_ci_high)}; McNemar p = {r.mcnemar_p:.3g} "
+        f"({r.only_a_right} images only the vote gets right, {r.only_b_right} only the mean). "
+        f"The paper's voting claim (on accuracy) is **{verdict}** (paired bootstrap over {r.n_images} test images, one "
+        f"training seed and one draw seed). An AUC difference is not evidence for voting by itself: the vote's AUC "
+        f"ranks by vote share with mean-error tie-breaks, the mean rule's by an unweighted mean over all timesteps."
+    )
 
 
 def competitiveness_verdict(comparisons: pd.DataFrame, task: str) -> list[str]:
@@ -273,23 +435,37 @@ def competitiveness_verdict(comparisons: pd.DataFrame, task: str) -> list[str]:
     lines = []
     for r in comparisons[comparisons.task == task].itertuples():
         if min(r.a_auc_ci_low, r.b_auc_ci_low) <= 0.5:
-            lines.append(f"**{task}** ({r.source}, {r.n_images} test images): not testable — "
-                         f"{'the diffusion classifier' if r.a_auc_ci_low <= 0.5 else 'the ResNet-18'}'s AUC CI contains "
-                         f"0.5 (AUC difference {_ci(r.auc_diff, r.auc_diff_ci_low, r.auc_diff_ci_high)}).")
+            lines.append(
+                f"**{task}** ({r.source}, {r.n_images} test images): not testable — "
+                f"{'the diffusion classifier' if r.a_auc_ci_low <= 0.5 else 'the ResNet-18'}'s AUC CI contains "
+                f"0.5 (AUC difference {_ci(r.auc_diff, r.auc_diff_ci_low, r.auc_diff_ci_high)})."
+            )
             continue
         within = r.auc_diff_ci_low > -NONINFERIORITY_MARGIN
-        lines.append(f"**{task}** ({r.source}, {r.n_images} test images): {r.a} − ResNet-18: AUC "
-                     f"{_ci(r.auc_diff, r.auc_diff_ci_low, r.auc_diff_ci_high)}, balanced accuracy "
-                     f"{_ci(r.balanced_accuracy_diff, r.balanced_accuracy_diff_ci_low, r.balanced_accuracy_diff_ci_high)}; "
-                     f"accuracy {_ci(r.accuracy_diff, r.accuracy_diff_ci_low, r.accuracy_diff_ci_high)}, F1 "
-                     f"{_ci(r.f1_diff, r.f1_diff_ci_low, r.f1_diff_ci_high)}; McNemar p = {r.mcnemar_p:.3g}. "
-                     + ("The diffusion classifier's AUC is significantly lower (the CI excludes 0). "
-                        if r.auc_diff_ci_high < 0 else "")
-                     + (f"Its F1 (the paper's metric) is significantly {'lower' if r.f1_diff_ci_high < 0 else 'higher'} "
-                        f"at the default operating point (the two models' sensitivities differ). "
-                        if r.f1_diff_ci_high < 0 or r.f1_diff_ci_low > 0 else "")
-                     + (f"The AUC difference's CI lies above −{NONINFERIORITY_MARGIN}: non-inferior in AUC at the margin of "
-                        f"{NONINFERIORITY_MARGIN} (set before this run's test scores were computed)." if within else
-                        f"The AUC difference's CI reaches below −{NONINFERIORITY_MARGIN}: non-inferiority at the margin of "
-                        f"{NONINFERIORITY_MARGIN} AUC is not shown."))
+        lines.append(
+            f"**{task}** ({r.source}, {r.n_images} test images): {r.a} − ResNet-18: AUC "
+            f"{_ci(r.auc_diff, r.auc_diff_ci_low, r.auc_diff_ci_high)}, balanced accuracy "
+            f"{_ci(r.balanced_accuracy_diff, r.balanced_accuracy_diff_ci_low, r.balanced_accuracy_diff_ci_high)}; "
+            f"accuracy {_ci(r.accuracy_diff, r.accuracy_diff_ci_low, r.accuracy_diff_ci_high)}, F1 "
+            f"{_ci(r.f1_diff, r.f1_diff_ci_low, r.f1_diff_ci_high)}; McNemar p = {r.mcnemar_p:.3g}. "
+            + (
+                "The diffusion classifier's AUC is significantly lower (the CI excludes 0). "
+                if r.auc_diff_ci_high < 0
+                else ""
+            )
+            + (
+                f"Its F1 (the paper's metric) is significantly {'lower' if r.f1_diff_ci_high < 0 else 'higher'} "
+                f"at the default operating point (the two models' sensitivities differ). "
+                if r.f1_diff_ci_high < 0 or r.f1_diff_ci_low > 0
+                else ""
+            )
+            + (
+                f"The AUC difference's CI lies above −{NONINFERIORITY_MARGIN}: non-inferior in AUC at the margin of "
+                f"{NONINFERIORITY_MARGIN} (set before this run's test scores were computed)."
+                if within
+                else f"The AUC difference's CI reaches below −{NONINFERIORITY_MARGIN}: "
+                "non-inferiority at the margin of "
+                f"{NONINFERIORITY_MARGIN} AUC is not shown."
+            )
+        )
     return lines

@@ -5,6 +5,7 @@ class-balanced like the denoiser's (or the loss class-weighted); the kept epoch 
 criterion (class-balanced cross-entropy by default: with 30 positives in a val split, AUC picks noisy epochs) and
 training stops once it has not improved for `patience` epochs, never before `min_epochs`. Weights as safetensors.
 """
+
 import json
 from pathlib import Path
 
@@ -24,8 +25,13 @@ from .training import batch_indices
 
 def build_resnet18(in_channels: int, n_classes: int, resolution: int) -> torch.nn.Module:
     small = resolution <= 64
-    return resnet18(spatial_dims=2, n_input_channels=in_channels, num_classes=n_classes,
-                    conv1_t_size=3 if small else 7, conv1_t_stride=1 if small else 2)
+    return resnet18(
+        spatial_dims=2,
+        n_input_channels=in_channels,
+        num_classes=n_classes,
+        conv1_t_size=3 if small else 7,
+        conv1_t_stride=1 if small else 2,
+    )
 
 
 def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
@@ -36,7 +42,7 @@ def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) ->
     padded = F.pad(x, (max_shift,) * 4, mode="reflect")
     dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
     dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
 
 
 @torch.no_grad()
@@ -88,7 +94,7 @@ def train_baseline(cfg: dict, x_train, y_train, x_val, y_val, n_classes: int, ou
         model.train()
         losses = []
         for i in range(0, len(perm), b["batch_size"]):
-            idx = perm[i:i + b["batch_size"]]
+            idx = perm[i : i + b["batch_size"]]
             xb = augment(x_train[idx], g, cfg["data"]["hflip"], cfg["data"]["vflip"])
             xb = random_shift(xb, g, max(1, x_train.shape[-1] // 16)).to(device)
             with autocast(device, precision):
@@ -101,8 +107,9 @@ def train_baseline(cfg: dict, x_train, y_train, x_val, y_val, n_classes: int, ou
         p_val = predict_proba(model, x_val, device=device, precision=precision)
         auc = binary_metrics(y_val, p_val.argmax(1), p_val[:, 1])["auc"] if n_classes == 2 else np.nan
         val_loss = balanced_cross_entropy(p_val, y_val)
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
-                        "val_auc": float(auc)})
+        history.append(
+            {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_auc": float(auc)}
+        )
         criterion = val_loss if b["select_on"] == "val_loss" else -auc  # lower is better
         if criterion < best:
             best, wait = criterion, 0
@@ -126,5 +133,7 @@ def load_baseline(out_dir, model) -> torch.nn.Module:
     try:
         model.load_state_dict(load_file(str(path)))
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load baseline weights ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise CheckpointError(
+            f"{path}: cannot load baseline weights ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     return model.eval()

@@ -3,6 +3,7 @@
 Every checkpoint folder carries `checksums.json` (size and sha256 of each file), so a truncated, edited or swapped
 file is refused by name instead of being loaded. A folder being written is locked, so two processes never interleave.
 """
+
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ def unflatten_optimizer(tensors: dict, meta: dict) -> dict:
 
 # ----------------------------------------------------------------------------- checksums
 
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -51,8 +53,11 @@ def _sha256(path: Path) -> str:
 
 def _files(folder: Path) -> list[str]:
     """Files a checksum covers: everything below `folder` but the manifest itself and hidden files (.lock)."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    )
 
 
 def write_manifest(folder: Path):
@@ -70,7 +75,9 @@ def verify_manifest(folder: Path):
     try:
         files = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{folder / MANIFEST}: unreadable ({type(exc).__name__}); the checkpoint is damaged") from None
+        raise CheckpointError(
+            f"{folder / MANIFEST}: unreadable ({type(exc).__name__}); the checkpoint is damaged"
+        ) from None
     for rel, want in files.items():
         path = folder / rel
         if not path.exists():
@@ -82,11 +89,14 @@ def verify_manifest(folder: Path):
             raise CheckpointError(f"{path}: changed since the checkpoint was written (sha256 differs from {MANIFEST})")
     extra = [rel for rel in _files(folder) if rel not in files]
     if extra:
-        raise CheckpointError(f"{folder / extra[0]}: not part of the checkpoint as written ({len(extra)} such files); "
-                              f"remove them or copy the checkpoint again")
+        raise CheckpointError(
+            f"{folder / extra[0]}: not part of the checkpoint as written ({len(extra)} such files); "
+            f"remove them or copy the checkpoint again"
+        )
 
 
 # ----------------------------------------------------------------------------- atomic folders
+
 
 def recover(final: Path):
     """Finish an atomic_dir_write killed between its two renames: the previous checkpoint is complete in `.old`."""
@@ -135,11 +145,14 @@ def load_state(path: Path, optimizer: torch.optim.Optimizer) -> dict:
         meta = json.loads((path / "optimizer.json").read_text())
         optimizer.load_state_dict(unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), meta))
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot resume training state ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise CheckpointError(
+            f"{path}: cannot resume training state ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     return info
 
 
 # ----------------------------------------------------------------------------- locks
+
 
 @contextmanager
 def run_lock(folder: Path):
@@ -156,7 +169,9 @@ def run_lock(folder: Path):
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
-            raise CheckpointError(f"{folder}: in use by {holder}; wait for it to finish or use another folder") from None
+            raise CheckpointError(
+                f"{folder}: in use by {holder}; wait for it to finish or use another folder"
+            ) from None
         f.truncate(0)
         f.write(f"process {os.getpid()} on {socket.gethostname()}")
         f.flush()

@@ -16,6 +16,7 @@ Tasks
     isic2020           ISIC 2019/2020 layout: CSV `image_name,target` + JPEG folder, split 80/10/10 seeded
     chexpert           CheXpert CSV + images, one finding (default Pleural Effusion), frontal views
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,10 +46,14 @@ NEAR_DUPLICATES_CSV = "isic2017_near_duplicates.csv"
 
 # Official MedMNIST v2 files (28 px): zenodo record 10519652, md5 from medmnist's INFO table.
 MEDMNIST_FILES = {
-    "pneumoniamnist.npz": ("https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1",
-                           "md5:28209eda62fecd6e6a2d98b1501bb15f"),
-    "dermamnist.npz": ("https://zenodo.org/records/10519652/files/dermamnist.npz?download=1",
-                       "md5:0744692d530f8e62ec473284d019b0c7"),
+    "pneumoniamnist.npz": (
+        "https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1",
+        "md5:28209eda62fecd6e6a2d98b1501bb15f",
+    ),
+    "dermamnist.npz": (
+        "https://zenodo.org/records/10519652/files/dermamnist.npz?download=1",
+        "md5:0744692d530f8e62ec473284d019b0c7",
+    ),
 }
 
 
@@ -81,6 +86,7 @@ class TaskData:
 
 # ----------------------------------------------------------------------------- checks
 
+
 def _check_split(images, labels, n_classes, path, split) -> Split:
     """Validate one split and normalise it to images (N, H, W, C) uint8 and labels (N,) int64."""
     name = f"{path} [{split}]"
@@ -94,12 +100,18 @@ def _check_split(images, labels, n_classes, path, split) -> Split:
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim == 2:
-        raise DataError(f"{name}: labels have {labels.shape[1]} columns (one-hot or multi-label); "
-                        f"this task expects one class per image, shape (N,) or (N, 1)")
+        raise DataError(
+            f"{name}: labels have {labels.shape[1]} columns (one-hot or multi-label); "
+            f"this task expects one class per image, shape (N,) or (N, 1)"
+        )
     if labels.ndim != 1:
         raise DataError(f"{name}: labels must have shape (N,) or (N, 1), got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
-        if np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
+        if (
+            np.issubdtype(labels.dtype, np.floating)
+            and np.all(np.isfinite(labels))
+            and np.all(labels == np.round(labels))
+        ):
             labels = labels.astype(np.int64)
         else:
             raise DataError(f"{name}: labels must be integers, got {labels.dtype}")
@@ -109,7 +121,9 @@ def _check_split(images, labels, n_classes, path, split) -> Split:
         raise DataError(f"{name}: {len(images)} images but {len(labels)} labels")
     bad = (labels < 0) | (labels >= n_classes)
     if bad.any():
-        raise DataError(f"{name}: labels out of range [0, {n_classes - 1}]: found {sorted(set(labels[bad].tolist()))[:5]}")
+        raise DataError(
+            f"{name}: labels out of range [0, {n_classes - 1}]: found {sorted(set(labels[bad].tolist()))[:5]}"
+        )
     return Split(np.ascontiguousarray(images), labels.astype(np.int64))
 
 
@@ -119,9 +133,15 @@ def _require(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
-_MAGIC = ((b"\x93NUMPY", "a single .npy array, not an .npz archive"), (b"PK", "a zip archive (.zip, .xlsx, .npz)"),
-          (b"\x1f\x8b", "gzip-compressed data"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
-          (b"%PDF", "a PDF document"), (b"\x80", "a Python pickle"))
+_MAGIC = (
+    (b"\x93NUMPY", "a single .npy array, not an .npz archive"),
+    (b"PK", "a zip archive (.zip, .xlsx, .npz)"),
+    (b"\x1f\x8b", "gzip-compressed data"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x80", "a Python pickle"),
+)
 
 
 def _describe(path: Path) -> str:
@@ -146,11 +166,14 @@ def _check_unique_ids(ids, source: Path, where, seen: dict):
         if iid in seen:
             first_source, first = seen[iid]
             first = first if first_source == source else f"{first_source}: {first}"
-            raise DataError(f"{source}: {where(i)}: id {iid!r} repeats {first} (one row per image, no image in two splits)")
+            raise DataError(
+                f"{source}: {where(i)}: id {iid!r} repeats {first} (one row per image, no image in two splits)"
+            )
         seen[iid] = (source, where(i))
 
 
 # ----------------------------------------------------------------------------- npz (MedMNIST layout)
+
 
 def fetch_medmnist(filename: str, root: Path, download: bool = True) -> Path:
     """Return root/filename; if it is absent and `download`, fetch the official file (md5 checked) with pooch."""
@@ -164,8 +187,16 @@ def fetch_medmnist(filename: str, root: Path, download: bool = True) -> Path:
         url, known_hash = MEDMNIST_FILES[filename]
         try:
             root.mkdir(parents=True, exist_ok=True)
-            return Path(pooch.retrieve(url, known_hash, fname=filename, path=root, progressbar=True,
-                                       downloader=pooch.HTTPDownloader(timeout=30)))
+            return Path(
+                pooch.retrieve(
+                    url,
+                    known_hash,
+                    fname=filename,
+                    path=root,
+                    progressbar=True,
+                    downloader=pooch.HTTPDownloader(timeout=30),
+                )
+            )
         except Exception as exc:  # no internet, read-only root, bad hash: all end in the same advice
             raise DataError(f"{path}: missing and could not be downloaded ({type(exc).__name__}); {hint}") from None
     raise DataError(f"{path}: missing; {hint}")
@@ -187,8 +218,10 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
                 except ValueError as exc:
                     if "pickle" not in str(exc):
                         raise
-                    raise DataError(f"{path}: key {key!r} holds pickled Python objects, which are never loaded; "
-                                    f"store plain numeric or string arrays") from None
+                    raise DataError(
+                        f"{path}: key {key!r} holds pickled Python objects, which are never loaded; "
+                        f"store plain numeric or string arrays"
+                    ) from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: truncated or corrupt npz ({path.stat().st_size} bytes; {exc})") from None
     return arrays
@@ -227,9 +260,11 @@ def read_npz(path: Path, n_classes: int, label_map: dict[int, int] | None = None
 
 # ----------------------------------------------------------------------------- ground-truth CSVs
 
+
 @dataclass
 class Table:
     """A ground-truth CSV: its rows and, for messages, the file line each row came from."""
+
     path: Path
     columns: list[str]
     rows: list[dict]
@@ -252,9 +287,11 @@ def read_csv(path: Path, required: list[str] = ()) -> Table:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
-                        f"save it as UTF-8 CSV ({_describe(Path(path))})") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+            f"save it as UTF-8 CSV ({_describe(Path(path))})"
+        ) from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows, lines = [], []
     try:
@@ -300,8 +337,9 @@ def _check_one_class(table: Table, id_column: str, columns: list[str], default: 
     for i, n in enumerate(hot.sum(1)):
         if n > 1 or (n == 0 and default is None):
             marked = " and ".join(c for c, h in zip(present, hot[i]) if h) or f"none of {present}"
-            raise DataError(f"{table.at(i)}: image {table.rows[i][id_column]!r} is marked {marked}; "
-                            f"one class per image expected")
+            raise DataError(
+                f"{table.at(i)}: image {table.rows[i][id_column]!r} is marked {marked}; one class per image expected"
+            )
 
 
 def _ids(table: Table, column: str, seen: dict) -> list[str]:
@@ -330,6 +368,7 @@ def _check_images(table: Table, paths: list[Path], folder: Path, pattern: str, s
 
 # ----------------------------------------------------------------------------- decoded-image cache
 
+
 def _decode(path: Path, size: int, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as im:
@@ -355,8 +394,11 @@ def _what_changed(made: dict, settings: dict, files: list) -> str:
     if made_with != settings:
         return f"made with other decode settings {sorted(k for k in settings if made_with.get(k) != settings[k])}"
     old, new = {f[0]: f[1:] for f in made.get("files", [])}, {f[0]: f[1:] for f in files}
-    kinds = (([p for p in new if p in old and old[p] != new[p]], "changed"), ([p for p in new if p not in old], "new"),
-             ([p for p in old if p not in new], "no longer listed"))
+    kinds = (
+        ([p for p in new if p in old and old[p] != new[p]], "changed"),
+        ([p for p in new if p not in old], "new"),
+        ([p for p in old if p not in new], "no longer listed"),
+    )
     parts = [f"{len(ps)} {what} (first {Path(ps[0]).name})" for ps, what in kinds if ps]
     return "made from other images: " + ", ".join(parts) if parts else "made from the same images in another order"
 
@@ -398,6 +440,7 @@ def _cached_decode(key: str, paths: list[Path], size: int, mode: str = "RGB") ->
 
 # ----------------------------------------------------------------------------- folder layouts
 
+
 def read_isic2017(root: Path, size: int, strict: bool = False) -> dict[str, Split]:
     """ISIC 2017 Task 3a in the official layout: melanoma (1) vs nevus or seborrheic keratosis (0)."""
     folders = {"train": "Training", "val": "Validation", "test": "Test_v2"}
@@ -426,8 +469,12 @@ def isic2017_near_duplicates() -> list[tuple[str, str]]:
 
 
 def _subset(s: Split, keep: np.ndarray) -> Split:
-    return Split(s.images[keep], s.labels[keep], None if s.ids is None else s.ids[keep],
-                 None if s.sources is None else s.sources[keep])
+    return Split(
+        s.images[keep],
+        s.labels[keep],
+        None if s.ids is None else s.ids[keep],
+        None if s.sources is None else s.sources[keep],
+    )
 
 
 def drop_near_duplicates(splits: dict[str, Split], pairs) -> dict[str, int]:
@@ -453,8 +500,8 @@ def _seeded_split(n: int, labels: np.ndarray, seed: int, fractions=(0.8, 0.1, 0.
         n_train = int(round(fractions[0] * len(idx)))
         n_val = int(round(fractions[1] * len(idx)))
         out["train"] += idx[:n_train].tolist()
-        out["val"] += idx[n_train:n_train + n_val].tolist()
-        out["test"] += idx[n_train + n_val:].tolist()
+        out["val"] += idx[n_train : n_train + n_val].tolist()
+        out["test"] += idx[n_train + n_val :].tolist()
     return {s: np.sort(np.array(v, dtype=np.int64)) for s, v in out.items()}
 
 
@@ -472,12 +519,16 @@ def read_isic_csv(csv_path: Path, image_dir: Path, size: int, seed: int = 0, str
     if "benign_malignant" in table.columns:  # ISIC 2020 states the diagnosis twice; they must agree
         for i, r in enumerate(table.rows):
             if {"benign": 0, "malignant": 1}.get(r["benign_malignant"].strip().lower()) != labels[i]:
-                raise DataError(f"{table.at(i)}: {label_col} {labels[i]} contradicts benign_malignant {r['benign_malignant']!r}")
+                raise DataError(
+                    f"{table.at(i)}: {label_col} {labels[i]} contradicts benign_malignant {r['benign_malignant']!r}"
+                )
     paths = [Path(image_dir) / f"{iid}.jpg" for iid in ids]
     _check_images(table, paths, Path(image_dir), "*.jpg", strict)
     images = _cached_decode(f"isic_csv_{table.path.stem}", paths, size)
-    return {s: _check_split(images[idx], labels[idx], 2, table.path, s)
-            for s, idx in _seeded_split(len(ids), labels, seed).items()}
+    return {
+        s: _check_split(images[idx], labels[idx], 2, table.path, s)
+        for s, idx in _seeded_split(len(ids), labels, seed).items()
+    }
 
 
 def _chexpert_label(table: Table, i: int, column: str) -> float:
@@ -488,8 +539,15 @@ def _chexpert_label(table: Table, i: int, column: str) -> float:
     return 0.0 if np.isnan(v) else v
 
 
-def read_chexpert(root: Path, size: int, finding: str = "Pleural Effusion", uncertain: str = "drop",
-                  balance: bool = True, seed: int = 0, strict: bool = False) -> dict[str, Split]:
+def read_chexpert(
+    root: Path,
+    size: int,
+    finding: str = "Pleural Effusion",
+    uncertain: str = "drop",
+    balance: bool = True,
+    seed: int = 0,
+    strict: bool = False,
+) -> dict[str, Split]:
     """CheXpert (v1.0 or -small): frontal views, one finding as positive.
 
     Policy as in the paper (METHOD.md): uncertain (-1) labels are dropped (`uncertain='drop'`; 'zeros' and
@@ -524,8 +582,12 @@ def read_chexpert(root: Path, size: int, finding: str = "Pleural Effusion", unce
             rng = np.random.default_rng(seed)
             n = np.bincount(labels, minlength=2).min()
             idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=False) for c in (0, 1)]))
-        images = _cached_decode(f"chexpert_{target}_{finding.replace(' ', '_')}_{uncertain}_{int(balance)}",
-                                [paths[i] for i in idx], size, mode="L")
+        images = _cached_decode(
+            f"chexpert_{target}_{finding.replace(' ', '_')}_{uncertain}_{int(balance)}",
+            [paths[i] for i in idx],
+            size,
+            mode="L",
+        )
         out[target] = (images, labels[idx], table.path)
     images, labels, csv_path = out["train"]
     parts = _seeded_split(len(labels), labels, seed, fractions=(0.9, 0.1, 0.0))
@@ -537,11 +599,13 @@ def read_chexpert(root: Path, size: int, finding: str = "Pleural Effusion", unce
 
 # ----------------------------------------------------------------------------- registry
 
+
 @dataclass(frozen=True)
 class Task:
     """One entry of the task registry: everything a task needs, in one place.
 
     read(source, size, seed, strict, download) -> (splits, notes), where source = data root / `source`."""
+
     classes: tuple
     source: str  # file or folder under the data root
     read: Callable[..., tuple[dict, dict]]
@@ -551,6 +615,7 @@ class Task:
 def _read_medmnist(filename, label_map=None):
     def read(source, size, seed, strict, download):
         return read_npz(fetch_medmnist(filename, source.parent, download), 2, label_map=label_map), {}
+
     return read
 
 
@@ -572,16 +637,29 @@ def _read_chexpert(source, size, seed, strict, download):
 _SKIN = ("a dermoscopy image of a benign skin lesion", "a dermoscopy image of a melanoma")
 # A new dataset is one entry here (and its tests).
 TASKS: dict[str, Task] = {
-    "pneumonia": Task(("normal", "pneumonia"), "pneumoniamnist.npz", _read_medmnist("pneumoniamnist.npz"),
-                      ("a normal chest x-ray", "a chest x-ray with pneumonia")),
+    "pneumonia": Task(
+        ("normal", "pneumonia"),
+        "pneumoniamnist.npz",
+        _read_medmnist("pneumoniamnist.npz"),
+        ("a normal chest x-ray", "a chest x-ray with pneumonia"),
+    ),
     "melanoma": Task(("benign", "melanoma"), "isic2017", _read_isic2017, _SKIN),
-    "melanoma_balanced": Task(("benign", "melanoma"), "isic_melanoma_64.npz",
-                              lambda source, *_: (read_npz(source, 2), {}), _SKIN),
-    "dermamnist": Task(("nevus", "melanoma"), "dermamnist.npz", _read_medmnist("dermamnist.npz", {5: 0, 4: 1}),
-                       ("a dermoscopy image of a melanocytic nevus", "a dermoscopy image of a melanoma")),
+    "melanoma_balanced": Task(
+        ("benign", "melanoma"), "isic_melanoma_64.npz", lambda source, *_: (read_npz(source, 2), {}), _SKIN
+    ),
+    "dermamnist": Task(
+        ("nevus", "melanoma"),
+        "dermamnist.npz",
+        _read_medmnist("dermamnist.npz", {5: 0, 4: 1}),
+        ("a dermoscopy image of a melanocytic nevus", "a dermoscopy image of a melanoma"),
+    ),
     "isic2020": Task(("benign", "melanoma"), "isic2020", _read_isic2020, _SKIN),
-    "chexpert": Task(("negative", "pleural effusion"), "CheXpert-v1.0-small", _read_chexpert,
-                     ("a chest x-ray without pleural effusion", "a chest x-ray with pleural effusion")),
+    "chexpert": Task(
+        ("negative", "pleural effusion"),
+        "CheXpert-v1.0-small",
+        _read_chexpert,
+        ("a chest x-ray without pleural effusion", "a chest x-ray with pleural effusion"),
+    ),
 }
 
 
@@ -596,8 +674,9 @@ def task_source(task: str, root=None) -> Path:
     return data_root(root) / TASKS[check_task(task)].source
 
 
-def load_task(task: str, root=None, size: int = 64, download: bool = True, seed: int = 0,
-              strict: bool = False) -> TaskData:
+def load_task(
+    task: str, root=None, size: int = 64, download: bool = True, seed: int = 0, strict: bool = False
+) -> TaskData:
     """Load a task's train/val/test splits. `size` applies to folder layouts (decoded and cached once);
     npz layouts are returned at their stored size and resized by `preprocess`. `strict`: images in a folder that
     its ground truth does not list are an error, not a warning."""
@@ -610,6 +689,15 @@ def summary_table(data: TaskData) -> list[dict]:
     """Rows (task, split, class, count) for results/tables/data_summary.csv, plus the near-duplicates a reader
     dropped from the split (official ISIC 2017) where it dropped any."""
     dropped = data.notes.get("near_duplicates_dropped", {})
-    return [{"task": data.task, "split": split, "class": name, "label": c, "count": int(n),
-             **({"near_duplicates_dropped_from_split": int(dropped.get(split, 0))} if dropped else {})}
-            for split, s in data.splits.items() for c, (name, n) in enumerate(zip(data.class_names, s.counts(data.n_classes)))]
+    return [
+        {
+            "task": data.task,
+            "split": split,
+            "class": name,
+            "label": c,
+            "count": int(n),
+            **({"near_duplicates_dropped_from_split": int(dropped.get(split, 0))} if dropped else {}),
+        }
+        for split, s in data.splits.items()
+        for c, (name, n) in enumerate(zip(data.class_names, s.counts(data.n_classes)))
+    ]

@@ -5,8 +5,9 @@ majority vote (Favero et al.): every draw votes for its argmin class; most votes
     Tie rule (the paper's is unverified): among the classes tied on votes, the one with the lowest mean error
     wins; a tie on both goes to the lowest class index.
 """
+
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -69,6 +70,7 @@ def vote_scores(E: np.ndarray) -> np.ndarray:
 class Rule:
     """A decision rule over E: its prediction, its class scores (higher = more likely, for AUC and confidences)
     and whether the engine can stop drawing early for it."""
+
     predict: Callable[[np.ndarray], np.ndarray]
     class_scores: Callable[[np.ndarray], np.ndarray]
     early_stop: bool = False
@@ -78,8 +80,12 @@ class Rule:
 # The registry: a new rule is one entry here (and its tests); ablations, tables and notebooks iterate over it.
 RULES = {
     "mean": Rule(predict_mean, mean_scores, description="argmin of the mean error (Li et al. 2023)"),
-    "vote": Rule(predict_vote, vote_scores, early_stop=True,
-                 description="majority vote of the draws; score = vote share, ties by mean error (Favero et al.)"),
+    "vote": Rule(
+        predict_vote,
+        vote_scores,
+        early_stop=True,
+        description="majority vote of the draws; score = vote share, ties by mean error (Favero et al.)",
+    ),
 }
 
 

@@ -8,6 +8,7 @@
 Checkpoints are diffusers folders (config.json + safetensors) plus `denoiser.json` with the schedule and
 class names, and `checksums.json`: loading never unpickles, and refuses files changed since they were written.
 """
+
 import json
 from pathlib import Path
 
@@ -28,9 +29,15 @@ def build_unet(cfg: dict, in_channels: int, n_classes: int) -> UNet2DModel:
     down = tuple("AttnDownBlock2D" if i in attn else "DownBlock2D" for i in range(n))
     up = tuple("AttnUpBlock2D" if (n - 1 - i) in attn else "UpBlock2D" for i in range(n))
     return UNet2DModel(
-        sample_size=cfg["data"]["resolution"], in_channels=in_channels, out_channels=in_channels,
-        block_out_channels=tuple(u["block_out_channels"]), layers_per_block=u["layers_per_block"],
-        down_block_types=down, up_block_types=up, norm_num_groups=u["norm_num_groups"], dropout=u["dropout"],
+        sample_size=cfg["data"]["resolution"],
+        in_channels=in_channels,
+        out_channels=in_channels,
+        block_out_channels=tuple(u["block_out_channels"]),
+        layers_per_block=u["layers_per_block"],
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=u["norm_num_groups"],
+        dropout=u["dropout"],
         num_class_embeds=n_classes + 1,  # + the null label
     )
 
@@ -65,8 +72,12 @@ class Denoiser(torch.nn.Module):
     def save(self, path) -> Path:
         path = Path(path)
         self.unet.save_pretrained(path, safe_serialization=True)
-        meta = {"class_names": self.class_names, "cfg": {k: self.cfg[k] for k in ("data", "diffusion", "unet")},
-                "profile": self.cfg.get("profile"), "task": self.cfg.get("task")}
+        meta = {
+            "class_names": self.class_names,
+            "cfg": {k: self.cfg[k] for k in ("data", "diffusion", "unet")},
+            "profile": self.cfg.get("profile"),
+            "task": self.cfg.get("task"),
+        }
         (path / META_FILE).write_text(json.dumps(meta, indent=1))
         write_manifest(path)
         return path
@@ -82,11 +93,15 @@ class Denoiser(torch.nn.Module):
         try:
             weights = load_file(str(files[0]))
         except Exception as exc:
-            raise CheckpointError(f"{files[0]}: unreadable safetensors ({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise CheckpointError(
+                f"{files[0]}: unreadable safetensors ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
         try:
             self.unet.load_state_dict(weights)
         except Exception as exc:
-            raise CheckpointError(f"{path}: does not match this configuration ({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise CheckpointError(
+                f"{path}: does not match this configuration ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
         return self
 
     @classmethod

@@ -1,4 +1,5 @@
 """Device, precision and CPU thread choice, shared by training, scoring and the benchmarks."""
+
 import os
 
 import torch

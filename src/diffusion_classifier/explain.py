@@ -1,14 +1,15 @@
 """Explanations for free: the maps and counterfactuals themselves (how faithful they are: `faithfulness.py`).
 
-    error-difference map  D = mean over draws of (e_other - e_target) per pixel, for a target class (by default
-                          the predicted one): D > 0 where the target class explains the pixel better (evidence for
-                          it), D < 0 against it. Draws are the engine's own seeded (t, eps) draws.
-    counterfactuals       as in the authors' explain.py: noise the image to t (0.5), then guided ancestral sampling
-                          back to 0 towards each class (w = 4.5 in the paper); the paper's map is counterfactual
-                          minus input. The one-step x0 estimate under each class is shown beside it.
-    Grad-CAM              on the ResNet-18 baseline (MONAI), with a plain min-max post-processing: MONAI's default
-                          `default_normalizer` maps (min, max) to (1, 0) and so flips every map.
+error-difference map  D = mean over draws of (e_other - e_target) per pixel, for a target class (by default
+                      the predicted one): D > 0 where the target class explains the pixel better (evidence for
+                      it), D < 0 against it. Draws are the engine's own seeded (t, eps) draws.
+counterfactuals       as in the authors' explain.py: noise the image to t (0.5), then guided ancestral sampling
+                      back to 0 towards each class (w = 4.5 in the paper); the paper's map is counterfactual
+                      minus input. The one-step x0 estimate under each class is shown beside it.
+Grad-CAM              on the ResNet-18 baseline (MONAI), with a plain min-max post-processing: MONAI's default
+                      `default_normalizer` maps (min, max) to (1, 0) and so flips every map.
 """
+
 import numpy as np
 import torch
 
@@ -23,8 +24,16 @@ def draws_in_range(engine: ScoringEngine, image_ids, draws: range, t_min: float,
     return [[k for k in draws if t_min <= draw_time(engine.s, int(i), k) < t_max] or [draws[0]] for i in image_ids]
 
 
-def class_error_maps(engine: ScoringEngine, x: torch.Tensor, image_ids, n_classes: int, n_draws: int,
-                     t_min: float = 0.0, t_max: float = 1.0, first_draw: int = 0) -> np.ndarray:
+def class_error_maps(
+    engine: ScoringEngine,
+    x: torch.Tensor,
+    image_ids,
+    n_classes: int,
+    n_draws: int,
+    t_min: float = 0.0,
+    t_max: float = 1.0,
+    first_draw: int = 0,
+) -> np.ndarray:
     """(n, C, H, W) per-pixel squared eps error per class, averaged over the image's draws first_draw ...
     first_draw + n_draws - 1 whose time falls in [t_min, t_max). Disjoint draw ranges give independent maps."""
     z0 = engine.encode(x)
@@ -34,7 +43,7 @@ def class_error_maps(engine: ScoringEngine, x: torch.Tensor, image_ids, n_classe
     flat = engine.pixel_errors(z0, image_ids, ks, cs, reduce=False).numpy()
     out, pos = np.zeros((len(x), n_classes, *flat.shape[1:]), dtype=np.float32), 0
     for j, d in enumerate(draws):
-        block = flat[pos:pos + len(d) * n_classes].reshape(len(d), n_classes, *flat.shape[1:])
+        block = flat[pos : pos + len(d) * n_classes].reshape(len(d), n_classes, *flat.shape[1:])
         out[j] = block.mean(0)
         pos += len(d) * n_classes
     return out
@@ -72,7 +81,7 @@ def gradcam_maps(model: torch.nn.Module, x: torch.Tensor, class_idx=None, layer:
     for c in np.unique(class_idx):
         rows = np.flatnonzero(class_idx == c)
         for b in range(0, len(rows), 64):
-            part = rows[b:b + 64]
+            part = rows[b : b + 64]
             xb = x[part].clone().requires_grad_(True)
             with torch.enable_grad():
                 maps[part] = cam(xb, class_idx=int(c)).detach()[:, 0].float().cpu().numpy()
@@ -84,8 +93,16 @@ def random_maps(shape, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def counterfactuals(engine: ScoringEngine, x: torch.Tensor, image_ids, n_classes: int, t: float,
-                    steps: int = 0, guidance_w: float = 0.0, seed: int = 0) -> dict:
+def counterfactuals(
+    engine: ScoringEngine,
+    x: torch.Tensor,
+    image_ids,
+    n_classes: int,
+    t: float,
+    steps: int = 0,
+    guidance_w: float = 0.0,
+    seed: int = 0,
+) -> dict:
     """Reconstructions of each image towards each class from x_t at time t (noise = the image's draw 0).
     Returns arrays (n, C, channels, H, W) in [-1, 1]: 'one_step' (x0 estimate in one step, unguided) and, with
     steps > 0, 'guided' (ancestral sampling with guidance w, seeded: the authors' counterfactual)."""
@@ -113,6 +130,10 @@ def counterfactual_maps(x: np.ndarray, cf: np.ndarray, target: np.ndarray) -> np
 def pick_cases(y: np.ndarray, pred: np.ndarray, per_case: int, seed: int) -> dict:
     """Indices of true/false positives/negatives, `per_case` each, drawn by a seeded rule (not hand-picked)."""
     rng = np.random.default_rng(seed)
-    kinds = {"TP": (y == 1) & (pred == 1), "TN": (y == 0) & (pred == 0),
-             "FP": (y == 0) & (pred == 1), "FN": (y == 1) & (pred == 0)}
+    kinds = {
+        "TP": (y == 1) & (pred == 1),
+        "TN": (y == 0) & (pred == 0),
+        "FP": (y == 0) & (pred == 1),
+        "FN": (y == 1) & (pred == 0),
+    }
     return {k: np.sort(rng.choice(np.flatnonzero(m), min(per_case, m.sum()), replace=False)) for k, m in kinds.items()}

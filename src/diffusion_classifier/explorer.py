@@ -14,6 +14,7 @@ so a view at a table's settings reproduces its row to the last digit.
                         one static view at the profile's settings, so executed notebooks stay deterministic
     open_study          the explorer over a finished run, from any notebook or console
 """
+
 from __future__ import annotations
 
 import os
@@ -42,7 +43,7 @@ class StoredRun:
     cache: dict = field(default_factory=dict, repr=False)  # this run's uncertainty rows by (N, resamples, seed)
 
     @classmethod
-    def load(cls, p) -> "StoredRun":
+    def load(cls, p) -> StoredRun:
         """From a `study.prepare`d task whose notebooks 03 and 04 have run."""
         E, U, y, proba = {}, {}, {}, {}
         base = np.load(p.artifact("baseline_proba"))
@@ -73,13 +74,17 @@ class StoredRun:
 
 
 def parse_range(t_range: str) -> tuple[float, float]:
-    """"[0.33,0.67)" -> (0.33, 0.67)."""
+    """ "[0.33,0.67)" -> (0.33, 0.67)."""
     lo, hi = t_range.strip("[)").split(",")
     return float(lo), float(hi)
 
 
 def t_range_options(run: StoredRun) -> list[str]:
-    return [ablation.FULL_RANGE] + [ablation.fmt_range(lo, hi) for lo, hi in run.cfg["ablation"]["t_ranges"]] + [VAL_SELECTED]
+    return (
+        [ablation.FULL_RANGE]
+        + [ablation.fmt_range(lo, hi) for lo, hi in run.cfg["ablation"]["t_ranges"]]
+        + [VAL_SELECTED]
+    )
 
 
 def _bounds(run: StoredRun, rule: str, t_range: str) -> tuple[float, float]:
@@ -98,26 +103,43 @@ def _errors(run: StoredRun, rule: str, n_draws, t_range: str, source: str = "all
     idx = run.rows(source)
     E, U = run.E["test"][idx], run.U["test"][idx]
     if t_range == ablation.FULL_RANGE:
-        return E[:, :, :n_draws or run.n_draws], run.y["test"][idx]
+        return E[:, :, : n_draws or run.n_draws], run.y["test"][idx]
     lo, hi = _bounds(run, rule, t_range)
     return decision.restrict(E, U, lo, hi, n_draws), run.y["test"][idx]
 
 
-def classification_row(run: StoredRun, model: str = "diffusion-unet", rule: str = "vote", n_draws=None,
-                       t_range: str = ablation.FULL_RANGE, source: str = "all", n_boot: int = 1000,
-                       seed: int | None = None) -> dict:
+def classification_row(
+    run: StoredRun,
+    model: str = "diffusion-unet",
+    rule: str = "vote",
+    n_draws=None,
+    t_range: str = ablation.FULL_RANGE,
+    source: str = "all",
+    n_boot: int = 1000,
+    seed: int | None = None,
+) -> dict:
     """The metrics of classification.csv's row for these settings (n_draws None = all draws; seed None = the run's)."""
     seed = run.seed if seed is None else seed
     if model == "resnet18":
         idx = run.rows(source)
         p = run.proba["test"][idx]
-        return {"unet_evals_per_image": 0.0, **ablation.metrics_row(run.y["test"][idx], p.argmax(1), p[:, 1], n_boot, seed)}
+        return {
+            "unet_evals_per_image": 0.0,
+            **ablation.metrics_row(run.y["test"][idx], p.argmax(1), p[:, 1], n_boot, seed),
+        }
     E, y = _errors(run, rule, n_draws, t_range, source)
     return ablation.rule_row(E, y, rule, n_boot, seed)
 
 
-def paired_row(run: StoredRun, n_draws=None, t_range: str = ablation.FULL_RANGE, source: str = "all",
-               n_boot: int = 1000, seed: int | None = None, range_rule: str = "vote") -> dict:
+def paired_row(
+    run: StoredRun,
+    n_draws=None,
+    t_range: str = ablation.FULL_RANGE,
+    source: str = "all",
+    n_boot: int = 1000,
+    seed: int | None = None,
+    range_rule: str = "vote",
+) -> dict:
     """Vote - mean on the same images and draws (ablation_paired.csv's row at N for the full range). A range chosen
     on validation is range_rule's, used for both rules, so that they compare on the same draws."""
     seed = run.seed if seed is None else seed
@@ -125,14 +147,21 @@ def paired_row(run: StoredRun, n_draws=None, t_range: str = ablation.FULL_RANGE,
     return ablation.compare_rules(E, y, "vote", "mean", n_boot, seed)
 
 
-def early_stopping_row(run: StoredRun, n_draws=None, alpha: float = 0.001, split: str = "test",
-                       source: str = "all") -> dict:
+def early_stopping_row(
+    run: StoredRun, n_draws=None, alpha: float = 0.001, split: str = "test", source: str = "all"
+) -> dict:
     """early_stopping.csv's row: exact stopping for alpha = 0, else sequential at alpha, on the first n_draws (test
     images of one source, or all)."""
     idx = run.rows(source) if split == "test" else np.arange(len(run.y[split]))
-    E = run.E[split][idx][:, :, :n_draws or run.n_draws]
-    t = ablation.early_stopping_table(E, run.y[split][idx], run.task, split, run.cfg["scoring"]["early_stop_rounds"],
-                                      alphas=(alpha,) if alpha > 0 else ())
+    E = run.E[split][idx][:, :, : n_draws or run.n_draws]
+    t = ablation.early_stopping_table(
+        E,
+        run.y[split][idx],
+        run.task,
+        split,
+        run.cfg["scoring"]["early_stop_rounds"],
+        alphas=(alpha,) if alpha > 0 else (),
+    )
     return t[(t.stopping == "exact") if alpha == 0 else (t.stopping == "sequential")].iloc[0].to_dict()
 
 
@@ -143,8 +172,17 @@ def uncertainty_rows(run: StoredRun, n_draws=None, n_boot: int = 500, seed: int 
     seed = run.seed if seed is None else seed
     if (k, n_boot, seed) not in run.cache:
         run.cache[k, n_boot, seed] = uncertainty.evaluate(
-            run.task, run.E["val"][:, :, :k], run.y["val"], run.E["test"][:, :, :k], run.y["test"], run.proba["val"],
-            run.proba["test"], u["n_bins"], n_boot, seed)
+            run.task,
+            run.E["val"][:, :, :k],
+            run.y["val"],
+            run.E["test"][:, :, :k],
+            run.y["test"],
+            run.proba["val"],
+            run.proba["test"],
+            u["n_bins"],
+            n_boot,
+            seed,
+        )
     return run.cache[k, n_boot, seed]
 
 
@@ -159,9 +197,16 @@ def uncertainty_curves(run: StoredRun, n_draws=None) -> dict:
 def defaults(run: StoredRun) -> dict:
     """The profile's settings: the static view, and the controls' starting point."""
     rule = run.cfg["decision"]["rule"]
-    return {"rule": rule, "n_draws": run.n_draws, "t_range": ablation.FULL_RANGE, "source": "all",
-            "alpha": run.cfg["scoring"]["early_stop_alpha"], "score": SCORES[rule][0], "coverage": 0.8,
-            "n_boot": run.cfg["ablation"]["n_bootstrap"]}
+    return {
+        "rule": rule,
+        "n_draws": run.n_draws,
+        "t_range": ablation.FULL_RANGE,
+        "source": "all",
+        "alpha": run.cfg["scoring"]["early_stop_alpha"],
+        "score": SCORES[rule][0],
+        "coverage": 0.8,
+        "n_boot": run.cfg["ablation"]["n_bootstrap"],
+    }
 
 
 def view(run: StoredRun, rule, n_draws, t_range, source, alpha, score, coverage, n_boot, seed=None) -> pd.DataFrame:
@@ -172,8 +217,14 @@ def view(run: StoredRun, rule, n_draws, t_range, source, alpha, score, coverage,
     rows = []
 
     def add(name, d, key):
-        rows.append({"quantity": name, "value": d[key], "ci_low": d.get(f"{key}_ci_low", np.nan),
-                     "ci_high": d.get(f"{key}_ci_high", np.nan)})
+        rows.append(
+            {
+                "quantity": name,
+                "value": d[key],
+                "ci_low": d.get(f"{key}_ci_low", np.nan),
+                "ci_high": d.get(f"{key}_ci_high", np.nan),
+            }
+        )
 
     d = classification_row(run, "diffusion-unet", rule, n_draws, t_range, source, n_boot, seed)
     b = classification_row(run, "resnet18", source=source, n_boot=n_boot, seed=seed)
@@ -183,8 +234,16 @@ def view(run: StoredRun, rule, n_draws, t_range, source, alpha, score, coverage,
     add("diffusion unet_evals_per_image", d, "unet_evals_per_image")
     add("majority_rate", d, "majority_rate")
     if t_range == VAL_SELECTED:
-        rows.append({"quantity": "timesteps chosen on validation for the {} rule: [{:.2f},{:.2f})".format(
-            rule, *_bounds(run, rule, t_range)), "value": np.nan, "ci_low": np.nan, "ci_high": np.nan})
+        rows.append(
+            {
+                "quantity": "timesteps chosen on validation for the {} rule: [{:.2f},{:.2f})".format(
+                    rule, *_bounds(run, rule, t_range)
+                ),
+                "value": np.nan,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+            }
+        )
     pr = paired_row(run, n_draws, t_range, source, n_boot, seed, range_rule=rule)
     for m in ("accuracy", "auc"):
         add(f"vote - mean {m}", pr, f"{m}_diff")
@@ -200,9 +259,14 @@ def view(run: StoredRun, rule, n_draws, t_range, source, alpha, score, coverage,
             for m in ("error_auroc", "e_aurc", "ece_calibrated"):
                 add(f"{model} {name} {m}", r, m)
             unc, correct, _, _ = curves[(model, name)]
-            rows.append({"quantity": f"{model} {name} accuracy at {coverage:.0%} coverage",
-                         "value": uncertainty.accuracy_at_coverage(unc, correct, coverage), "ci_low": np.nan,
-                         "ci_high": np.nan})
+            rows.append(
+                {
+                    "quantity": f"{model} {name} accuracy at {coverage:.0%} coverage",
+                    "value": uncertainty.accuracy_at_coverage(unc, correct, coverage),
+                    "ci_low": np.nan,
+                    "ci_high": np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -219,7 +283,10 @@ def view_figure(run: StoredRun, rule, n_draws, t_range, source, score, coverage)
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     E, y = _errors(run, rule, n_draws, t_range, source)
     p = run.proba["test"][run.rows(source)]
-    for label, (yy, s) in {f"diffusion, {rule}": (y, decision.positive_score(E, rule)), "ResNet-18": (y, p[:, 1])}.items():
+    for label, (yy, s) in {
+        f"diffusion, {rule}": (y, decision.positive_score(E, rule)),
+        "ResNet-18": (y, p[:, 1]),
+    }.items():
         fpr, tpr, _ = roc_curve(yy, s)
         axes[0].plot(fpr, tpr, label=label)
     axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
@@ -274,7 +341,9 @@ def open_study(profile: str = "cpu", tasks=None, data_root=None, seed: int = 0, 
     `from diffusion_classifier import explorer; explorer.open_study("cpu")`."""
     from . import profiles, study
 
-    show({t: StoredRun.load(study.prepare(t, profile, data_root, seed)) for t in (tasks or profiles.DEFAULT_TASKS)}, live)
+    show(
+        {t: StoredRun.load(study.prepare(t, profile, data_root, seed)) for t in (tasks or profiles.DEFAULT_TASKS)}, live
+    )
 
 
 def _widget(runs: dict):
@@ -292,13 +361,22 @@ def _widget(runs: dict):
         "n_draws": w.Dropdown(options=[], description="draws N", style=style),
         "t_range": w.Dropdown(options=t_range_options(run), description="timesteps", style=style),
         "source": w.Dropdown(options=run.test_sources(), description="source", style=style),
-        "alpha": w.Dropdown(options=[(f"{a:g}" if a else "exact", a) for a in alphas], value=s["alpha"],
-                            description="early-stop α", style=style),
+        "alpha": w.Dropdown(
+            options=[(f"{a:g}" if a else "exact", a) for a in alphas],
+            value=s["alpha"],
+            description="early-stop α",
+            style=style,
+        ),
         "score": w.Dropdown(options=SCORES[s["rule"]], description="uncertainty score", style=style),
-        "coverage": w.FloatSlider(value=0.8, min=0.5, max=1.0, step=0.05, description="coverage", style=style,
-                                  continuous_update=False),
-        "n_boot": w.Dropdown(options=[("no CIs", 0), ("200", 200), (str(s["n_boot"]), s["n_boot"])], value=s["n_boot"],
-                             description="bootstrap", style=style),
+        "coverage": w.FloatSlider(
+            value=0.8, min=0.5, max=1.0, step=0.05, description="coverage", style=style, continuous_update=False
+        ),
+        "n_boot": w.Dropdown(
+            options=[("no CIs", 0), ("200", 200), (str(s["n_boot"]), s["n_boot"])],
+            value=s["n_boot"],
+            description="bootstrap",
+            style=style,
+        ),
     }
     out, timing = w.Output(), w.HTML()
     busy, views = [False], [0]  # busy: while one change resets other controls, their own events must not redraw
@@ -319,8 +397,9 @@ def _widget(runs: dict):
             plt.show()
             plt.close(fig)
         views[0] += 1
-        timing.value = (f"<span id='dc-explorer-timing'>view {views[0]}: updated in "
-                        f"{time.perf_counter() - start:.2f} s</span>")
+        timing.value = (
+            f"<span id='dc-explorer-timing'>view {views[0]}: updated in {time.perf_counter() - start:.2f} s</span>"
+        )
 
     def reset(change=None):
         """A task or rule change resets the controls that depend on it, then redraws once."""
@@ -340,5 +419,13 @@ def _widget(runs: dict):
     for k, ctl in c.items():
         ctl.observe(reset if k in ("task", "rule") else refresh, names="value")
     refresh()
-    display(w.VBox([w.HBox([c["task"], c["rule"], c["n_draws"], c["t_range"], c["source"]]),
-                    w.HBox([c["alpha"], c["score"], c["coverage"], c["n_boot"]]), timing, out]))
+    display(
+        w.VBox(
+            [
+                w.HBox([c["task"], c["rule"], c["n_draws"], c["t_range"], c["source"]]),
+                w.HBox([c["alpha"], c["score"], c["coverage"], c["n_boot"]]),
+                timing,
+                out,
+            ]
+        )
+    )

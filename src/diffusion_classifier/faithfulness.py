@@ -27,17 +27,18 @@ Sanity checks (Adebayo et al. 2018): cascading randomisation re-initialises the 
 down, one stage at a time, and reports the Spearman correlation of |map| with the trained model's |map| (it must
 fall); test-retest correlates two diffusion maps made from disjoint draws (noise maps correlate little).
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from . import decision, explain
+from . import decision
 from .metrics import bootstrap
 from .scoring import ScoringEngine
 
@@ -67,6 +68,7 @@ def diffusion_judge(engine: ScoringEngine, x: torch.Tensor, n_classes: int) -> J
         own = m[ids, target]
         m[ids, target] = np.inf
         return m.min(1) - own
+
     return Judge("diffusion", score, target)
 
 
@@ -84,10 +86,12 @@ def resnet_judge(model: torch.nn.Module, x: torch.Tensor) -> Judge:
         own = z[ids, target].copy()
         z[ids, target] = -np.inf
         return own - z.max(1)
+
     return Judge("resnet18", score, target)
 
 
 # ----------------------------------------------------------------------------- perturbation curves
+
 
 def fill_images(x: torch.Tensor, kind: str, sigma: float) -> torch.Tensor:
     if kind == "grey":
@@ -110,8 +114,17 @@ def patch_ranks(saliency: np.ndarray, patch: int, seed: int) -> np.ndarray:
     return ranks.reshape(n, h // patch, w // patch)
 
 
-def perturbation_curve(score_fn, x: torch.Tensor, fill: torch.Tensor, saliency: np.ndarray, steps: int, mode: str,
-                       patch: int = 1, seed: int = 0, ends: tuple | None = None) -> np.ndarray:
+def perturbation_curve(
+    score_fn,
+    x: torch.Tensor,
+    fill: torch.Tensor,
+    saliency: np.ndarray,
+    steps: int,
+    mode: str,
+    patch: int = 1,
+    seed: int = 0,
+    ends: tuple | None = None,
+) -> np.ndarray:
     """Scores (n, steps + 1) as the most salient patches are deleted (mode 'deletion': replaced by `fill`) or
     inserted (mode 'insertion': into `fill`), a fraction 0, 1/steps, ..., 1 of the patches at a time.
     `ends` = (score of x, score of fill) saves re-scoring the endpoints, which no map changes."""
@@ -154,9 +167,19 @@ def paired_summary(a: np.ndarray, b: np.ndarray | None, n_boot: int, seed: int) 
     return {"value": float(d.mean()), "ci_low": ci[0], "ci_high": ci[1]}
 
 
-def faithfulness_rows(judges: list, maps_for: Callable, x: torch.Tensor, fills: dict, steps: int, patch: int,
-                      n_boot: int, seed: int, reference: str = "random", rivals: dict | None = None,
-                      own_judge: dict | None = None) -> tuple:
+def faithfulness_rows(
+    judges: list,
+    maps_for: Callable,
+    x: torch.Tensor,
+    fills: dict,
+    steps: int,
+    patch: int,
+    n_boot: int,
+    seed: int,
+    reference: str = "random",
+    rivals: dict | None = None,
+    own_judge: dict | None = None,
+) -> tuple:
     """Long-format rows: per judge, fill, mode and method the normalised AUC, and the paired differences to the
     `reference` map (random) and to each method's rival (`rivals[method]`, e.g. Grad-CAM for the diffusion map).
     `maps_for(judge) -> {method: (n, H, W)}` gives the maps for the judge's targets; `fills[judge.name]` lists its
@@ -170,29 +193,60 @@ def faithfulness_rows(judges: list, maps_for: Callable, x: torch.Tensor, fills: 
             ends = (judge.score(x), judge.score(fill))
             gap = paired_summary(ends[0], ends[1], n_boot, seed)
             interpretable = bool(gap["ci_low"] > 0)
-            rows.append({"judge": judge.name, "fill": fill_kind, "method": "(all)", "measure": "score_gap",
-                         "n_images": len(x), "interpretable": interpretable, **gap})
+            rows.append(
+                {
+                    "judge": judge.name,
+                    "fill": fill_kind,
+                    "method": "(all)",
+                    "measure": "score_gap",
+                    "n_images": len(x),
+                    "interpretable": interpretable,
+                    **gap,
+                }
+            )
             for mode in ("deletion", "insertion"):
                 auc = {}
                 for method, saliency in maps.items():
-                    c = normalise(perturbation_curve(judge.score, x, fill, saliency, steps, mode, patch, seed, ends),
-                                  *ends)
+                    c = normalise(
+                        perturbation_curve(judge.score, x, fill, saliency, steps, mode, patch, seed, ends), *ends
+                    )
                     auc[method] = curve_auc(c)
                     mean_curves[(judge.name, fill_kind, mode, method)] = c.mean(0)
                 for method in maps:
-                    relation = "" if method not in (own_judge or {}) else \
-                        "own model" if own_judge[method] == judge.name else "other model"
-                    base = {"judge": judge.name, "fill": fill_kind, "mode": mode, "method": method,
-                            "judge_relation": relation, "n_images": len(x), "interpretable": interpretable}
-                    rows.append({**base, "measure": "normalised_auc", **paired_summary(auc[method], None, n_boot, seed)})
+                    relation = (
+                        ""
+                        if method not in (own_judge or {})
+                        else "own model"
+                        if own_judge[method] == judge.name
+                        else "other model"
+                    )
+                    base = {
+                        "judge": judge.name,
+                        "fill": fill_kind,
+                        "mode": mode,
+                        "method": method,
+                        "judge_relation": relation,
+                        "n_images": len(x),
+                        "interpretable": interpretable,
+                    }
+                    rows.append(
+                        {**base, "measure": "normalised_auc", **paired_summary(auc[method], None, n_boot, seed)}
+                    )
                     for other, label in ((reference, "minus_random"), ((rivals or {}).get(method), "minus_rival")):
                         if other is not None and other != method and other in auc:
-                            rows.append({**base, "measure": f"auc_{label}", "versus": other,
-                                         **paired_summary(auc[method], auc[other], n_boot, seed)})
+                            rows.append(
+                                {
+                                    **base,
+                                    "measure": f"auc_{label}",
+                                    "versus": other,
+                                    **paired_summary(auc[method], auc[other], n_boot, seed),
+                                }
+                            )
     return rows, mean_curves
 
 
 # ----------------------------------------------------------------------------- sanity checks
+
 
 def spearman_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman rank correlation of each pair of maps (NaN where a map is constant: callers count those)."""
@@ -217,18 +271,24 @@ def unet_stages(unet) -> list[tuple[str, list]]:
     stages += [(f"up_blocks.{i}", [b]) for i, b in reversed(list(enumerate(unet.up_blocks)))]
     stages += [("mid_block", [unet.mid_block])]
     stages += [(f"down_blocks.{i}", [b]) for i, b in reversed(list(enumerate(unet.down_blocks)))]
-    embeddings = [m for m in (unet.conv_in, unet.time_embedding, getattr(unet, "class_embedding", None)) if m is not None]
+    embeddings = [
+        m for m in (unet.conv_in, unet.time_embedding, getattr(unet, "class_embedding", None)) if m is not None
+    ]
     return stages + [("input+embeddings", embeddings)]
 
 
 def resnet_stages(resnet) -> list[tuple[str, list]]:
     """MONAI ResNet from the output down to the input."""
-    return [("fc", [resnet.fc])] + [(name, [getattr(resnet, name)]) for name in ("layer4", "layer3", "layer2", "layer1")] \
+    return (
+        [("fc", [resnet.fc])]
+        + [(name, [getattr(resnet, name)]) for name in ("layer4", "layer3", "layer2", "layer1")]
         + [("stem", [resnet.conv1, resnet.bn1])]
+    )
 
 
-def cascading_randomisation(model: torch.nn.Module, stages_of: Callable, map_fn: Callable, trained: np.ndarray,
-                            seed: int) -> list[dict]:
+def cascading_randomisation(
+    model: torch.nn.Module, stages_of: Callable, map_fn: Callable, trained: np.ndarray, seed: int
+) -> list[dict]:
     """Re-initialise `stages_of(copy)` cumulatively from the top; after each stage, the per-image Spearman of
     |map_fn(copy)| against |trained|. Rows: stage index, stage name, per-image correlations."""
     randomised = copy.deepcopy(model)
@@ -247,10 +307,15 @@ def flip_rates(pred_original: np.ndarray, pred_counterfactual: np.ndarray, n_cla
     rows = []
     for c in range(n_classes):
         away, towards = pred_original != c, pred_original == c
-        rows.append({"target": c, "flip_rate": float((pred_counterfactual[away, c] == c).mean()) if away.any() else np.nan,
-                     "n_flip": int(away.sum()),
-                     "keep_rate": float((pred_counterfactual[towards, c] == c).mean()) if towards.any() else np.nan,
-                     "n_keep": int(towards.sum())})
+        rows.append(
+            {
+                "target": c,
+                "flip_rate": float((pred_counterfactual[away, c] == c).mean()) if away.any() else np.nan,
+                "n_flip": int(away.sum()),
+                "keep_rate": float((pred_counterfactual[towards, c] == c).mean()) if towards.any() else np.nan,
+                "n_keep": int(towards.sum()),
+            }
+        )
     return rows
 
 

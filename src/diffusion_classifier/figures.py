@@ -1,6 +1,6 @@
 """Figure helpers: one style, saved as PNG under results/figures and shown inline."""
-import matplotlib
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
@@ -52,10 +52,24 @@ def intensity_distributions(data):
     s = data.splits["train"]
     means = s.images.reshape(len(s), -1, s.images.shape[-1]).mean(1)
     chans = ["grey"] if means.shape[1] == 1 else ["red", "green", "blue"]
-    df = pd.DataFrame([{"class": data.class_names[l], "channel": chans[c], "mean intensity": m[c]}
-                       for l, m in zip(s.labels, means) for c in range(len(chans))])
-    g = sns.displot(df, x="mean intensity", hue="class", col="channel", kind="kde", common_norm=False,
-                    height=2.6, aspect=1.2, fill=True)
+    df = pd.DataFrame(
+        [
+            {"class": data.class_names[label], "channel": chans[c], "mean intensity": m[c]}
+            for label, m in zip(s.labels, means)
+            for c in range(len(chans))
+        ]
+    )
+    g = sns.displot(
+        df,
+        x="mean intensity",
+        hue="class",
+        col="channel",
+        kind="kde",
+        common_norm=False,
+        height=2.6,
+        aspect=1.2,
+        fill=True,
+    )
     g.fig.suptitle(f"{data.task}: mean intensity per training image", y=1.05)
     return g.fig
 
@@ -93,8 +107,9 @@ def voting_vs_draws(table, pairs, task: str):
     paired vote - mean accuracy difference with its CI, and the paper's CheXpert curves (other data) for shape."""
     from .reference import PAPER_N, PAPER_VOTE_CURVES
 
-    t = table[(table.task == task) & (table.source == "all") & (table.t_range == "[0.00,1.00)")
-              & (table.model != "resnet18")]
+    t = table[
+        (table.task == task) & (table.source == "all") & (table.t_range == "[0.00,1.00)") & (table.model != "resnet18")
+    ]
     base = table[(table.task == task) & (table.model == "resnet18") & (table.source == "all")]
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.4))
     ticks = sorted(t.n_draws.unique())
@@ -137,7 +152,6 @@ def explanation_panel(x, diff_maps, cams, cf, case_of, class_names, title, cf_ma
     """One row per image: input; error-difference map (ours); counterfactual - input towards the other class (the
     paper's map); Grad-CAM of the ResNet; the one-step x0 estimate and the guided counterfactual under each class.
     cams, cf_maps and cf["guided"] are optional."""
-    C = len(class_names)
     overlays = [("error diff. (ours)", diff_maps, "RdBu_r")]
     if cf_maps is not None:
         overlays.append(("CF - input (paper)", cf_maps, "PuOr_r"))
@@ -176,8 +190,11 @@ def perturbation_curves(curves: dict, title: str):
         ax.plot(np.linspace(0, 1, len(c)), c, "o-", ms=2, label=method)
     for r, (judge, fill) in enumerate(panels):
         for k, mode in enumerate(("deletion", "insertion")):
-            axes[r, k].set(xlabel=f"fraction of patches {'removed' if mode == 'deletion' else 'inserted'}",
-                           ylabel="normalised score", title=f"{judge} judge, {fill} fill: {mode}")
+            axes[r, k].set(
+                xlabel=f"fraction of patches {'removed' if mode == 'deletion' else 'inserted'}",
+                ylabel="normalised score",
+                title=f"{judge} judge, {fill} fill: {mode}",
+            )
             axes[r, k].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -234,8 +251,11 @@ def accuracy_vs_removed(df, task: str):
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for (model, score), g in df.groupby(["model", "score"], sort=False):
         ax.plot(100 * g.removed, g.accuracy, "o-", ms=3, label=f"{model}: {score}")
-    ax.set(xlabel="most uncertain test predictions removed (%)", ylabel="accuracy of the rest",
-           title=f"{task}: accuracy vs removed")
+    ax.set(
+        xlabel="most uncertain test predictions removed (%)",
+        ylabel="accuracy of the rest",
+        title=f"{task}: accuracy vs removed",
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -243,8 +263,11 @@ def accuracy_vs_removed(df, task: str):
 
 def uncertainty_vs_draws(df, task: str):
     fig, axes = plt.subplots(1, 3, figsize=(10, 3))
-    for ax, col, label in zip(axes, ("error_auroc", "mean_vote_fraction", "acc_at_80_coverage"),
-                              ("error-detection AUROC", "mean winning vote share", "accuracy at 80% coverage")):
+    for ax, col, label in zip(
+        axes,
+        ("error_auroc", "mean_vote_fraction", "acc_at_80_coverage"),
+        ("error-detection AUROC", "mean winning vote share", "accuracy at 80% coverage"),
+    ):
         ax.plot(df.n_draws, df[col], "o-")
         if f"{col}_ci_low" in df:
             ax.fill_between(df.n_draws, df[f"{col}_ci_low"], df[f"{col}_ci_high"], alpha=0.2)
@@ -257,11 +280,15 @@ def uncertainty_vs_draws(df, task: str):
 
 def early_stopping(table):
     """Speed-up of early stopping against the share of images whose vote changes, per task and split."""
-    t = table.assign(rule=[("exact" if s == "exact" else f"α={a:g}") for s, a in zip(table.stopping, table.alpha)],
-                     changed=100 * table.changed_vs_full_vote / table.n_images)
+    t = table.assign(
+        rule=[("exact" if s == "exact" else f"α={a:g}") for s, a in zip(table.stopping, table.alpha)],
+        changed=100 * table.changed_vs_full_vote / table.n_images,
+    )
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for ax, y, label in [(axes[0], "speedup", "fewer UNet evaluations (x)"),
-                         (axes[1], "changed", "images whose vote changes (%)")]:
+    for ax, y, label in [
+        (axes[0], "speedup", "fewer UNet evaluations (x)"),
+        (axes[1], "changed", "images whose vote changes (%)"),
+    ]:
         sns.barplot(t, x="rule", y=y, hue=(t.task + " " + t.split).rename("task, split"), ax=ax)
         ax.set(xlabel="stopping rule", ylabel=label)
     axes[0].axhline(2, ls="--", c="grey", lw=1)
@@ -274,16 +301,21 @@ def seed_spread(runs, task: str):
     """Notebook 09: each run's headline AUC and paired vote - mean accuracy (95% CIs over test images), grouped by
     the source of variance that changes between runs (draw replicates, training seeds)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.4))
-    labels = [f"{'draws' if r.variance_source == 'draws' else 'train'} {r.draw_replicate if r.variance_source == 'draws' else r.training_seed}"
-              for r in runs.itertuples()]
+    labels = [
+        f"draws {r.draw_replicate}" if r.variance_source == "draws" else f"train {r.training_seed}"
+        for r in runs.itertuples()
+    ]
     colors = ["C0" if s == "draws" else "C1" for s in runs.variance_source]
-    for ax, m, title in zip(axes, ("auc", "vote_minus_mean_accuracy", "minus_resnet_auc"),
-                            ("headline AUC", "vote - mean accuracy (paired)", "diffusion - ResNet-18 AUC (paired)")):
+    for ax, m, title in zip(
+        axes,
+        ("auc", "vote_minus_mean_accuracy", "minus_resnet_auc"),
+        ("headline AUC", "vote - mean accuracy (paired)", "diffusion - ResNet-18 AUC (paired)"),
+    ):
         x = np.arange(len(runs))
         v = runs[m].to_numpy(float)
         err = np.abs(np.vstack([v - runs[f"{m}_ci_low"], runs[f"{m}_ci_high"] - v]))
         for i in x:
-            ax.errorbar(i, v[i], yerr=err[:, i:i + 1], fmt="o", color=colors[i], capsize=3)
+            ax.errorbar(i, v[i], yerr=err[:, i : i + 1], fmt="o", color=colors[i], capsize=3)
         if m != "auc":
             ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)

@@ -6,6 +6,7 @@ conditioning: a prompt embedding through cross-attention instead of a class embe
 null label. Weights come from a local folder (diffusers layout: vae/ unet/ text_encoder/ tokenizer/ scheduler/),
 never from a hub. Fine-tuning trains LoRA adapters (peft) or the full UNet with the same training loop.
 """
+
 from pathlib import Path
 
 import torch
@@ -31,8 +32,10 @@ def prompts_for(task: str, class_names) -> list[str]:
 def check_weights(path) -> Path:
     path = Path(path) if path else None
     if path is None or not path.exists():
-        raise CheckpointError(f"{path}: Stable Diffusion folder not found (set sd_weights / SD_WEIGHTS to a local "
-                              f"diffusers-format folder, e.g. a saved stable-diffusion-v1-5)")
+        raise CheckpointError(
+            f"{path}: Stable Diffusion folder not found (set sd_weights / SD_WEIGHTS to a local "
+            f"diffusers-format folder, e.g. a saved stable-diffusion-v1-5)"
+        )
     missing = [c for c in COMPONENTS if not (path / c).is_dir()]
     if missing:
         raise CheckpointError(f"{path}: incomplete Stable Diffusion folder, missing {', '.join(missing)}/")
@@ -58,23 +61,32 @@ class FoundationDenoiser(torch.nn.Module):
         except CheckpointError:
             raise
         except Exception as exc:
-            raise CheckpointError(f"{self.weights}: cannot load Stable Diffusion ({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise CheckpointError(
+                f"{self.weights}: cannot load Stable Diffusion ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
         self.class_names, self.prompts = list(class_names), list(prompts)
         self.resolution, self.lora_rank = resolution, lora_rank
         self.schedule = DiscreteSchedule.from_scheduler_config(sched_cfg)
         self.scaling = getattr(self.vae.config, "scaling_factor", 0.18215)
         with torch.no_grad():  # the prompts are fixed: embed them once, then drop the text encoder
             max_len = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
-            ids = tokenizer(self.prompts + [""], padding="max_length", max_length=max_len,
-                            truncation=True, return_tensors="pt").input_ids
+            ids = tokenizer(
+                self.prompts + [""], padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
+            ).input_ids
             self.register_buffer("prompt_embeds", text_encoder(ids)[0].float())
         self.vae.requires_grad_(False).eval()
         if lora_rank:
             from peft import LoraConfig
 
             self.unet.requires_grad_(False)
-            self.unet.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_rank, init_lora_weights="gaussian",
-                                             target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+            self.unet.add_adapter(
+                LoraConfig(
+                    r=lora_rank,
+                    lora_alpha=lora_rank,
+                    init_lora_weights="gaussian",
+                    target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+                )
+            )
 
     @property
     def n_classes(self):
@@ -115,13 +127,24 @@ class FoundationDenoiser(torch.nn.Module):
         if self.lora_rank:
             from peft.utils import get_peft_model_state_dict
 
-            save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(self.unet).items()},
-                      str(path / "lora.safetensors"))
+            save_file(
+                {k: v.contiguous() for k, v in get_peft_model_state_dict(self.unet).items()},
+                str(path / "lora.safetensors"),
+            )
         else:
             self.unet.save_pretrained(path / "unet", safe_serialization=True)
-        (path / META_FILE).write_text(json.dumps({"base": str(self.weights), "class_names": self.class_names,
-                                                  "prompts": self.prompts, "lora_rank": self.lora_rank,
-                                                  "resolution": self.resolution}, indent=1))
+        (path / META_FILE).write_text(
+            json.dumps(
+                {
+                    "base": str(self.weights),
+                    "class_names": self.class_names,
+                    "prompts": self.prompts,
+                    "lora_rank": self.lora_rank,
+                    "resolution": self.resolution,
+                },
+                indent=1,
+            )
+        )
         return path
 
     def load_trainable(self, path):
@@ -138,7 +161,9 @@ class FoundationDenoiser(torch.nn.Module):
             else:
                 self.unet.load_state_dict(load_file(str(next((path / "unet").glob("*.safetensors")))))
         except Exception as exc:
-            raise CheckpointError(f"{path}: cannot load fine-tuned weights ({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise CheckpointError(
+                f"{path}: cannot load fine-tuned weights ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
         return self
 
 

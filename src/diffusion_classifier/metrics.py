@@ -2,6 +2,7 @@
 
 Written in plain numpy (checked against scikit-learn in the tests) because the bootstrap calls them
 thousands of times per table row and scikit-learn's input validation dominates at that size."""
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -41,8 +42,13 @@ def bootstrap(fn, arrays, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
         idx = rng.integers(0, n, n)
         samples.append(fn(*[a[idx] for a in arrays]))
     keys = samples[0].keys()
-    return {k: (float(np.nanquantile([s[k] for s in samples], alpha / 2)),
-                float(np.nanquantile([s[k] for s in samples], 1 - alpha / 2))) for k in keys}
+    return {
+        k: (
+            float(np.nanquantile([s[k] for s in samples], alpha / 2)),
+            float(np.nanquantile([s[k] for s in samples], 1 - alpha / 2)),
+        )
+        for k in keys
+    }
 
 
 def metrics_with_ci(y, pred, score, n_boot: int = 1000, seed: int = 0) -> dict:

@@ -1,6 +1,7 @@
 """Paired comparisons of two classifiers on the same images: both see the same bootstrap resamples, so the CI is
 of the difference itself (overlapping marginal CIs are not a test), and McNemar's exact test on the images where
 exactly one of the two is right."""
+
 import numpy as np
 from scipy.stats import binomtest
 
@@ -12,6 +13,7 @@ COMPARED = ("auc", "balanced_accuracy", "accuracy", "f1")
 def bootstrap_difference(y, a: tuple, b: tuple, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
     """a, b = (predictions, positive-class scores). Per metric in COMPARED: (a - b, ci_low, ci_high) with the
     percentile bootstrap over images, the same resample for both."""
+
     def differences(y, pred_a, score_a, pred_b, score_b):
         ma, mb = binary_metrics(y, pred_a, score_a), binary_metrics(y, pred_b, score_b)
         return {k: ma[k] - mb[k] for k in COMPARED}

@@ -1,5 +1,6 @@
 """Where things live. Every location can be overridden by an environment variable so that
 notebooks run by papermill (whose working directory is notebooks/) and the CLI agree."""
+
 import os
 from pathlib import Path
 

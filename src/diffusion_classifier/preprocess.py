@@ -1,5 +1,6 @@
 """uint8 images -> model tensors: resized to the profile's resolution, scaled to [-1, 1], channels first.
 Deterministic (no randomness, antialiased bilinear resize), so scores are reproducible."""
+
 import numpy as np
 import torch
 import torch.nn.functional as F

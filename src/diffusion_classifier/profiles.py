@@ -5,6 +5,7 @@ smoke  every notebook in a few minutes on 2 CPU cores (tests, CI): tiny subsets,
 cpu    the real CPU study of both tasks (about 90 minutes on 2 cores from scratch): full test sets, small models
 paper  the authors' settings (METHOD.md) for a GPU: 256 px, continuous v-prediction, min-SNR, large UNet
 """
+
 import copy
 
 BASE = {
@@ -12,56 +13,121 @@ BASE = {
     "data": {"resolution": 32, "max_per_split": None, "hflip": True, "vflip": False},
     "diffusion": {
         # schedule: "ddpm" (discrete, diffusers DDPMScheduler betas) or "shifted_cosine" (continuous log-SNR)
-        "schedule": "ddpm", "beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000,
+        "schedule": "ddpm",
+        "beta_schedule": "squaredcos_cap_v2",
+        "num_train_timesteps": 1000,
         "noise_d": 64,  # shifted cosine: log-SNR shifted by 2*log(noise_d / image_d)
         "prediction_type": "epsilon",  # epsilon | v_prediction | sample
         "loss_weighting": "none",  # none | min_snr
         "min_snr_gamma": 5.0,
         "label_dropout": 0.1,  # replaces the label by the null label, so the net is also unconditional
     },
-    "unet": {"block_out_channels": [32, 64, 64], "layers_per_block": 1, "attention_levels": [2],
-             "norm_num_groups": 8, "dropout": 0.0},
-    "train": {"steps": 800, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 50,
-              "ema_decay": 0.995, "grad_clip": 1.0, "checkpoint_every": 100, "mixed_precision": "auto",
-              "log_every": 10, "val_batches": 4,
-              # class-balanced batches (each class equally likely), as the paper's subsampling to balanced classes
-              "balanced_sampling": True},
+    "unet": {
+        "block_out_channels": [32, 64, 64],
+        "layers_per_block": 1,
+        "attention_levels": [2],
+        "norm_num_groups": 8,
+        "dropout": 0.0,
+    },
+    "train": {
+        "steps": 800,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "warmup_steps": 50,
+        "ema_decay": 0.995,
+        "grad_clip": 1.0,
+        "checkpoint_every": 100,
+        "mixed_precision": "auto",
+        "log_every": 10,
+        "val_batches": 4,
+        # class-balanced batches (each class equally likely), as the paper's subsampling to balanced classes
+        "balanced_sampling": True,
+    },
     # guidance_w: classifier-free guidance in the paper's convention, (1 + w) * cond - w * uncond (0 = none)
     # sampler: ancestral (DDPM) or ddim; DDIM's deterministic path ends in noise for some seeds of the cpu models
     "sampling": {"sampler": "ancestral", "steps": 50, "n_per_class": 8, "guidance_w": 0.0},
     # select_on: "val_loss" (class-balanced cross-entropy on val) or "val_auc"; no early stop before min_epochs;
     # balanced_sampling: class-balanced batches, like the denoiser (else a class-weighted loss)
-    "baseline": {"epochs": 40, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-4, "patience": 5, "min_epochs": 5,
-                 "select_on": "val_loss", "balanced_sampling": True},
+    "baseline": {
+        "epochs": 40,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "patience": 5,
+        "min_epochs": 5,
+        "select_on": "val_loss",
+        "balanced_sampling": True,
+    },
     # the headline decision rule, fixed before any test number is read
     "decision": {"rule": "vote"},
     # N is odd (as in the paper), so two classes never tie in the vote
-    "scoring": {"n_draws": 51, "t_sampling": "random", "t_min": 0.0, "t_max": 1.0, "batch_size": 512,
-                "chunk_size": 64, "mixed_precision": "auto", "early_stop_rounds": 1, "early_stop_alpha": 0.001,
-                "splits": ["val", "test"]},
-    "ablation": {"n_draws": [1, 3, 5, 11, 25, 51], "t_ranges": [[0.0, 1 / 3], [1 / 3, 2 / 3], [2 / 3, 1.0]],
-                 "n_bootstrap": 1000},
+    "scoring": {
+        "n_draws": 51,
+        "t_sampling": "random",
+        "t_min": 0.0,
+        "t_max": 1.0,
+        "batch_size": 512,
+        "chunk_size": 64,
+        "mixed_precision": "auto",
+        "early_stop_rounds": 1,
+        "early_stop_alpha": 0.001,
+        "splits": ["val", "test"],
+    },
+    "ablation": {
+        "n_draws": [1, 3, 5, 11, 25, 51],
+        "t_ranges": [[0.0, 1 / 3], [1 / 3, 2 / 3], [2 / 3, 1.0]],
+        "n_bootstrap": 1000,
+    },
     # Explanations (notebook 05): maps from map_draws of the classification's own draws with t in [t_min, t_max);
     # judges score with judge_draws draws of their own seed; perturbation in `steps` steps of patches
     # (patches_per_side^2 patches); fills per judge (the diffusion judge costs judge_draws x classes UNet calls per
     # perturbed image, so the cpu profile gives it the blurred fill only); counterfactuals as the authors'
     # explain.py: noise to counterfactual_t, guided ancestral sampling (w = guidance_w) in counterfactual_steps steps
-    "explain": {"n_images": 64, "map_draws": 8, "t_min": 0.1, "t_max": 0.6, "judge_draws": 33, "steps": 16,
-                "patches_per_side": 8, "fills": {"resnet18": ["grey", "blur"], "diffusion": ["blur"]},
-                "counterfactual_t": 0.5, "counterfactual_steps": 50, "guidance_w": 4.5, "n_counterfactual": 32,
-                "per_case": 2, "n_bootstrap": 1000},
+    "explain": {
+        "n_images": 64,
+        "map_draws": 8,
+        "t_min": 0.1,
+        "t_max": 0.6,
+        "judge_draws": 33,
+        "steps": 16,
+        "patches_per_side": 8,
+        "fills": {"resnet18": ["grey", "blur"], "diffusion": ["blur"]},
+        "counterfactual_t": 0.5,
+        "counterfactual_steps": 50,
+        "guidance_w": 4.5,
+        "n_counterfactual": 32,
+        "per_case": 2,
+        "n_bootstrap": 1000,
+    },
     "uncertainty": {"n_bins": 10, "n_bootstrap": 500},
     # notebook 08 (source-shift test, outside the default run): training steps of its in-source and cross-source
     # denoisers (None = the task's own); both arms always get the same, so their paired drop stays fair
     "shift": {"train_steps": None},
     # notebook 09 (three sources of variance, outside the default run): one task; its N grid, read off one long
     # draw sequence of the main model; disjoint replicates of the headline N from that sequence; training seeds
-    "variance": {"task": "pneumonia", "n_draws": [1, 3, 5, 11, 25, 51, 101, 251], "draw_replicates": 5,
-                 "training_seeds": [0, 1, 2]},
+    "variance": {
+        "task": "pneumonia",
+        "n_draws": [1, 3, 5, 11, 25, 51, 101, 251],
+        "draw_replicates": 5,
+        "training_seeds": [0, 1, 2],
+    },
     # Stable Diffusion arm (notebook 07): latent resolution = resolution / 8; lora_rank 0 = full UNet fine-tuning
-    "foundation": {"resolution": 512, "lora_rank": 8, "n_draws": 32, "max_test_images": None,
-                   "train": {"steps": 1000, "batch_size": 8, "lr": 1e-4, "warmup_steps": 50, "checkpoint_every": 200,
-                             "mixed_precision": "auto", "val_batches": 2}},
+    "foundation": {
+        "resolution": 512,
+        "lora_rank": 8,
+        "n_draws": 32,
+        "max_test_images": None,
+        "train": {
+            "steps": 1000,
+            "batch_size": 8,
+            "lr": 1e-4,
+            "warmup_steps": 50,
+            "checkpoint_every": 200,
+            "mixed_precision": "auto",
+            "val_batches": 2,
+        },
+    },
 }
 
 PROFILES = {
@@ -73,12 +139,25 @@ PROFILES = {
         "baseline": {"epochs": 2, "batch_size": 32, "patience": 2},
         "scoring": {"n_draws": 11, "chunk_size": 16, "batch_size": 128},
         "ablation": {"n_draws": [1, 3, 5, 11], "n_bootstrap": 50},
-        "explain": {"n_images": 8, "map_draws": 4, "judge_draws": 5, "steps": 4, "patches_per_side": 4,
-                    "counterfactual_steps": 3, "n_counterfactual": 4, "per_case": 1, "n_bootstrap": 50},
+        "explain": {
+            "n_images": 8,
+            "map_draws": 4,
+            "judge_draws": 5,
+            "steps": 4,
+            "patches_per_side": 4,
+            "counterfactual_steps": 3,
+            "n_counterfactual": 4,
+            "per_case": 1,
+            "n_bootstrap": 50,
+        },
         "uncertainty": {"n_bins": 5, "n_bootstrap": 50},
         "variance": {"n_draws": [1, 3, 11, 21], "draw_replicates": 2, "training_seeds": [0, 1]},
-        "foundation": {"resolution": 16, "n_draws": 4, "max_test_images": 8,
-                       "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2}},
+        "foundation": {
+            "resolution": 16,
+            "n_draws": 4,
+            "max_test_images": 8,
+            "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2},
+        },
     },
     # CPU batches are sized to the cache, not to memory: 64 runs the 32 px UNet ~2x faster than 512
     # (benchmarks/scoring.py sweeps it)
@@ -86,20 +165,47 @@ PROFILES = {
     "paper": {
         "data": {"resolution": 256},
         "diffusion": {"schedule": "shifted_cosine", "prediction_type": "v_prediction", "loss_weighting": "min_snr"},
-        "unet": {"block_out_channels": [128, 128, 256, 256, 512, 1024], "layers_per_block": 2,
-                 "attention_levels": [4, 5], "norm_num_groups": 32, "dropout": 0.1},
-        "train": {"steps": 100_000, "batch_size": 64, "lr": 1e-4, "warmup_steps": 1000, "ema_decay": 0.9999,
-                  "checkpoint_every": 5000, "mixed_precision": "bf16", "val_batches": 20},
+        "unet": {
+            "block_out_channels": [128, 128, 256, 256, 512, 1024],
+            "layers_per_block": 2,
+            "attention_levels": [4, 5],
+            "norm_num_groups": 32,
+            "dropout": 0.1,
+        },
+        "train": {
+            "steps": 100_000,
+            "batch_size": 64,
+            "lr": 1e-4,
+            "warmup_steps": 1000,
+            "ema_decay": 0.9999,
+            "checkpoint_every": 5000,
+            "mixed_precision": "bf16",
+            "val_batches": 20,
+        },
         "sampling": {"steps": 100, "n_per_class": 8},
         "baseline": {"epochs": 100, "batch_size": 64, "lr": 1e-4, "patience": 10},
-        "scoring": {"n_draws": 501, "batch_size": 1024, "chunk_size": 256, "mixed_precision": "bf16",
-                    "early_stop_rounds": 4},
+        "scoring": {
+            "n_draws": 501,
+            "batch_size": 1024,
+            "chunk_size": 256,
+            "mixed_precision": "bf16",
+            "early_stop_rounds": 4,
+        },
         "ablation": {"n_draws": [1, 3, 5, 11, 25, 51, 101, 251, 501]},
         "variance": {"n_draws": [1, 3, 5, 11, 25, 51, 101, 251, 501]},
-        "explain": {"n_images": 200, "map_draws": 64, "judge_draws": 65, "counterfactual_steps": 256,
-                    "fills": {"resnet18": ["grey", "blur"], "diffusion": ["grey", "blur"]}},
-        "foundation": {"resolution": 512, "lora_rank": 0, "n_draws": 64,
-                       "train": {"steps": 20_000, "batch_size": 16, "lr": 1e-5, "mixed_precision": "bf16"}},
+        "explain": {
+            "n_images": 200,
+            "map_draws": 64,
+            "judge_draws": 65,
+            "counterfactual_steps": 256,
+            "fills": {"resnet18": ["grey", "blur"], "diffusion": ["grey", "blur"]},
+        },
+        "foundation": {
+            "resolution": 512,
+            "lora_rank": 0,
+            "n_draws": 64,
+            "train": {"steps": 20_000, "batch_size": 16, "lr": 1e-5, "mixed_precision": "bf16"},
+        },
     },
 }
 
@@ -108,11 +214,13 @@ SKIN_TASK = "melanoma_balanced"
 DEFAULT_TASKS = ("pneumonia", SKIN_TASK)
 
 # Per-task adjustments on the cpu profile: dermoscopy is colour and needs 64 px to show structure.
-_SKIN_CPU = {"data": {"resolution": 64, "vflip": True},
-             "unet": {"block_out_channels": [16, 32, 64, 128], "attention_levels": [3]},
-             # 600 steps left the official-ISIC-2017 model near chance with the loss still falling
-             "train": {"steps": 1500, "batch_size": 64},
-             "scoring": {"batch_size": 32}}
+_SKIN_CPU = {
+    "data": {"resolution": 64, "vflip": True},
+    "unet": {"block_out_channels": [16, 32, 64, 128], "attention_levels": [3]},
+    # 600 steps left the official-ISIC-2017 model near chance with the loss still falling
+    "train": {"steps": 1500, "batch_size": 64},
+    "scoring": {"batch_size": 32},
+}
 TASK_OVERRIDES = {
     "cpu": {"melanoma": _SKIN_CPU, "melanoma_balanced": _SKIN_CPU},
     "smoke": {"melanoma": {"data": {"vflip": True}}, "melanoma_balanced": {"data": {"vflip": True}}},

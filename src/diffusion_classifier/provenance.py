@@ -6,6 +6,7 @@
 A partial run (run_all.sh --from/--to/--only) starts with --keep: the other notebooks' records stay, and each
 notebook's record carries the commit it ran at, so a results folder assembled over several runs says so.
 """
+
 import argparse
 import datetime as dt
 import importlib.metadata as md
@@ -19,18 +20,39 @@ import torch
 
 from .paths import project_root, results_dir
 
-PACKAGES = ("torch", "diffusers", "accelerate", "monai", "numpy", "pandas", "scikit-learn", "scipy", "seaborn",
-            "matplotlib", "papermill", "safetensors", "transformers", "peft")
+PACKAGES = (
+    "torch",
+    "diffusers",
+    "accelerate",
+    "monai",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "seaborn",
+    "matplotlib",
+    "papermill",
+    "safetensors",
+    "transformers",
+    "peft",
+)
 
 
 def git_commit() -> dict:
     """HEAD and whether code differs from it; results/ is left out, since a run rewrites it."""
+
     def git(*args):
         try:
-            return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"))}
+
+    return {
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")),
+    }
 
 
 def environment() -> dict:
@@ -40,11 +62,25 @@ def environment() -> dict:
             versions[p] = md.version(p)
         except md.PackageNotFoundError:
             versions[p] = None
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    device = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"cpu ({platform.processor() or platform.machine()})"
+    )
     cpu = getattr(torch, "cpu", None)
-    cpu_bf16 = {"amx": bool(cpu and cpu._is_amx_tile_supported()), "avx512_bf16": bool(cpu and cpu._is_avx512_bf16_supported())}
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "device": device, "cpu_bf16": cpu_bf16,
-            "gpus": torch.cuda.device_count(), "torch_threads": torch.get_num_threads(), "packages": versions}
+    cpu_bf16 = {
+        "amx": bool(cpu and cpu._is_amx_tile_supported()),
+        "avx512_bf16": bool(cpu and cpu._is_avx512_bf16_supported()),
+    }
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": device,
+        "cpu_bf16": cpu_bf16,
+        "gpus": torch.cuda.device_count(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": versions,
+    }
 
 
 def _path():
@@ -69,11 +105,19 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.cmd == "start":
         from .profiles import get_profile
+
         old = json.loads(_path().read_text()) if a.keep and _path().exists() else {}
-        rec = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "profile": a.profile,
-               "seed": a.seed, "tasks": a.tasks.split(), "git": git_commit(), "environment": environment(),
-               "settings": {t: get_profile(a.profile, t, {"seed": a.seed}) for t in a.tasks.split()},
-               "notebooks": old.get("notebooks", []), "superseded": old.get("superseded", [])}
+        rec = {
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "profile": a.profile,
+            "seed": a.seed,
+            "tasks": a.tasks.split(),
+            "git": git_commit(),
+            "environment": environment(),
+            "settings": {t: get_profile(a.profile, t, {"seed": a.seed}) for t in a.tasks.split()},
+            "notebooks": old.get("notebooks", []),
+            "superseded": old.get("superseded", []),
+        }
         _path().write_text(json.dumps(rec, indent=1))
     else:
         rec = json.loads(_path().read_text())
@@ -82,10 +126,15 @@ def main(argv=None):
             # training time stays on record when a later run only reloads the finished model)
             rec.setdefault("superseded", []).extend(n for n in rec["notebooks"] if n["name"] == a.name)
             rec["notebooks"] = [n for n in rec["notebooks"] if n["name"] != a.name]
-            rec["notebooks"].append({"name": a.name, "wall_s": round(time.time() - a.started, 1),
-                                     "git": {**git_commit(), "commit_at_start": a.commit_at_start or None},
-                                     "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                     "parameters": json.loads(a.parameters)})
+            rec["notebooks"].append(
+                {
+                    "name": a.name,
+                    "wall_s": round(time.time() - a.started, 1),
+                    "git": {**git_commit(), "commit_at_start": a.commit_at_start or None},
+                    "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "parameters": json.loads(a.parameters),
+                }
+            )
             rec["notebooks"].sort(key=lambda n: n["name"])
         else:
             rec["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

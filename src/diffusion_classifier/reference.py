@@ -1,5 +1,6 @@
 """The paper's published numbers (Favero et al., MIDL 2025, as transcribed in ../shared/METHOD.md), to set beside
 ours. Different data, resolution and scale: they are context, never a test of our runs."""
+
 import pandas as pd
 
 # Test accuracy (%) and F1 (positive = sick / melanoma), N = 501 draws, majority vote for the diffusion models.
@@ -13,8 +14,10 @@ PAPER_TABLE = [
     ("Stable Diffusion fine-tuned", 85.0, 0.839, 94.8, 0.946),
     ("Stable Diffusion zero-shot", 48.8, 0.656, 39.7, 0.521),
 ]
-PAPER_DATA = {"chexpert": "CheXpert pleural effusion vs no finding, 256 px, balanced (test 2,040)",
-              "isic": "ISIC balanced melanoma (label confounded with source), 256 px (test ~1,021)"}
+PAPER_DATA = {
+    "chexpert": "CheXpert pleural effusion vs no finding, 256 px, balanced (test 2,040)",
+    "isic": "ISIC balanced melanoma (label confounded with source), 256 px (test ~1,021)",
+}
 
 # CheXpert accuracy (%) against the number of draws N, read by eye from the paper's plot (+-0.5 points).
 PAPER_N = [1, 3, 5, 11, 25, 51, 101, 251, 501]
@@ -32,6 +35,10 @@ def paper_rows() -> pd.DataFrame:
     """The paper's table in long form: source, data, model, accuracy (0-1), f1."""
     rows = []
     for model, c_acc, c_f1, i_acc, i_f1 in PAPER_TABLE:
-        rows.append({"source": "paper", "data": PAPER_DATA["chexpert"], "model": model, "accuracy": c_acc / 100, "f1": c_f1})
-        rows.append({"source": "paper", "data": PAPER_DATA["isic"], "model": model, "accuracy": i_acc / 100, "f1": i_f1})
+        rows.append(
+            {"source": "paper", "data": PAPER_DATA["chexpert"], "model": model, "accuracy": c_acc / 100, "f1": c_f1}
+        )
+        rows.append(
+            {"source": "paper", "data": PAPER_DATA["isic"], "model": model, "accuracy": i_acc / 100, "f1": i_f1}
+        )
     return pd.DataFrame(rows)

@@ -16,6 +16,7 @@ starting noises (12 of 64 seeds, measured by `noise_like`), while ancestral samp
 none (0 of 64): its fresh noise at every step pulls a trajectory back towards the data. The sample grids therefore
 use the ancestral sampler (`sampling.sampler`), the authors' sampler for counterfactuals too.
 """
+
 import torch
 
 from .denoiser import Denoiser
@@ -56,8 +57,14 @@ def time_grid(model: Denoiser, u_start: float, steps: int) -> list[float]:
 
 
 @torch.no_grad()
-def ddim(model: Denoiser, x_t: torch.Tensor, labels: torch.Tensor, u_start: float = 1.0, steps: int = 50,
-         guidance_w: float = 0.0) -> torch.Tensor:
+def ddim(
+    model: Denoiser,
+    x_t: torch.Tensor,
+    labels: torch.Tensor,
+    u_start: float = 1.0,
+    steps: int = 50,
+    guidance_w: float = 0.0,
+) -> torch.Tensor:
     """Deterministic DDIM from time u_start down to 0; returns x0 (model space, clipped to [-1, 1])."""
     grid = time_grid(model, u_start, steps)
     x = x_t
@@ -71,8 +78,15 @@ def ddim(model: Denoiser, x_t: torch.Tensor, labels: torch.Tensor, u_start: floa
 
 
 @torch.no_grad()
-def ancestral(model: Denoiser, x_t: torch.Tensor, labels: torch.Tensor, u_start: float, steps: int,
-              guidance_w: float = 0.0, seed: int = 0) -> torch.Tensor:
+def ancestral(
+    model: Denoiser,
+    x_t: torch.Tensor,
+    labels: torch.Tensor,
+    u_start: float,
+    steps: int,
+    guidance_w: float = 0.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """DDPM ancestral sampling from u_start to 0: each step draws x_s from the Gaussian posterior
     q(x_s | x_t, x0_hat) of the variance-preserving process (mean and variance below), seeded."""
     g = torch.Generator().manual_seed(seed)
@@ -86,9 +100,9 @@ def ancestral(model: Denoiser, x_t: torch.Tensor, labels: torch.Tensor, u_start:
         a_t, s_t = model.schedule.alpha_sigma(torch.full((n,), u_now))
         a_s, s_s = model.schedule.alpha_sigma(torch.full((n,), u_next))
         a_ts = a_t / a_s  # alpha of the step s -> t
-        var_ts = (s_t ** 2 - a_ts ** 2 * s_s ** 2).clamp(min=0)
-        mean = _bcast(a_ts * s_s ** 2 / s_t ** 2, x) * x + _bcast(a_s * var_ts / s_t ** 2, x) * x0
-        std = (var_ts * s_s ** 2 / s_t ** 2).sqrt()
+        var_ts = (s_t**2 - a_ts**2 * s_s**2).clamp(min=0)
+        mean = _bcast(a_ts * s_s**2 / s_t**2, x) * x + _bcast(a_s * var_ts / s_t**2, x) * x0
+        std = (var_ts * s_s**2 / s_t**2).sqrt()
         x = mean + _bcast(std, x) * torch.randn(x.shape, generator=g).to(x.device)
     return x0
 
@@ -97,8 +111,15 @@ SAMPLERS = ("ancestral", "ddim")
 
 
 @torch.no_grad()
-def sample_from(model: Denoiser, noise: torch.Tensor, labels: torch.Tensor, sampler: str = "ancestral",
-                steps: int = 50, guidance_w: float = 0.0, seed: int = 0) -> torch.Tensor:
+def sample_from(
+    model: Denoiser,
+    noise: torch.Tensor,
+    labels: torch.Tensor,
+    sampler: str = "ancestral",
+    steps: int = 50,
+    guidance_w: float = 0.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """Samples from the pure noise `noise` (time 1) with the named sampler."""
     if sampler == "ancestral":
         return ancestral(model, noise, labels, 1.0, steps, guidance_w, seed)

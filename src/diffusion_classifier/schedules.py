@@ -7,6 +7,7 @@ explanation, sampling) draws and stores the same kind of number:
                           ("simple diffusion", Hoogeboom et al. 2023), the authors' schedule
 x_t = alpha * x0 + sigma * eps, and the model predicts eps, v = alpha * eps - sigma * x0, or x0.
 """
+
 import math
 
 import torch
@@ -69,8 +70,7 @@ class NoiseSchedule:
 
 
 class DiscreteSchedule(NoiseSchedule):
-    def __init__(self, num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
-                 **betas):
+    def __init__(self, num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon", **betas):
         sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, **betas)
         self.alphas_cumprod = sched.alphas_cumprod.double()
         self.T = num_train_timesteps
@@ -79,9 +79,13 @@ class DiscreteSchedule(NoiseSchedule):
     @classmethod
     def from_scheduler_config(cls, config: dict) -> "DiscreteSchedule":
         """From a diffusers scheduler config (e.g. a Stable Diffusion folder's scheduler/)."""
-        return cls(config.get("num_train_timesteps", 1000), config.get("beta_schedule", "linear"),
-                   config.get("prediction_type", "epsilon"), beta_start=config.get("beta_start", 0.0001),
-                   beta_end=config.get("beta_end", 0.02))
+        return cls(
+            config.get("num_train_timesteps", 1000),
+            config.get("beta_schedule", "linear"),
+            config.get("prediction_type", "epsilon"),
+            beta_start=config.get("beta_start", 0.0001),
+            beta_end=config.get("beta_end", 0.02),
+        )
 
     def step(self, u):
         return (u.double() * self.T).floor().clamp(0, self.T - 1).long()

@@ -7,6 +7,7 @@
 
 Writes <out>/chunk_*.npz (resumable cache), <out>/scores.npz (E, U, labels) and prints accuracy per rule.
 """
+
 import argparse
 import os
 from pathlib import Path
@@ -55,9 +56,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=_positive_int, default=None)
     ap.add_argument("--chunk-size", type=_positive_int, default=None)
     ap.add_argument("--max-images", type=_positive_int, default=None, help="score only the first N images")
-    ap.add_argument("--early-stop", choices=["off", "exact", "sequential"], default="off",
-                    help="stop drawing for an image once its majority vote is decided: exactly (no class can "
-                         "overtake) or sequentially (chance of a different full-vote winner <= --alpha)")
+    ap.add_argument(
+        "--early-stop",
+        choices=["off", "exact", "sequential"],
+        default="off",
+        help="stop drawing for an image once its majority vote is decided: exactly (no class can "
+        "overtake) or sequentially (chance of a different full-vote winner <= --alpha)",
+    )
     ap.add_argument("--alpha", type=_probability, default=None, help="sequential early stopping's flip probability")
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet forward (pays off on long runs)")
     ap.add_argument("--precision", default=None, choices=["auto", "bf16", "fp16", "no"])
@@ -74,8 +79,10 @@ def check_compatible(model: Denoiser, cfg: dict, x, checkpoint: str):
     (fully convolutional) UNet but give meaningless errors."""
     trained, wanted = model.cfg["data"]["resolution"], cfg["data"]["resolution"]
     if trained != wanted:
-        raise CheckpointError(f"{checkpoint}: trained at {trained} px, but profile {cfg['profile']!r} scores "
-                              f"{cfg['task']} at {wanted} px; pass the --profile the model was trained with")
+        raise CheckpointError(
+            f"{checkpoint}: trained at {trained} px, but profile {cfg['profile']!r} scores "
+            f"{cfg['task']} at {wanted} px; pass the --profile the model was trained with"
+        )
     channels = model.unet.config.in_channels
     if channels != x.shape[1]:
         raise CheckpointError(f"{checkpoint}: takes {channels}-channel images, but {cfg['task']} has {x.shape[1]}")
@@ -101,14 +108,23 @@ def run(a: argparse.Namespace):
     model = Denoiser.load(a.checkpoint, p.class_names)
     x, y = p.x[a.split], p.y[a.split]
     check_compatible(model, p.cfg, x, a.checkpoint)
-    changes = {k: v for k, v in {"n_draws": a.n_draws, "t_sampling": a.t_sampling, "batch_size": a.batch_size,
-                                 "chunk_size": a.chunk_size, "mixed_precision": a.precision,
-                                 "early_stop_alpha": a.alpha,
-                                 "compile": a.compile or None}.items() if v is not None}
+    changes = {
+        k: v
+        for k, v in {
+            "n_draws": a.n_draws,
+            "t_sampling": a.t_sampling,
+            "batch_size": a.batch_size,
+            "chunk_size": a.chunk_size,
+            "mixed_precision": a.precision,
+            "early_stop_alpha": a.alpha,
+            "compile": a.compile or None,
+        }.items()
+        if v is not None
+    }
     settings = ScoreSettings.from_profile(p.cfg, early_stop=a.early_stop, **changes)
     device = state.device if state.device.type == "cuda" else "cpu"
     if a.max_images is not None:
-        x, y = x[:a.max_images], y[:a.max_images]
+        x, y = x[: a.max_images], y[: a.max_images]
     scores = ScoringEngine(model, settings, device).score(x, model.n_classes, a.out, desc=f"{a.task} {a.split}")
     if state.is_main_process:
         tmp = Path(a.out) / "scores.tmp.npz"
@@ -116,8 +132,10 @@ def run(a: argparse.Namespace):
         tmp.replace(Path(a.out) / "scores.npz")  # atomic: a reader never sees half a file
         for rule in ("mean", "vote"):
             acc = (decision.predict(scores.E, rule) == y).mean()
-            print(f"{a.task} {a.split}: {rule} rule accuracy {acc:.4f} over {len(y)} images, "
-                  f"{scores.unet_evals.mean():.1f} UNet evaluations per image")
+            print(
+                f"{a.task} {a.split}: {rule} rule accuracy {acc:.4f} over {len(y)} images, "
+                f"{scores.unet_evals.mean():.1f} UNet evaluations per image"
+            )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ chunk), shards chunks over processes with `accelerate`, and can stop drawing for
 vote is decided (early stopping: exact, or sequential with a bounded chance of ending otherwise) or drop
 classes between stages (successive elimination, Li et al.).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,12 +52,20 @@ class ScoreSettings:
     stages: list = field(default_factory=list)  # successive elimination: [(draws, classes kept after), ...]
 
     @classmethod
-    def from_profile(cls, cfg: dict, **changes) -> "ScoreSettings":
+    def from_profile(cls, cfg: dict, **changes) -> ScoreSettings:
         s = cfg["scoring"]
-        base = cls(n_draws=s["n_draws"], t_sampling=s["t_sampling"], t_min=s["t_min"], t_max=s["t_max"],
-                   seed=cfg["seed"], batch_size=s["batch_size"], chunk_size=s["chunk_size"],
-                   mixed_precision=s["mixed_precision"], round_size=s["early_stop_rounds"],
-                   early_stop_alpha=s["early_stop_alpha"])
+        base = cls(
+            n_draws=s["n_draws"],
+            t_sampling=s["t_sampling"],
+            t_min=s["t_min"],
+            t_max=s["t_max"],
+            seed=cfg["seed"],
+            batch_size=s["batch_size"],
+            chunk_size=s["chunk_size"],
+            mixed_precision=s["mixed_precision"],
+            round_size=s["early_stop_rounds"],
+            early_stop_alpha=s["early_stop_alpha"],
+        )
         return cls(**{**asdict(base), **changes})
 
     def __post_init__(self):
@@ -88,6 +97,7 @@ class Scores:
 
 # ----------------------------------------------------------------------------- draws
 
+
 def _generator(seed: int, image: int, draw: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + image) * 100_003 + draw)
 
@@ -110,6 +120,7 @@ def draw_noise(s: ScoreSettings, image: int, draw: int, shape) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the engine
+
 
 class ScoringEngine:
     def __init__(self, model, settings: ScoreSettings, device=None):
@@ -138,12 +149,14 @@ class ScoringEngine:
         out, x0s = [], []
         sched = self.model.schedule
         for b in range(0, len(triples), self.s.batch_size):
-            batch = triples[b:b + self.s.batch_size]
+            batch = triples[b : b + self.s.batch_size]
             noise = {}
             for j, k, _ in batch:
                 if (j, k) not in noise:
-                    noise[(j, k)] = (draw_time(self.s, int(image_ids[j]), k),
-                                     draw_noise(self.s, int(image_ids[j]), k, z0.shape[1:]))
+                    noise[(j, k)] = (
+                        draw_time(self.s, int(image_ids[j]), k),
+                        draw_noise(self.s, int(image_ids[j]), k, z0.shape[1:]),
+                    )
             u = torch.tensor([noise[(j, k)][0] for j, k, _ in batch], dtype=torch.float32, device=self.device)
             eps = torch.stack([noise[(j, k)][1] for j, k, _ in batch]).to(self.device)
             x0 = z0[[j for j, _, _ in batch]].to(self.device)
@@ -176,8 +189,14 @@ class ScoringEngine:
         start = 0
         for r, stop in enumerate(bounds):
             todo = [j for j in range(n) if active[j].any()]
-            draws = [[k for k in range(start, stop) for c in np.flatnonzero(active[j])] if j in todo else [] for j in range(n)]
-            classes = [[c for k in range(start, stop) for c in np.flatnonzero(active[j])] if j in todo else [] for j in range(n)]
+            draws = [
+                [k for k in range(start, stop) for c in np.flatnonzero(active[j])] if j in todo else []
+                for j in range(n)
+            ]
+            classes = [
+                [c for k in range(start, stop) for c in np.flatnonzero(active[j])] if j in todo else []
+                for j in range(n)
+            ]
             errs = self.pixel_errors(z0, image_ids, draws, classes).numpy()
             pos = 0
             for j in todo:
@@ -188,14 +207,15 @@ class ScoringEngine:
                 for j in todo:
                     m = np.where(active[j], np.nanmean(E[j, :, :stop], axis=1), np.inf)
                     active[j] = False
-                    active[j, np.argsort(m, kind="stable")[:int(keeps[r])]] = True
+                    active[j, np.argsort(m, kind="stable")[: int(keeps[r])]] = True
             elif self.s.early_stop != "off":
                 active[todo] &= ~decision.vote_decided(E[todo, :, :stop], K - stop, self.s.stop_alpha)[:, None]
             start = stop
         return E, U
 
-    def score(self, x: torch.Tensor, n_classes: int, cache_dir=None, image_offset: int = 0,
-              desc: str = "score") -> Scores:
+    def score(
+        self, x: torch.Tensor, n_classes: int, cache_dir=None, image_offset: int = 0, desc: str = "score"
+    ) -> Scores:
         """Score images x (N, C, H, W) in [-1, 1]. With cache_dir, chunks are written there as they finish
         and reused on a re-run; with several processes each scores its share of chunks. The cache folder is
         locked while this runs (a second job gets a CheckpointError)."""
@@ -211,7 +231,7 @@ class ScoringEngine:
         if cache is not None:
             fingerprint, cs = self._open_cache(cache, x, n_classes)
         chunks = [(c0, min(c0 + cs, N)) for c0 in range(0, N, cs)]
-        mine = chunks[state.process_index::state.num_processes]
+        mine = chunks[state.process_index :: state.num_processes]
         results = {}
         bar = tqdm(total=N, desc=desc, unit="img", disable=not state.is_main_process, smoothing=0.1)
         for c0, c1 in mine:
@@ -237,8 +257,10 @@ class ScoringEngine:
                 raise ValueError("several processes need a cache_dir to merge their shards")
             parts = [results[c0] for c0, _ in chunks]
         else:
-            parts = [_read_chunk(cache / f"chunk_{c0:07d}.npz", fingerprint, c0, c1, n_classes, self.s.n_draws)
-                     for c0, c1 in chunks]
+            parts = [
+                _read_chunk(cache / f"chunk_{c0:07d}.npz", fingerprint, c0, c1, n_classes, self.s.n_draws)
+                for c0, c1 in chunks
+            ]
         return Scores(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
     def _open_cache(self, cache: Path, x: torch.Tensor, n_classes: int) -> tuple[str, int]:
@@ -247,9 +269,14 @@ class ScoringEngine:
         made with (E does not depend on it), so a re-run with another chunk size reuses it correctly."""
         from accelerate import PartialState
 
-        info = {"format": CACHE_FORMAT, "settings": self.s.key(),
-                "data_sha1": hashlib.sha1(x.numpy().tobytes()).hexdigest(),
-                "model_sha1": model_fingerprint(self.model), "n_images": len(x), "n_classes": n_classes}
+        info = {
+            "format": CACHE_FORMAT,
+            "settings": self.s.key(),
+            "data_sha1": hashlib.sha1(x.numpy().tobytes()).hexdigest(),
+            "model_sha1": model_fingerprint(self.model),
+            "n_images": len(x),
+            "n_classes": n_classes,
+        }
         info = json.loads(json.dumps(info))  # as read back from disk (tuples become lists)
         fingerprint = hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()
         meta = cache / "scores.json"
@@ -263,7 +290,9 @@ class ScoringEngine:
         old = read_json(meta)
         diff = [k for k in info if old.get(k) != info[k]]
         if diff:
-            raise CheckpointError(f"{meta}: score cache was made with other {diff}; remove {cache} or use another directory")
+            raise CheckpointError(
+                f"{meta}: score cache was made with other {diff}; remove {cache} or use another directory"
+            )
         if not isinstance(old.get("chunk_size"), int) or old["chunk_size"] < 1:
             raise CheckpointError(f"{meta}: no valid chunk_size; remove {cache} or use another directory")
         return fingerprint, old["chunk_size"]
@@ -275,15 +304,24 @@ def _read_chunk(path: Path, fingerprint: str, start: int, stop: int, n_classes: 
         with np.load(path, allow_pickle=False) as z:
             got = {k: z[k] for k in z.files}
     except Exception as exc:  # truncated or not an npz: zipfile, OSError, ValueError, EOFError
-        raise CheckpointError(f"{path}: unreadable score chunk ({type(exc).__name__}); remove it to score it again") from None
+        raise CheckpointError(
+            f"{path}: unreadable score chunk ({type(exc).__name__}); remove it to score it again"
+        ) from None
     if not {"E", "U", "fingerprint", "start", "stop"} <= set(got) or str(got["fingerprint"]) != fingerprint:
-        raise CheckpointError(f"{path}: written for another score cache (other model, data or settings); "
-                              f"remove {path.parent} or use another directory")
+        raise CheckpointError(
+            f"{path}: written for another score cache (other model, data or settings); "
+            f"remove {path.parent} or use another directory"
+        )
     n = stop - start
-    if (int(got["start"]), int(got["stop"])) != (start, stop) or got["E"].shape != (n, n_classes, n_draws) \
-            or got["U"].shape != (n, n_draws):
-        raise CheckpointError(f"{path}: holds images {int(got['start'])}-{int(got['stop'])} with E {got['E'].shape}, "
-                              f"expected {start}-{stop} with E {(n, n_classes, n_draws)}; remove it to score it again")
+    if (
+        (int(got["start"]), int(got["stop"])) != (start, stop)
+        or got["E"].shape != (n, n_classes, n_draws)
+        or got["U"].shape != (n, n_draws)
+    ):
+        raise CheckpointError(
+            f"{path}: holds images {int(got['start'])}-{int(got['stop'])} with E {got['E'].shape}, "
+            f"expected {start}-{stop} with E {(n, n_classes, n_draws)}; remove it to score it again"
+        )
     return got["E"], got["U"]
 
 
@@ -291,12 +329,19 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     h = hashlib.sha1()
     for name, p in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes()[:1 << 20])
+        h.update(p.detach().float().cpu().numpy().tobytes()[: 1 << 20])
     return h.hexdigest()
 
 
 def cache_dir_for(root, split: str, settings: ScoreSettings, model, x: torch.Tensor) -> Path:
     """A cache folder named by what determines E, so changed settings, weights or data never reuse stale scores."""
-    key = json.dumps({"f": CACHE_FORMAT, "s": settings.key(), "m": model_fingerprint(model),
-                      "x": hashlib.sha1(x.numpy().tobytes()).hexdigest()}, sort_keys=True)
+    key = json.dumps(
+        {
+            "f": CACHE_FORMAT,
+            "s": settings.key(),
+            "m": model_fingerprint(model),
+            "x": hashlib.sha1(x.numpy().tobytes()).hexdigest(),
+        },
+        sort_keys=True,
+    )
     return Path(root) / f"{split}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"

@@ -1,5 +1,6 @@
 """One way to derive independent seeds: a named stream of a run's seed (e.g. the judge's draws in the
 faithfulness tests, which must never coincide with the draws that made a map)."""
+
 import hashlib
 
 

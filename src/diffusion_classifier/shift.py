@@ -9,6 +9,7 @@ What a drop measures: the change of training source as a whole — its acquisiti
 benign class is nevi and seborrhoeic keratoses, ISIC 2018's adds other benign lesions) and its size — not a shortcut
 alone; the difference of the two families' drops compares the families under the same change.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,16 @@ def drop_table(y: np.ndarray, scores: dict, n_boot: int = 1000, seed: int = 0, a
     rows = []
     for (measure, key), value in point.items():
         family, trained_on = key if measure == "auc" else (key, "in - cross")
-        rows.append({"family": family, "trained_on": trained_on, "measure": measure, "value": value,
-                     "ci_low": ci[measure, key][0], "ci_high": ci[measure, key][1]})
+        rows.append(
+            {
+                "family": family,
+                "trained_on": trained_on,
+                "measure": measure,
+                "value": value,
+                "ci_low": ci[measure, key][0],
+                "ci_high": ci[measure, key][1],
+            }
+        )
     return rows
 
 
@@ -56,18 +65,27 @@ def verdict(rows, target: str, other: str) -> str:
         d = by[(family, "auc_drop")]
         parts.append(f"{family} drops {d['value']:+.3f} AUC (95% CI {d['ci_low']:+.3f} to {d['ci_high']:+.3f})")
     g = by[("diffusion-unet - resnet18", "drop_difference")]
-    weak = [f for f in ("diffusion-unet", "resnet18")
-            if any(r["family"] == f and r["trained_on"] == "in" and r["ci_low"] <= 0.5 for r in rows)]
+    weak = [
+        f
+        for f in ("diffusion-unet", "resnet18")
+        if any(r["family"] == f and r["trained_on"] == "in" and r["ci_low"] <= 0.5 for r in rows)
+    ]
     if weak:
-        return (f"On the {target} test images, trained on {other} instead of {target}: " + "; ".join(parts)
-                + f". **Not testable**: the in-source {' and '.join(weak)} AUC CI contains 0.5 (no signal to lose); "
-                f"difference of the drops {g['value']:+.3f} (95% CI {g['ci_low']:+.3f} to {g['ci_high']:+.3f}).")
+        return (
+            f"On the {target} test images, trained on {other} instead of {target}: "
+            + "; ".join(parts)
+            + f". **Not testable**: the in-source {' and '.join(weak)} AUC CI contains 0.5 (no signal to lose); "
+            f"difference of the drops {g['value']:+.3f} (95% CI {g['ci_low']:+.3f} to {g['ci_high']:+.3f})."
+        )
     if g["ci_high"] < 0:
         reading = "the diffusion classifier loses less AUC under this change of training source"
     elif g["ci_low"] > 0:
         reading = "the diffusion classifier loses more AUC under this change of training source"
     else:
-        reading = ("the two drops are not distinguishable (nor shown equal: the CI is wide)")
-    return (f"On the {target} test images, trained on {other} instead of {target}: " + "; ".join(parts)
-            + f". Difference of the drops (diffusion − ResNet) {g['value']:+.3f} (95% CI {g['ci_low']:+.3f} to "
-            f"{g['ci_high']:+.3f}): {reading}; one training seed per arm, CIs over test images only.")
+        reading = "the two drops are not distinguishable (nor shown equal: the CI is wide)"
+    return (
+        f"On the {target} test images, trained on {other} instead of {target}: "
+        + "; ".join(parts)
+        + f". Difference of the drops (diffusion − ResNet) {g['value']:+.3f} (95% CI {g['ci_low']:+.3f} to "
+        f"{g['ci_high']:+.3f}): {reading}; one training seed per arm, CIs over test images only."
+    )

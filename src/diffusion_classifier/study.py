@@ -1,5 +1,6 @@
 """The glue the notebooks share: one call gives a task's settings, tensors and run folder, so that no
 notebook repeats the loading, subsetting or path logic of another."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,6 @@ import torch
 
 from . import datasets, preprocess, profiles
 from .paths import runs_dir
-
 
 # Where each artifact of a task's run lives, relative to its run folder. Notebooks ask for artifacts by name
 # (`p.artifact("baseline_proba")`), so no notebook spells another notebook's paths.
@@ -54,7 +54,9 @@ def subset_indices(labels: np.ndarray, max_n: int | None, seed: int) -> np.ndarr
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     quota = np.maximum(1, np.round(counts / counts.sum() * max_n).astype(int))
-    picks = [rng.choice(np.flatnonzero(labels == c), min(q, n), replace=False) for c, q, n in zip(classes, quota, counts)]
+    picks = [
+        rng.choice(np.flatnonzero(labels == c), min(q, n), replace=False) for c, q, n in zip(classes, quota, counts)
+    ]
     return np.sort(np.concatenate(picks))
 
 
@@ -62,8 +64,14 @@ def config_hash(cfg: dict, sections=("seed", "data", "diffusion", "unet", "train
     return hashlib.sha1(json.dumps({k: cfg[k] for k in sections if k in cfg}, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def prepare(task: str, profile: str = "cpu", data_root=None, seed: int = 0, overrides: dict | None = None,
-            data_seed: int | None = None) -> Prepared:
+def prepare(
+    task: str,
+    profile: str = "cpu",
+    data_root=None,
+    seed: int = 0,
+    overrides: dict | None = None,
+    data_seed: int | None = None,
+) -> Prepared:
     """A task's settings, tensors and run folder. `seed` seeds training (and, by default, the data: seeded splits and
     subsets); `data_seed` keeps the data of another seed, so that models of several training seeds are compared on
     the same images (it is then part of the run folder's key)."""
@@ -105,7 +113,9 @@ def setup(seed: int, tasks, data_root=None) -> tuple[list, Path]:
         from IPython.display import Markdown, display
 
         for t, why in skipped:
-            display(Markdown(f"**Skipped task `{t}`**: {why}. Place the data there (see data/README.md) to include it."))
+            display(
+                Markdown(f"**Skipped task `{t}`**: {why}. Place the data there (see data/README.md) to include it.")
+            )
     return ok, results_dir() / "tables"
 
 

@@ -1,7 +1,8 @@
 """Write results/SUMMARY.md from results/tables/*.csv and provenance.json (nothing in it is typed by hand).
 
-    python -m diffusion_classifier.summary
+python -m diffusion_classifier.summary
 """
+
 import json
 
 import pandas as pd
@@ -23,7 +24,9 @@ def _table(df: pd.DataFrame, cols, digits=3) -> str:
 
 def _ci(df, m):
     if f"{m}_ci_low" in df.columns:
-        df[f"{m} (95% CI)"] = [f"{v:.3f} ({lo:.3f}-{hi:.3f})" for v, lo, hi in zip(df[m], df[f"{m}_ci_low"], df[f"{m}_ci_high"])]
+        df[f"{m} (95% CI)"] = [
+            f"{v:.3f} ({lo:.3f}-{hi:.3f})" for v, lo, hi in zip(df[m], df[f"{m}_ci_low"], df[f"{m}_ci_high"])
+        ]
     return df
 
 
@@ -32,26 +35,46 @@ def _verdicts(tables, prov) -> list[str]:
     from . import ablation, explainability, uncertainty
 
     out, settings = [], prov.get("settings", {})
-    read = {name: pd.read_csv(tables / f"{name}.csv") for name in
-            ("classification", "diffusion_vs_baseline", "ablation_paired", "explainability", "uncertainty",
-             "uncertainty_paired", "shift_test")
-            if (tables / f"{name}.csv").exists()}
+    read = {
+        name: pd.read_csv(tables / f"{name}.csv")
+        for name in (
+            "classification",
+            "diffusion_vs_baseline",
+            "ablation_paired",
+            "explainability",
+            "uncertainty",
+            "uncertainty_paired",
+            "shift_test",
+        )
+        if (tables / f"{name}.csv").exists()
+    }
     if "classification" in read:
         c = read["classification"]
         for task in c.task.unique():
             cfg = settings.get(task, {})
             rule = cfg.get("decision", {}).get("rule", "vote")
             n_max = cfg.get("scoring", {}).get("n_draws", c[c.task == task].n_draws.max())
-            rows = c[(c.task == task) & c.t_range.fillna("").isin([ablation.FULL_RANGE, ""])
-                     & (((c.rule == rule) & (c.n_draws == n_max)) | (c.model == "resnet18"))]
+            rows = c[
+                (c.task == task)
+                & c.t_range.fillna("").isin([ablation.FULL_RANGE, ""])
+                & (((c.rule == rule) & (c.n_draws == n_max)) | (c.model == "resnet18"))
+            ]
             for r in rows.itertuples():
-                out.append(f"- **{task}** ({r.source}) {r.model}: {ablation.signal_phrase(r)}; balanced accuracy "
-                           f"{r.balanced_accuracy:.3f}, accuracy {r.accuracy:.3f} (majority-class rate {r.majority_rate:.3f}), "
-                           f"F1 {r.f1:.3f}, sensitivity {r.sensitivity:.3f}, specificity {r.specificity:.3f}.")
+                out.append(
+                    f"- **{task}** ({r.source}) {r.model}: {ablation.signal_phrase(r)}; balanced accuracy "
+                    f"{r.balanced_accuracy:.3f}, accuracy {r.accuracy:.3f} "
+                    f"(majority-class rate {r.majority_rate:.3f}), "
+                    f"F1 {r.f1:.3f}, sensitivity {r.sensitivity:.3f}, specificity {r.specificity:.3f}."
+                )
             if "diffusion_vs_baseline" in read:
                 out += [f"- {line}" for line in ablation.competitiveness_verdict(read["diffusion_vs_baseline"], task)]
-            head = c[(c.task == task) & (c.source == "all") & (c.rule == rule) & (c.n_draws == n_max)
-                     & (c.t_range == ablation.FULL_RANGE)]
+            head = c[
+                (c.task == task)
+                & (c.source == "all")
+                & (c.rule == rule)
+                & (c.n_draws == n_max)
+                & (c.t_range == ablation.FULL_RANGE)
+            ]
             if "ablation_paired" in read and len(head):
                 out.append(f"- {ablation.voting_verdict(read['ablation_paired'], head.iloc[0], task)}")
     if "explainability" in read:
@@ -65,8 +88,9 @@ def _verdicts(tables, prov) -> list[str]:
 
         st = read["shift_test"]
         for (task, target), g in st.groupby(["task", "target_source"]):
-            out.append(f"- **{task}** (notebook 08): " + shift.verdict(g.to_dict("records"), target,
-                                                                        g.other_source.iloc[0]))
+            out.append(
+                f"- **{task}** (notebook 08): " + shift.verdict(g.to_dict("records"), target, g.other_source.iloc[0])
+            )
     if (tables / "seed_runs.csv").exists():
         from . import variance
 
@@ -78,12 +102,16 @@ def _verdicts(tables, prov) -> list[str]:
             rule = settings.get(task, {}).get("decision", {}).get("rule", "vote")
             head = g[(g.rule == rule) & (g.n_draws == g.n_draws.max())]
             if len(head):
-                out.append(f"- (notebook 09, one long draw sequence, N = {head.n_draws.iloc[0]}: an exploratory second "
-                           "look after the pre-specified N, no multiplicity correction, one training seed and one draw "
-                           f"sequence) {ablation.voting_verdict(pairs, head.iloc[0], task)}")
+                out.append(
+                    f"- (notebook 09, one long draw sequence, N = {head.n_draws.iloc[0]}: an exploratory second "
+                    "look after the pre-specified N, no multiplicity correction, one training seed and one draw "
+                    f"sequence) {ablation.voting_verdict(pairs, head.iloc[0], task)}"
+                )
     if (tables / "early_stopping_large_n.csv").exists():
-        out += [f"- (notebook 09) {ablation.stopping_at_scale_verdict(r)}"
-                for r in pd.read_csv(tables / "early_stopping_large_n.csv").itertuples()]
+        out += [
+            f"- (notebook 09) {ablation.stopping_at_scale_verdict(r)}"
+            for r in pd.read_csv(tables / "early_stopping_large_n.csv").itertuples()
+        ]
     return out
 
 
@@ -99,18 +127,30 @@ def build() -> str:
     res = results_dir()
     tables, figs = res / "tables", res / "figures"
     prov = json.loads((res / "provenance.json").read_text()) if (res / "provenance.json").exists() else {}
-    commits = sorted({n.get("git", {}).get("commit", "?")[:12] + (" (dirty)" if n.get("git", {}).get("dirty") else "")
-                      for n in prov.get("notebooks", [])})
+    commits = sorted(
+        {
+            n.get("git", {}).get("commit", "?")[:12] + (" (dirty)" if n.get("git", {}).get("dirty") else "")
+            for n in prov.get("notebooks", [])
+        }
+    )
     env = prov.get("environment", {})
-    out = ["# Results summary", "",
-           f"Generated by `run_all.sh` — profile **{prov.get('profile', '?')}**, seed {prov.get('seed', '?')}, "
-           f"notebooks run at commit(s) {', '.join(f'`{c}`' for c in commits) or '?'}, device {env.get('device', '?')} "
-           f"(bf16 support: {env.get('cpu_bf16', '?')}), {env.get('torch_threads', '?')} torch threads; notebook wall "
-           f"times " + ", ".join(f"{n['name'][:2]} {n['wall_s'] / 60:.1f}" for n in prov.get("notebooks", []))
-           + f" min; the default run (01-07) from scratch: {_default_run_minutes(prov):.1f} min"
-           + "".join(f"; earlier run of {n['name'][:2]} (replaced by a re-run): {n['wall_s'] / 60:.1f} min at "
-                     f"`{n.get('git', {}).get('commit', '?')[:12]}`" for n in prov.get("superseded", []))
-           + ". Every number below is read from `results/tables/`; every sentence is generated from them.", ""]
+    out = [
+        "# Results summary",
+        "",
+        f"Generated by `run_all.sh` — profile **{prov.get('profile', '?')}**, seed {prov.get('seed', '?')}, "
+        f"notebooks run at commit(s) {', '.join(f'`{c}`' for c in commits) or '?'}, device {env.get('device', '?')} "
+        f"(bf16 support: {env.get('cpu_bf16', '?')}), {env.get('torch_threads', '?')} torch threads; notebook wall "
+        f"times "
+        + ", ".join(f"{n['name'][:2]} {n['wall_s'] / 60:.1f}" for n in prov.get("notebooks", []))
+        + f" min; the default run (01-07) from scratch: {_default_run_minutes(prov):.1f} min"
+        + "".join(
+            f"; earlier run of {n['name'][:2]} (replaced by a re-run): {n['wall_s'] / 60:.1f} min at "
+            f"`{n.get('git', {}).get('commit', '?')[:12]}`"
+            for n in prov.get("superseded", [])
+        )
+        + ". Every number below is read from `results/tables/`; every sentence is generated from them.",
+        "",
+    ]
     verdicts = _verdicts(tables, prov)
     if verdicts:
         out += ["## Verdicts (generated)", ""] + verdicts + [""]
@@ -126,82 +166,281 @@ def build() -> str:
             df["alpha"] = df.alpha.map("{:g}".format)
         for m in ci:
             df = _ci(df, m)
-        out.extend([f"## {title}", "", note, "", _table(df, cols), ""] if note else [f"## {title}", "", _table(df, cols), ""])
+        out.extend(
+            [f"## {title}", "", note, "", _table(df, cols), ""] if note else [f"## {title}", "", _table(df, cols), ""]
+        )
 
     section("Data", "data_summary.csv", ["task", "split", "class", "count"])
-    section("Classification at the headline N (test split)", "classification.csv",
-            ["task", "source", "model", "rule", "n_draws", "n_images", "auc (95% CI)", "balanced_accuracy (95% CI)",
-             "majority_rate", "accuracy", "f1", "sensitivity", "specificity"],
-            "Every rule, N and timestep range: `results/tables/classification.csv`; per-image predictions: "
-            "`results/tables/predictions.csv`.", ci=("auc", "balanced_accuracy"),
-            where=lambda d: d.t_range.fillna("").isin(["[0.00,1.00)", ""])
-            & (d.n_draws == d.groupby("task").n_draws.transform("max")) | (d.model == "resnet18"))
-    section("Stable Diffusion arm (notebook 07; skipped without local weights)", "foundation_classification.csv",
-            ["task", "model", "rule", "n_draws", "n_images", "auc (95% CI)", "balanced_accuracy", "accuracy", "f1"],
-            ci=("auc",), where=lambda d: d.n_draws == d.n_draws.max())
-    section("Diffusion classifier vs ResNet-18 (paired, test split)", "diffusion_vs_baseline.csv",
-            ["task", "source", "a", "n_images", "auc_diff", "auc_diff_ci_low", "auc_diff_ci_high",
-             "balanced_accuracy_diff", "balanced_accuracy_diff_ci_low", "balanced_accuracy_diff_ci_high", "mcnemar_p"])
-    section("Majority vote − mean error at each N (paired, test split)", "ablation_paired.csv",
-            ["task", "n_draws", "accuracy_diff", "accuracy_diff_ci_low", "accuracy_diff_ci_high", "auc_diff",
-             "auc_diff_ci_low", "auc_diff_ci_high", "only_a_right", "only_b_right", "mcnemar_p"])
-    section("Beside the paper (different data and scale: context, not a test)", "paper_comparison.csv",
-            ["source", "data", "model", "accuracy", "f1", "auc", "balanced_accuracy"])
-    section("Early stopping of the majority vote (replayed on the stored full scores)", "early_stopping.csv",
-            ["task", "split", "stopping", "alpha", "n_draws", "n_images", "unet_evals_per_image", "speedup",
-             "changed_vs_full_vote", "vote_accuracy", "full_vote_accuracy"])
-    section("Explainability: paired faithfulness differences", "explainability.csv",
-            ["task", "judge", "judge_relation", "fill", "mode", "method", "measure", "versus", "value", "ci_low",
-             "ci_high", "n_images"],
-            "Deletion: negative = more faithful than the map compared with; insertion: positive. Rows of judges whose "
-            "clean-vs-fill score gap CI contains 0 are left out (not interpretable; they are in the CSV).",
-            where=lambda d: d.measure.isin(["auc_minus_random", "auc_minus_rival", "score_gap"])
-            & d.interpretable.astype(str).isin(["True", "true", "1", "1.0"]))
-    section("Explainability: sanity checks and counterfactuals", "explainability.csv",
-            ["task", "section", "method", "judge", "measure", "stage_name", "value", "ci_low", "ci_high", "n_images"],
-            where=lambda d: d.section.isin(["randomisation", "test_retest", "counterfactual"]))
-    section("Uncertainty: calibration, error detection, selective prediction", "uncertainty.csv",
-            ["task", "model", "rule", "score", "accuracy_val", "accuracy", "ece", "ece_calibrated", "brier_calibrated",
-             "error_auroc", "aurc", "e_aurc", "acc_at_80_coverage"])
-    section("Uncertainty: vote share − ResNet max softmax (paired, test split)", "uncertainty_paired.csv",
-            ["task", "n_images", "error_auroc_diff", "error_auroc_diff_ci_low", "error_auroc_diff_ci_high", "e_aurc_diff",
-             "e_aurc_diff_ci_low", "e_aurc_diff_ci_high", "referral_gain_at_80_diff", "referral_gain_at_80_diff_ci_low",
-             "referral_gain_at_80_diff_ci_high"])
-    section("Source-shift test (notebook 08, run separately)", "shift_test.csv",
-            ["task", "target_source", "other_source", "n_test_images", "family", "trained_on", "measure", "value",
-             "ci_low", "ci_high"])
-    section("Three sources of variance (notebook 09, run separately)", "seed_spread.csv",
-            ["task", "variance_source", "measure", "n_runs", "mean", "sd", "sd_ci_low", "sd_ci_high", "min", "max",
-             "test_image_sd"],
-            "Spread of each headline measure over disjoint draw replicates (one trained model) and over training seeds "
-            "(denoiser and ResNet-18 retrained), beside the SD over test images that the runs' bootstrap CIs imply. "
-            "Each run: `results/tables/seed_runs.csv`.")
+    section(
+        "Classification at the headline N (test split)",
+        "classification.csv",
+        [
+            "task",
+            "source",
+            "model",
+            "rule",
+            "n_draws",
+            "n_images",
+            "auc (95% CI)",
+            "balanced_accuracy (95% CI)",
+            "majority_rate",
+            "accuracy",
+            "f1",
+            "sensitivity",
+            "specificity",
+        ],
+        "Every rule, N and timestep range: `results/tables/classification.csv`; per-image predictions: "
+        "`results/tables/predictions.csv`.",
+        ci=("auc", "balanced_accuracy"),
+        where=lambda d: (
+            d.t_range.fillna("").isin(["[0.00,1.00)", ""]) & (d.n_draws == d.groupby("task").n_draws.transform("max"))
+            | (d.model == "resnet18")
+        ),
+    )
+    section(
+        "Stable Diffusion arm (notebook 07; skipped without local weights)",
+        "foundation_classification.csv",
+        ["task", "model", "rule", "n_draws", "n_images", "auc (95% CI)", "balanced_accuracy", "accuracy", "f1"],
+        ci=("auc",),
+        where=lambda d: d.n_draws == d.n_draws.max(),
+    )
+    section(
+        "Diffusion classifier vs ResNet-18 (paired, test split)",
+        "diffusion_vs_baseline.csv",
+        [
+            "task",
+            "source",
+            "a",
+            "n_images",
+            "auc_diff",
+            "auc_diff_ci_low",
+            "auc_diff_ci_high",
+            "balanced_accuracy_diff",
+            "balanced_accuracy_diff_ci_low",
+            "balanced_accuracy_diff_ci_high",
+            "mcnemar_p",
+        ],
+    )
+    section(
+        "Majority vote − mean error at each N (paired, test split)",
+        "ablation_paired.csv",
+        [
+            "task",
+            "n_draws",
+            "accuracy_diff",
+            "accuracy_diff_ci_low",
+            "accuracy_diff_ci_high",
+            "auc_diff",
+            "auc_diff_ci_low",
+            "auc_diff_ci_high",
+            "only_a_right",
+            "only_b_right",
+            "mcnemar_p",
+        ],
+    )
+    section(
+        "Beside the paper (different data and scale: context, not a test)",
+        "paper_comparison.csv",
+        ["source", "data", "model", "accuracy", "f1", "auc", "balanced_accuracy"],
+    )
+    section(
+        "Early stopping of the majority vote (replayed on the stored full scores)",
+        "early_stopping.csv",
+        [
+            "task",
+            "split",
+            "stopping",
+            "alpha",
+            "n_draws",
+            "n_images",
+            "unet_evals_per_image",
+            "speedup",
+            "changed_vs_full_vote",
+            "vote_accuracy",
+            "full_vote_accuracy",
+        ],
+    )
+    section(
+        "Explainability: paired faithfulness differences",
+        "explainability.csv",
+        [
+            "task",
+            "judge",
+            "judge_relation",
+            "fill",
+            "mode",
+            "method",
+            "measure",
+            "versus",
+            "value",
+            "ci_low",
+            "ci_high",
+            "n_images",
+        ],
+        "Deletion: negative = more faithful than the map compared with; insertion: positive. Rows of judges whose "
+        "clean-vs-fill score gap CI contains 0 are left out (not interpretable; they are in the CSV).",
+        where=lambda d: (
+            d.measure.isin(["auc_minus_random", "auc_minus_rival", "score_gap"])
+            & d.interpretable.astype(str).isin(["True", "true", "1", "1.0"])
+        ),
+    )
+    section(
+        "Explainability: sanity checks and counterfactuals",
+        "explainability.csv",
+        ["task", "section", "method", "judge", "measure", "stage_name", "value", "ci_low", "ci_high", "n_images"],
+        where=lambda d: d.section.isin(["randomisation", "test_retest", "counterfactual"]),
+    )
+    section(
+        "Uncertainty: calibration, error detection, selective prediction",
+        "uncertainty.csv",
+        [
+            "task",
+            "model",
+            "rule",
+            "score",
+            "accuracy_val",
+            "accuracy",
+            "ece",
+            "ece_calibrated",
+            "brier_calibrated",
+            "error_auroc",
+            "aurc",
+            "e_aurc",
+            "acc_at_80_coverage",
+        ],
+    )
+    section(
+        "Uncertainty: vote share − ResNet max softmax (paired, test split)",
+        "uncertainty_paired.csv",
+        [
+            "task",
+            "n_images",
+            "error_auroc_diff",
+            "error_auroc_diff_ci_low",
+            "error_auroc_diff_ci_high",
+            "e_aurc_diff",
+            "e_aurc_diff_ci_low",
+            "e_aurc_diff_ci_high",
+            "referral_gain_at_80_diff",
+            "referral_gain_at_80_diff_ci_low",
+            "referral_gain_at_80_diff_ci_high",
+        ],
+    )
+    section(
+        "Source-shift test (notebook 08, run separately)",
+        "shift_test.csv",
+        [
+            "task",
+            "target_source",
+            "other_source",
+            "n_test_images",
+            "family",
+            "trained_on",
+            "measure",
+            "value",
+            "ci_low",
+            "ci_high",
+        ],
+    )
+    section(
+        "Three sources of variance (notebook 09, run separately)",
+        "seed_spread.csv",
+        [
+            "task",
+            "variance_source",
+            "measure",
+            "n_runs",
+            "mean",
+            "sd",
+            "sd_ci_low",
+            "sd_ci_high",
+            "min",
+            "max",
+            "test_image_sd",
+        ],
+        "Spread of each headline measure over disjoint draw replicates (one trained model) and over training seeds "
+        "(denoiser and ResNet-18 retrained), beside the SD over test images that the runs' bootstrap CIs imply. "
+        "Each run: `results/tables/seed_runs.csv`.",
+    )
     seeds = tables / "seed_runs.csv"
     if seeds.exists():
         from . import variance
 
         runs = pd.read_csv(seeds)
-        out.extend(["## Headline across training seeds and draw replicates (notebook 09)", "",
-                    "Mean (SD, min–max) of each run's headline numbers; each run is in `seed_runs.csv` with its CIs.", "",
-                    _table(variance.headline_across_runs(runs), ["task", "variance_source", "n_runs", "auc",
-                                                                 "balanced_accuracy", "accuracy", "resnet_auc",
-                                                                 "minus_resnet_auc", "vote_minus_mean_accuracy",
-                                                                 "voting_outcomes"]), ""])
-    section("Sequential early stopping at large N, alpha chosen on validation (notebook 09)", "early_stopping_large_n.csv",
-            ["task", "n_draws", "alpha_selected_on_val", "n_images", "unet_evals_per_image", "full_evals_per_image",
-             "fraction_of_full", "changed_vs_full_vote", "accuracy", "full_accuracy", "auc", "full_auc"])
-    section("Majority vote − mean error up to the paper's regime (notebook 09, one long draw sequence)",
-            "ablation_paired_large_n.csv",
-            ["task", "n_draws", "accuracy_diff", "accuracy_diff_ci_low", "accuracy_diff_ci_high", "auc_diff",
-             "auc_diff_ci_low", "auc_diff_ci_high", "only_a_right", "only_b_right", "mcnemar_p"])
+        out.extend(
+            [
+                "## Headline across training seeds and draw replicates (notebook 09)",
+                "",
+                "Mean (SD, min–max) of each run's headline numbers; each run is in `seed_runs.csv` with its CIs.",
+                "",
+                _table(
+                    variance.headline_across_runs(runs),
+                    [
+                        "task",
+                        "variance_source",
+                        "n_runs",
+                        "auc",
+                        "balanced_accuracy",
+                        "accuracy",
+                        "resnet_auc",
+                        "minus_resnet_auc",
+                        "vote_minus_mean_accuracy",
+                        "voting_outcomes",
+                    ],
+                ),
+                "",
+            ]
+        )
+    section(
+        "Sequential early stopping at large N, alpha chosen on validation (notebook 09)",
+        "early_stopping_large_n.csv",
+        [
+            "task",
+            "n_draws",
+            "alpha_selected_on_val",
+            "n_images",
+            "unet_evals_per_image",
+            "full_evals_per_image",
+            "fraction_of_full",
+            "changed_vs_full_vote",
+            "accuracy",
+            "full_accuracy",
+            "auc",
+            "full_auc",
+        ],
+    )
+    section(
+        "Majority vote − mean error up to the paper's regime (notebook 09, one long draw sequence)",
+        "ablation_paired_large_n.csv",
+        [
+            "task",
+            "n_draws",
+            "accuracy_diff",
+            "accuracy_diff_ci_low",
+            "accuracy_diff_ci_high",
+            "auc_diff",
+            "auc_diff_ci_low",
+            "auc_diff_ci_high",
+            "only_a_right",
+            "only_b_right",
+            "mcnemar_p",
+        ],
+    )
     for name in ("scoring", "training"):
         bench = res / "benchmarks" / f"{name}.csv"
         if bench.exists():
             b = pd.read_csv(bench)
-            out.extend([f"## {name.capitalize()} speed (benchmarks/{name}.py)", "",
-                        "Written by its own run of the benchmark script, not by run_all.sh: it may predate the code "
-                        "and models above (its setup row says what it measured).", "",
-                        _table(b, [c for c in b.columns if c != "setup"]), ""])
+            out.extend(
+                [
+                    f"## {name.capitalize()} speed (benchmarks/{name}.py)",
+                    "",
+                    "Written by its own run of the benchmark script, not by run_all.sh: it may predate the code "
+                    "and models above (its setup row says what it measured).",
+                    "",
+                    _table(b, [c for c in b.columns if c != "setup"]),
+                    "",
+                ]
+            )
     pngs = sorted(figs.glob("*.png"))
     if pngs:
         out.extend(["## Figures", ""] + [f"- [{p.stem}](figures/{p.name})" for p in pngs] + [""])

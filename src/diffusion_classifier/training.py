@@ -11,6 +11,7 @@ i*B/P .. (i+1)*B/P - 1), so P processes with B/P images each see exactly the dra
 the gradients the DDP wrapper averages are those of the one-process batch (equal up to floating-point summation
 order). Only dropout masks (torch's global generator) differ per process. B must be a multiple of P.
 """
+
 import copy
 import hashlib
 import json
@@ -24,8 +25,15 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from .checkpointing import (atomic_dir_write, load_state, main_process_lock, read_json, recover, save_state,
-                            verify_manifest)
+from .checkpointing import (
+    atomic_dir_write,
+    load_state,
+    main_process_lock,
+    read_json,
+    recover,
+    save_state,
+    verify_manifest,
+)
 from .denoiser import Denoiser, build_unet
 from .device import cap_threads, default_device, resolve_precision
 from .errors import CheckpointError
@@ -70,6 +78,7 @@ def lr_lambda(warmup: int, total: int):
         if step < warmup:
             return (step + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
     return f
 
 
@@ -83,7 +92,7 @@ def per_class_loss(model, x, y, cfg, seed: int, n_batches: int, device) -> dict:
         g = torch.Generator().manual_seed(seed + 7919 * c)
         losses = []
         for b in range(min(n_batches, math.ceil(len(xc) / bs))):
-            xb = xc[b * bs:(b + 1) * bs].to(device)
+            xb = xc[b * bs : (b + 1) * bs].to(device)
             lab = torch.full((len(xb),), c, device=device)
             d = dict(cfg, diffusion=dict(cfg["diffusion"], label_dropout=0.0))
             losses.append(diffusion_loss(model, xb, lab, g, d).item())
@@ -96,6 +105,7 @@ def _write_checkpoint(path: Path, model, ema, optimizer, info: dict):
         model.save(tmp / "model")
         ema.save(tmp / "ema")
         save_state(tmp, optimizer, info)
+
     atomic_dir_write(path, write)
 
 
@@ -111,16 +121,27 @@ def _check_inputs(out_dir: Path, inputs: dict, resume: bool):
         old = read_json(path)
         changed = [k for k in inputs if old.get(k) != inputs[k]]
         if changed:
-            raise CheckpointError(f"{path}: this run was trained with other {changed}; "
-                                  f"remove {out_dir} or use another folder")
+            raise CheckpointError(
+                f"{path}: this run was trained with other {changed}; remove {out_dir} or use another folder"
+            )
         return
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(inputs, indent=1))
     tmp.replace(path)
 
 
-def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_dir, resume: bool = True,
-                   stop_after: int | None = None, model=None):
+def train_denoiser(
+    cfg: dict,
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    class_names,
+    out_dir,
+    resume: bool = True,
+    stop_after: int | None = None,
+    model=None,
+):
     """Train (or resume, or return the finished model from) `out_dir`. Returns (EMA model, history DataFrame).
 
     `model`: any denoiser with the `Denoiser` interface (forward, schedule, save, load_trainable); by default a
@@ -130,8 +151,13 @@ def train_denoiser(cfg: dict, x_train, y_train, x_val, y_val, class_names, out_d
     """
     out_dir = Path(out_dir)
     with main_process_lock(out_dir):
-        inputs = {"x_train": _digest(x_train), "y_train": _digest(y_train), "x_val": _digest(x_val),
-                  "y_val": _digest(y_val), "class_names": list(class_names)}
+        inputs = {
+            "x_train": _digest(x_train),
+            "y_train": _digest(y_train),
+            "x_val": _digest(x_val),
+            "y_val": _digest(y_val),
+            "class_names": list(class_names),
+        }
         _check_inputs(out_dir, inputs, resume)
         return _train(cfg, x_train, y_train, x_val, y_val, class_names, out_dir, resume, stop_after, model)
 
@@ -153,12 +179,12 @@ def _train(cfg, x_train, y_train, x_val, y_val, class_names, out_dir: Path, resu
 
     device = default_device()
     cap_threads()  # several processes on one CPU: processes x threads <= cores
-    accelerator = Accelerator(mixed_precision=resolve_precision(t["mixed_precision"], device),
-                              cpu=device.type == "cpu")
+    accelerator = Accelerator(mixed_precision=resolve_precision(t["mixed_precision"], device), cpu=device.type == "cpu")
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t["lr"],
-                                  weight_decay=t["weight_decay"])
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=t["lr"], weight_decay=t["weight_decay"]
+    )
     step, history = 0, []
     if resume and (out_dir / LAST).exists():
         verify_manifest(out_dir / LAST)
@@ -173,8 +199,9 @@ def _train(cfg, x_train, y_train, x_val, y_val, class_names, out_dir: Path, resu
             scheduler.step()
     rank, world = accelerator.process_index, accelerator.num_processes
     if t["batch_size"] % world:
-        raise ValueError(f"train.batch_size {t['batch_size']} (the global batch) must be a multiple of the "
-                         f"{world} processes")
+        raise ValueError(
+            f"train.batch_size {t['batch_size']} (the global batch) must be a multiple of the {world} processes"
+        )
     mine = slice(rank * t["batch_size"] // world, (rank + 1) * t["batch_size"] // world)
     model, optimizer = accelerator.prepare(model, optimizer)  # model: the DDP wrapper with several processes
     ema.to(accelerator.device)
@@ -190,8 +217,9 @@ def _train(cfg, x_train, y_train, x_val, y_val, class_names, out_dir: Path, resu
         idx = batch_indices(y_train, t["batch_size"], g, t["balanced_sampling"])
         xb = augment(x_train[idx], g, cfg["data"]["hflip"], cfg["data"]["vflip"])[mine].to(accelerator.device)
         with accelerator.autocast():
-            loss = diffusion_loss(raw, xb, y_train[idx][mine].to(accelerator.device), g, cfg, net=model,
-                                  shard=(rank, world))
+            loss = diffusion_loss(
+                raw, xb, y_train[idx][mine].to(accelerator.device), g, cfg, net=model, shard=(rank, world)
+            )
         accelerator.backward(loss)
         if t["grad_clip"]:
             accelerator.clip_grad_norm_(model.parameters(), t["grad_clip"])
@@ -221,8 +249,12 @@ def _train(cfg, x_train, y_train, x_val, y_val, class_names, out_dir: Path, resu
             return ema, pd.DataFrame(history)
     bar.close()
     if accelerator.is_main_process:
-        atomic_dir_write(out_dir / FINAL, lambda tmp: (ema.save(tmp / "ema"),
-                                                       (tmp / "train_state.json").write_text(
-                                                           json.dumps({"step": step, "history": history}))))
+        atomic_dir_write(
+            out_dir / FINAL,
+            lambda tmp: (
+                ema.save(tmp / "ema"),
+                (tmp / "train_state.json").write_text(json.dumps({"step": step, "history": history})),
+            ),
+        )
     accelerator.wait_for_everyone()
     return ema.cpu(), pd.DataFrame(history)

@@ -11,6 +11,7 @@ tie would let the image order decide), Brier score, error-detection AUROC, risk-
 AURC (E-AURC: AURC minus that of a perfect ranking with the same errors, so models of different accuracy compare),
 accuracy at coverage and the paper's curve: accuracy after removing the most uncertain 0, 5, ..., 95 %.
 """
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
@@ -18,8 +19,8 @@ from scipy.special import log_softmax, softmax
 from . import decision
 from .metrics import binary_metrics, bootstrap
 
-
 # ----------------------------------------------------------------------------- scores
+
 
 def vote_distribution(E: np.ndarray) -> np.ndarray:
     v = decision.votes(E).astype(float)
@@ -59,8 +60,10 @@ def vote_logits(E):
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Temperature minimising the validation NLL of softmax(logits / T) (Guo et al. 2017)."""
+
     def nll(log_t):
         return -log_softmax(logits / np.exp(log_t), axis=1)[np.arange(len(y)), y].mean()
+
     res = minimize_scalar(nll, bounds=(-12, 8), method="bounded")
     return float(np.exp(res.x))
 
@@ -70,6 +73,7 @@ def probabilities(logits, temperature=1.0):
 
 
 # ----------------------------------------------------------------------------- metrics
+
 
 def tie_safe_bins(confidence: np.ndarray, n_bins: int = 10) -> list[np.ndarray]:
     """About equal-mass bins of the predictions (index arrays), whose edges only fall between distinct values: all
@@ -90,7 +94,9 @@ def tie_safe_bins(confidence: np.ndarray, n_bins: int = 10) -> list[np.ndarray]:
 def ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
     """Expected calibration error over tie-safe, about equal-mass bins."""
     n = len(confidence)
-    return float(sum(len(b) / n * abs(correct[b].mean() - confidence[b].mean()) for b in tie_safe_bins(confidence, n_bins)))
+    return float(
+        sum(len(b) / n * abs(correct[b].mean() - confidence[b].mean()) for b in tie_safe_bins(confidence, n_bins))
+    )
 
 
 def brier(confidence: np.ndarray, correct: np.ndarray) -> float:
@@ -137,10 +143,14 @@ def excess_aurc(uncertainty, correct) -> float:
     return aurc(uncertainty, correct) - float((np.cumsum(best) / k).mean())
 
 
-def accuracy_after_removal(uncertainty, correct, fractions=tuple(np.arange(0, 1, 0.05))) -> list[tuple]:
+# the paper's x-axis: 0, 5, ..., 95 % of the predictions removed
+REMOVAL_FRACTIONS = tuple(np.arange(0, 1, 0.05))
+
+
+def accuracy_after_removal(uncertainty, correct, fractions=REMOVAL_FRACTIONS) -> list[tuple]:
     """The paper's curve: (fraction removed, accuracy of the rest) when the most uncertain are removed first."""
     kept = _tie_averaged(uncertainty, correct.astype(float))
-    return [(float(f), float(kept[:max(1, int(round((1 - f) * len(kept))))].mean())) for f in fractions]
+    return [(float(f), float(kept[: max(1, int(round((1 - f) * len(kept))))].mean())) for f in fractions]
 
 
 def accuracy_at_coverage(uncertainty, correct, coverage: float) -> float:
@@ -150,8 +160,11 @@ def accuracy_at_coverage(uncertainty, correct, coverage: float) -> float:
 
 
 def selective_metrics(uncertainty, correct, confidence=None, confidence_cal=None, n_bins=10) -> dict:
-    out = {"error_auroc": error_auroc(uncertainty, correct), "aurc": aurc(uncertainty, correct),
-           "e_aurc": excess_aurc(uncertainty, correct)}
+    out = {
+        "error_auroc": error_auroc(uncertainty, correct),
+        "aurc": aurc(uncertainty, correct),
+        "e_aurc": excess_aurc(uncertainty, correct),
+    }
     for cov in (0.9, 0.8, 0.7):
         out[f"acc_at_{int(cov * 100)}_coverage"] = accuracy_at_coverage(uncertainty, correct, cov)
     out["ece"] = ece(confidence, correct, n_bins) if confidence is not None else np.nan
@@ -169,9 +182,15 @@ def with_bootstrap(uncertainty, correct, confidence=None, confidence_cal=None, n
     samples = []
     for _ in range(n_boot):
         i = rng.integers(0, n, n)
-        samples.append(selective_metrics(uncertainty[i], correct[i],
-                                         None if confidence is None else confidence[i],
-                                         None if confidence_cal is None else confidence_cal[i], n_bins))
+        samples.append(
+            selective_metrics(
+                uncertainty[i],
+                correct[i],
+                None if confidence is None else confidence[i],
+                None if confidence_cal is None else confidence_cal[i],
+                n_bins,
+            )
+        )
     out = dict(point)
     for k in point:
         vals = np.array([s[k] for s in samples], dtype=float)
@@ -212,26 +231,44 @@ def evaluate(task, E_val, y_val, E_test, y_test, proba_val, proba_test, n_bins=1
 
     arms = [("diffusion-unet", rule, confidences(E_test, rule), confidences(E_val, rule)) for rule in ("vote", "mean")]
     arms.append(("resnet18", "softmax", baseline(proba_test, logits_test), baseline(proba_val, logits_val)))
-    for model, rule, (pred, scores), (pred_val, scores_val) in arms:
+    for model, rule, (pred, scores), (pred_val, _scores_val) in arms:
         correct, correct_val = pred == y_test, pred_val == y_val
         for name, (unc, conf, cal) in scores.items():
-            rows.append({"task": task, "model": model, "rule": rule, "score": name,
-                         "accuracy_val": float(correct_val.mean()), "accuracy": float(correct.mean()),
-                         **with_bootstrap(unc, correct, conf, cal, n_bins, n_boot, seed)})
+            rows.append(
+                {
+                    "task": task,
+                    "model": model,
+                    "rule": rule,
+                    "score": name,
+                    "accuracy_val": float(correct_val.mean()),
+                    "accuracy": float(correct.mean()),
+                    **with_bootstrap(unc, correct, conf, cal, n_bins, n_boot, seed),
+                }
+            )
             curves[(model, name)] = (unc, correct, conf, cal)
     temps = {"error_softmax": t_err, "vote_fraction": t_vote, "max_softmax": t_b}
     return rows, curves, temps
 
 
-def compare_scores(curves: dict, task: str, a=("diffusion-unet", "vote_fraction"), b=("resnet18", "max_softmax"),
-                   n_boot: int = 500, seed: int = 0) -> dict:
+def compare_scores(
+    curves: dict,
+    task: str,
+    a=("diffusion-unet", "vote_fraction"),
+    b=("resnet18", "max_softmax"),
+    n_boot: int = 500,
+    seed: int = 0,
+) -> dict:
     """Paired differences a - b on the same test images and resamples: error-detection AUROC, E-AURC and the gain in
     accuracy from referring the 20 % most uncertain (accuracy at 80 % coverage - accuracy)."""
+
     def measures(ua, ca, ub, cb):
         gain = lambda u, c: accuracy_at_coverage(u, c, 0.8) - c.mean()  # noqa: E731
-        return {"error_auroc": error_auroc(ua, ca) - error_auroc(ub, cb),
-                "e_aurc": excess_aurc(ua, ca) - excess_aurc(ub, cb),
-                "referral_gain_at_80": gain(ua, ca) - gain(ub, cb)}
+        return {
+            "error_auroc": error_auroc(ua, ca) - error_auroc(ub, cb),
+            "e_aurc": excess_aurc(ua, ca) - excess_aurc(ub, cb),
+            "referral_gain_at_80": gain(ua, ca) - gain(ub, cb),
+        }
+
     (ua, ca, _, _), (ub, cb, _, _) = curves[a], curves[b]
     point = measures(ua, ca, ub, cb)
     ci = bootstrap(measures, (ua, ca, ub, cb), n_boot, seed)
@@ -246,8 +283,10 @@ def removal_table(curves: dict, task: str, scores=(("diffusion-unet", "vote_frac
     rows = []
     for key in scores:
         unc, correct, _, _ = curves[key]
-        rows += [{"task": task, "model": key[0], "score": key[1], "removed": f, "accuracy": acc}
-                 for f, acc in accuracy_after_removal(unc, correct)]
+        rows += [
+            {"task": task, "model": key[0], "score": key[1], "removed": f, "accuracy": acc}
+            for f, acc in accuracy_after_removal(unc, correct)
+        ]
     return rows
 
 
@@ -260,8 +299,14 @@ def versus_draws(E, U, y, n_draws_list, n_boot=200, seed=0):
         correct = decision.predict_vote(Ek) == y
         conf = vote_fraction(Ek)
         m = with_bootstrap(-conf, correct, n_boot=n_boot, seed=seed)
-        rows.append({"n_draws": k, "accuracy": float(correct.mean()), "mean_vote_fraction": float(conf.mean()),
-                     **{key: m[key] for key in m if key.startswith(("error_auroc", "acc_at_80", "aurc"))}})
+        rows.append(
+            {
+                "n_draws": k,
+                "accuracy": float(correct.mean()),
+                "mean_vote_fraction": float(conf.mean()),
+                **{key: m[key] for key in m if key.startswith(("error_auroc", "acc_at_80", "aurc"))},
+            }
+        )
     return rows
 
 
@@ -271,13 +316,19 @@ def verdict(table, task: str, paired=None) -> str:
     t = table[table.task == task].set_index(["model", "score"])
     v, b = t.loc[("diffusion-unet", "vote_fraction")], t.loc[("resnet18", "max_softmax")]
     informative = v.error_auroc_ci_low > 0.5
-    text = (f"**{task}**: the vote share flags the vote's wrong predictions with AUROC {v.error_auroc:.3f} "
-            f"(95% CI {v.error_auroc_ci_low:.3f}-{v.error_auroc_ci_high:.3f}) — "
-            + ("the CI excludes 0.5: the vote-based uncertainty is informative" if informative else
-               "the CI does not exclude 0.5: on this data the vote-based uncertainty is NOT shown to be informative")
-            + f". The ResNet-18's max softmax: {b.error_auroc:.3f} ({b.error_auroc_ci_low:.3f}-{b.error_auroc_ci_high:.3f}). "
-            f"Referring the 20% most uncertain cases: accuracy {v.accuracy:.3f} → {v.acc_at_80_coverage:.3f} "
-            f"(ResNet-18 {b.accuracy:.3f} → {b.acc_at_80_coverage:.3f}); E-AURC {v.e_aurc:.3f} vs {b.e_aurc:.3f}.")
+    text = (
+        f"**{task}**: the vote share flags the vote's wrong predictions with AUROC {v.error_auroc:.3f} "
+        f"(95% CI {v.error_auroc_ci_low:.3f}-{v.error_auroc_ci_high:.3f}) — "
+        + (
+            "the CI excludes 0.5: the vote-based uncertainty is informative"
+            if informative
+            else "the CI does not exclude 0.5: on this data the vote-based uncertainty is NOT shown to be informative"
+        )
+        + f". The ResNet-18's max softmax: {b.error_auroc:.3f} "
+        f"({b.error_auroc_ci_low:.3f}-{b.error_auroc_ci_high:.3f}). "
+        f"Referring the 20% most uncertain cases: accuracy {v.accuracy:.3f} → {v.acc_at_80_coverage:.3f} "
+        f"(ResNet-18 {b.accuracy:.3f} → {b.acc_at_80_coverage:.3f}); E-AURC {v.e_aurc:.3f} vs {b.e_aurc:.3f}."
+    )
     if paired is not None and len(paired[paired.task == task]):
         r = paired[paired.task == task].iloc[0]
 
@@ -286,16 +337,36 @@ def verdict(table, task: str, paired=None) -> str:
             worse = hi < 0 if higher_is_better else lo > 0
             word = "vote share better" if better else "vote share worse" if worse else "not distinguishable"
             return f"{name} {d:+.3g} (95% CI {lo:+.3g} to {hi:+.3g}: {word})"
-        text += (" Paired on the same images (vote share − max softmax): "
-                 + "; ".join([judged("error-detection AUROC", r.error_auroc_diff, r.error_auroc_diff_ci_low,
-                                     r.error_auroc_diff_ci_high, True),
-                              judged("E-AURC", r.e_aurc_diff, r.e_aurc_diff_ci_low, r.e_aurc_diff_ci_high, False),
-                              judged("gain from referring 20%", r.referral_gain_at_80_diff,
-                                     r.referral_gain_at_80_diff_ci_low, r.referral_gain_at_80_diff_ci_high, True)]) + ".")
-    return text + (f" Calibration after temperature scaling (fitted on val): ECE {v.ece_calibrated:.3f} "
-                   f"({v.ece_calibrated_ci_low:.3f}-{v.ece_calibrated_ci_high:.3f}), Brier {v.brier_calibrated:.3f}; "
-                   f"ResNet-18 ECE {b.ece_calibrated:.3f} ({b.ece_calibrated_ci_low:.3f}-{b.ece_calibrated_ci_high:.3f}), "
-                   f"Brier {b.brier_calibrated:.3f} (marginal CIs, not a paired test). Validation → test accuracy: vote "
-                   f"{v.accuracy_val:.3f} → {v.accuracy:.3f}, ResNet-18 {b.accuracy_val:.3f} → {b.accuracy:.3f} (both fall: "
-                   f"the test split differs from validation; the ResNet's validation accuracy is also optimistic, its "
-                   f"epoch having been chosen there).")
+
+        text += (
+            " Paired on the same images (vote share − max softmax): "
+            + "; ".join(
+                [
+                    judged(
+                        "error-detection AUROC",
+                        r.error_auroc_diff,
+                        r.error_auroc_diff_ci_low,
+                        r.error_auroc_diff_ci_high,
+                        True,
+                    ),
+                    judged("E-AURC", r.e_aurc_diff, r.e_aurc_diff_ci_low, r.e_aurc_diff_ci_high, False),
+                    judged(
+                        "gain from referring 20%",
+                        r.referral_gain_at_80_diff,
+                        r.referral_gain_at_80_diff_ci_low,
+                        r.referral_gain_at_80_diff_ci_high,
+                        True,
+                    ),
+                ]
+            )
+            + "."
+        )
+    return text + (
+        f" Calibration after temperature scaling (fitted on val): ECE {v.ece_calibrated:.3f} "
+        f"({v.ece_calibrated_ci_low:.3f}-{v.ece_calibrated_ci_high:.3f}), Brier {v.brier_calibrated:.3f}; "
+        f"ResNet-18 ECE {b.ece_calibrated:.3f} ({b.ece_calibrated_ci_low:.3f}-{b.ece_calibrated_ci_high:.3f}), "
+        f"Brier {b.brier_calibrated:.3f} (marginal CIs, not a paired test). Validation → test accuracy: vote "
+        f"{v.accuracy_val:.3f} → {v.accuracy:.3f}, ResNet-18 {b.accuracy_val:.3f} → {b.accuracy:.3f} (both fall: "
+        f"the test split differs from validation; the ResNet's validation accuracy is also optimistic, its "
+        f"epoch having been chosen there)."
+    )

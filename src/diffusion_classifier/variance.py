@@ -1,16 +1,17 @@
 """Three sources of variance of the headline comparisons (notebook 09), side by side:
 
-    test images  the percentile-bootstrap CI inside each run (its half-width / 1.96 is the SD it implies)
-    draws        disjoint slices of one long draw sequence: the engine's draw (i, k) is i.i.d. given the image,
-                 so slice r = draws [r n, (r + 1) n) is an independent replicate of a scoring seed at N = n
-    training     the denoiser and the ResNet-18 trained again from other seeds
+test images  the percentile-bootstrap CI inside each run (its half-width / 1.96 is the SD it implies)
+draws        disjoint slices of one long draw sequence: the engine's draw (i, k) is i.i.d. given the image,
+             so slice r = draws [r n, (r + 1) n) is an independent replicate of a scoring seed at N = n
+training     the denoiser and the ResNet-18 trained again from other seeds
 
-    trained_run        a seed's denoiser and ResNet-18 (trained, or resumed from their run folders) and their test scores
-    replicate_slices   the slices of E
-    run_row            one run's numbers: the headline rule's metrics, vote - mean and diffusion - ResNet (paired)
-    spread             per source and measure: mean, SD, min, max over runs, beside the bootstrap SD
-    verdicts           generated sentences: do the voting and competitiveness verdicts hold across runs?
+trained_run        a seed's denoiser and ResNet-18 (trained, or resumed from their run folders) and their test scores
+replicate_slices   the slices of E
+run_row            one run's numbers: the headline rule's metrics, vote - mean and diffusion - ResNet (paired)
+spread             per source and measure: mean, SD, min, max over runs, beside the bootstrap SD
+verdicts           generated sentences: do the voting and competitiveness verdicts hold across runs?
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,23 +28,32 @@ def trained_run(p, n_draws: int, splits=("test",), scoring_seed: int | None = No
     """For a prepared task (`study.prepare`, whose seed sets both models' training): train the denoiser and the
     ResNet-18 as notebooks 02 and 03 do (a finished run folder is loaded, not retrained), and score the given splits
     with n_draws draws of `scoring_seed` (default: the task's seed). Training seeds compared with one scoring seed see
-    the same draws, so their spread holds no draw-sampling noise (the draw x model interaction remains). Returns ({split: Scores}, {split: ResNet softmax})."""
+    the same draws, so their spread holds no draw-sampling noise (the draw x model interaction remains).
+    Returns ({split: Scores}, {split: ResNet softmax})."""
     from .baseline import predict_proba, train_baseline
     from .scoring import ScoreSettings, ScoringEngine, cache_dir_for
     from .training import train_denoiser
 
     x, y = p.x, p.y
     model, _ = train_denoiser(p.cfg, x["train"], y["train"], x["val"], y["val"], p.class_names, p.artifact("denoiser"))
-    resnet, _ = train_baseline(p.cfg, x["train"], y["train"], x["val"], y["val"], len(p.class_names),
-                               p.artifact("baseline"))
-    settings = ScoreSettings.from_profile(p.cfg, n_draws=n_draws,
-                                          **({} if scoring_seed is None else {"seed": scoring_seed}))
+    resnet, _ = train_baseline(
+        p.cfg, x["train"], y["train"], x["val"], y["val"], len(p.class_names), p.artifact("baseline")
+    )
+    settings = ScoreSettings.from_profile(
+        p.cfg, n_draws=n_draws, **({} if scoring_seed is None else {"seed": scoring_seed})
+    )
     if settings.t_sampling != "random":  # grid times depend on n_draws: no common prefix, no i.i.d. slices
         raise ValueError(f"draw replicates need t_sampling 'random', got {settings.t_sampling!r}")
     engine = ScoringEngine(model, settings)
-    scores = {split: engine.score(x[split], model.n_classes,
-                                  cache_dir_for(p.artifact("score_cache"), split, settings, model, x[split]),
-                                  desc=f"{desc} {split}") for split in splits}
+    scores = {
+        split: engine.score(
+            x[split],
+            model.n_classes,
+            cache_dir_for(p.artifact("score_cache"), split, settings, model, x[split]),
+            desc=f"{desc} {split}",
+        )
+        for split in splits
+    }
     return scores, {split: predict_proba(resnet, x[split]) for split in splits}
 
 
@@ -51,7 +61,7 @@ def replicate_slices(E: np.ndarray, n: int, n_reps: int) -> list[np.ndarray]:
     """n_reps disjoint blocks of n draws, in draw order (block 0 is the first n draws: the main run's)."""
     if E.shape[2] < n * n_reps:
         raise ValueError(f"{n_reps} replicates of {n} draws need {n * n_reps} draws; E has {E.shape[2]}")
-    return [E[:, :, r * n:(r + 1) * n] for r in range(n_reps)]
+    return [E[:, :, r * n : (r + 1) * n] for r in range(n_reps)]
 
 
 def run_row(E, y, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -61,8 +71,9 @@ def run_row(E, y, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> dict:
     row = {"n_draws": E.shape[2], "n_images": len(y), **metrics_with_ci(y, pred, score, n_boot, seed)}
     vm = ablation.compare_rules(E, y, "vote", "mean", n_boot, seed)
     row.update({f"vote_minus_mean_{k.replace('_diff', '')}": v for k, v in vm.items()})
-    row["voting_outcome"] = ablation.voting_outcome(row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"],
-                                                    vm["accuracy_diff_ci_high"])
+    row["voting_outcome"] = ablation.voting_outcome(
+        row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"], vm["accuracy_diff_ci_high"]
+    )
     vr = paired.compare(y, (pred, score), (proba.argmax(1), proba[:, 1]), n_boot, seed)
     row.update({f"minus_resnet_{k.replace('_diff', '')}": v for k, v in vr.items()})
     r = metrics_with_ci(y, proba.argmax(1), proba[:, 1], n_boot, seed)
@@ -88,10 +99,20 @@ def spread(runs: pd.DataFrame) -> pd.DataFrame:
             v = g[m].astype(float)
             df = len(v) - 1
             sd = v.std(ddof=1) if df > 0 else np.nan
-            rows.append({"variance_source": source, "measure": m, "n_runs": len(v), "mean": v.mean(), "sd": sd,
-                         "sd_ci_low": sd * np.sqrt(df / chi2.ppf(0.975, df)) if df > 0 else np.nan,
-                         "sd_ci_high": sd * np.sqrt(df / chi2.ppf(0.025, df)) if df > 0 else np.nan,
-                         "min": v.min(), "max": v.max(), "test_image_sd": _bootstrap_sd(g, m)})
+            rows.append(
+                {
+                    "variance_source": source,
+                    "measure": m,
+                    "n_runs": len(v),
+                    "mean": v.mean(),
+                    "sd": sd,
+                    "sd_ci_low": sd * np.sqrt(df / chi2.ppf(0.975, df)) if df > 0 else np.nan,
+                    "sd_ci_high": sd * np.sqrt(df / chi2.ppf(0.025, df)) if df > 0 else np.nan,
+                    "min": v.min(),
+                    "max": v.max(),
+                    "test_image_sd": _bootstrap_sd(g, m),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -103,8 +124,11 @@ def headline_across_runs(runs: pd.DataFrame) -> pd.DataFrame:
         row = {"task": task, "variance_source": source, "n_runs": len(g)}
         for m in ("auc", "balanced_accuracy", "accuracy", "resnet_auc", "minus_resnet_auc", "vote_minus_mean_accuracy"):
             v = g[m].astype(float)
-            row[m] = f"{v.mean():+.3f} ({v.std(ddof=1):.3f}, {v.min():+.3f} to {v.max():+.3f})" if m.startswith(
-                ("minus", "vote")) else f"{v.mean():.3f} ({v.std(ddof=1):.3f}, {v.min():.3f}–{v.max():.3f})"
+            row[m] = (
+                f"{v.mean():+.3f} ({v.std(ddof=1):.3f}, {v.min():+.3f} to {v.max():+.3f})"
+                if m.startswith(("minus", "vote"))
+                else f"{v.mean():.3f} ({v.std(ddof=1):.3f}, {v.min():.3f}–{v.max():.3f})"
+            )
         row["voting_outcomes"] = _count(g.voting_outcome)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -126,30 +150,48 @@ def verdicts(runs: pd.DataFrame, task: str, margin: float = ablation.NONINFERIOR
             scope = "draws only: the same trained models and test images"
         else:
             what = f"{len(g)} training seeds ({', '.join(str(int(s)) for s in g.training_seed)})"
-            scope = ("training seeds at common draws and test images: training plus draw × model noise; the seed-0 "
-                     "run is shared with the draw replicates")
+            scope = (
+                "training seeds at common draws and test images: training plus draw × model noise; the seed-0 "
+                "run is shared with the draw replicates"
+            )
         outcomes = set(g.voting_outcome)
-        reading = (f"**the same outcome in every run ({outcomes.pop()})**" if len(outcomes) == 1 else
-                   "**not consistent across runs** (a single run's verdict is not reproducible)")
+        reading = (
+            f"**the same outcome in every run ({outcomes.pop()})**"
+            if len(outcomes) == 1
+            else "**not consistent across runs** (a single run's verdict is not reproducible)"
+        )
         d = g.vote_minus_mean_accuracy
-        lines.append(f"**{task}**, voting claim at N = {n} over {what} ({scope}): {_count(g.voting_outcome)}; vote − "
-                     f"mean accuracy from {d.min():+.3f} to {d.max():+.3f} (mean {d.mean():+.3f}): {reading}.")
+        lines.append(
+            f"**{task}**, voting claim at N = {n} over {what} ({scope}): {_count(g.voting_outcome)}; vote − "
+            f"mean accuracy from {d.min():+.3f} to {d.max():+.3f} (mean {d.mean():+.3f}): {reading}."
+        )
         if source == "training":
             testable = g[(g.auc_ci_low > 0.5) & (g.resnet_auc_ci_low > 0.5)]
             low = int((testable.minus_resnet_auc_ci_high < 0).sum())
             noninf = int((testable.minus_resnet_auc_ci_low > -margin).sum())
-            lines.append(f"**{task}**, diffusion − ResNet-18 AUC over {what} (each retrained, paired on the same test "
-                         "images): " + ", ".join(f"{r.minus_resnet_auc:+.3f} ({r.minus_resnet_auc_ci_low:+.3f} to "
-                                                 f"{r.minus_resnet_auc_ci_high:+.3f})" for r in g.itertuples())
-                         + f"; of the {len(testable)} runs where both models' AUC CIs exclude 0.5, significantly lower "
-                           f"in {low}, non-inferior at the {margin} margin in {noninf}"
-                         + (f" ({len(g) - len(testable)} not testable)" if len(testable) < len(g) else "") + ".")
+            lines.append(
+                f"**{task}**, diffusion − ResNet-18 AUC over {what} (each retrained, paired on the same test "
+                "images): "
+                + ", ".join(
+                    f"{r.minus_resnet_auc:+.3f} ({r.minus_resnet_auc_ci_low:+.3f} to {r.minus_resnet_auc_ci_high:+.3f})"
+                    for r in g.itertuples()
+                )
+                + f"; of the {len(testable)} runs where both models' AUC CIs exclude 0.5, significantly lower "
+                f"in {low}, non-inferior at the {margin} margin in {noninf}"
+                + (f" ({len(g) - len(testable)} not testable)" if len(testable) < len(g) else "")
+                + "."
+            )
     sp = spread(runs).set_index(["variance_source", "measure"])
-    parts = [f"test images {sp.loc[(runs.variance_source.iloc[0], 'auc'), 'test_image_sd']:.4f} (from the bootstrap CIs)"]
+    parts = [
+        f"test images {sp.loc[(runs.variance_source.iloc[0], 'auc'), 'test_image_sd']:.4f} (from the bootstrap CIs)"
+    ]
     for s in runs.variance_source.unique():
         r = sp.loc[(s, "auc")]
         if r.n_runs > 1:
             parts.append(f"{s} {r.sd:.4f} (95% CI {r.sd_ci_low:.4f}-{r.sd_ci_high:.4f}, {int(r.n_runs)} runs)")
-    lines.append(f"**{task}**, SD of the headline AUC by source of variance: " + "; ".join(parts)
-                 + ". The sources are not additive parts of one total (see `variance.spread`).")
+    lines.append(
+        f"**{task}**, SD of the headline AUC by source of variance: "
+        + "; ".join(parts)
+        + ". The sources are not additive parts of one total (see `variance.spread`)."
+    )
     return lines
