@@ -1,5 +1,7 @@
 """Data layer: real counts on the shared files, the readers on synthetic layouts, and the bad-input catalogue."""
 
+import io
+
 import numpy as np
 import pytest
 from conftest import REAL_DATA
@@ -122,23 +124,109 @@ def test_isic_csv_layout(tmp_path):
     assert counts(data)["train"] == [8, 8]
 
 
-def test_chexpert_layout_drops_uncertain_and_balances(tmp_path):
-    root = tmp_path / "data" / "CheXpert-v1.0-small"
-    rows = ["Path,Frontal/Lateral,Pleural Effusion"]
-    for split, n in (("train", 40), ("valid", 10)):
-        for i in range(n):
-            rel = f"CheXpert-v1.0-small/{split}/patient{i:05d}/study1/view1_frontal.jpg"
-            (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.full((12, 12), i, dtype=np.uint8)).save(tmp_path / "data" / rel)
-            value = ["1.0", "0.0", "-1.0", ""][i % 4]
-            rows.append(f"{rel},{'Lateral' if i == 5 else 'Frontal'},{value}")
-        (root / f"{split}.csv").write_text("\n".join(rows))
-        rows = rows[:1]
-    data = datasets.load_task("chexpert", root.parent, size=8)
-    for s in ("train", "val", "test"):
-        assert set(data.splits[s].labels.tolist()) <= {0, 1}
-    total = np.sum([data.splits[s].counts(2) for s in ("train", "val")], axis=0)
-    assert total[0] == total[1]  # balanced by subsampling
+CHEXPERT_HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Pleural Effusion"
+
+
+def chexpert_path(patient, study, view="view1_frontal"):
+    return f"CheXpert-v1.0-small/train/patient{patient:05d}/study{study}/{view}.jpg"
+
+
+def chexpert_train(tmp_path, rows):
+    """A CheXpert-v1.0-small folder whose train.csv holds `rows` (patient, study, view, No Finding, Pleural
+    Effusion), with a tiny JPEG for each; returns the folder."""
+    data = tmp_path / "data"
+    (data / "CheXpert-v1.0-small").mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.fromarray(np.full((12, 12), 128, np.uint8)).save(buf, format="JPEG")
+    lines = [CHEXPERT_HEADER]
+    for patient, study, view, no_finding, effusion in rows:
+        rel = chexpert_path(patient, study, view)
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(buf.getvalue())
+        lateral = "lateral" in view
+        lines.append(
+            f"{rel},Female,63,{'Lateral' if lateral else 'Frontal'},{'' if lateral else 'AP'},{no_finding},{effusion}"
+        )
+    (data / "CheXpert-v1.0-small" / "train.csv").write_text("\n".join(lines) + "\n")
+    return data / "CheXpert-v1.0-small"
+
+
+def chexpert_labels(data):
+    """{CSV Path: label} over all splits, and {split: set of patient ids}."""
+    labels = {i: int(y) for s in data.splits.values() for i, y in zip(s.ids, s.labels)}
+    return labels, {k: {i.split("/")[2] for i in s.ids} for k, s in data.splits.items()}
+
+
+def test_chexpert_first_study_frontal_views_and_labels(tmp_path):
+    rows = [
+        (1, 1, "view1_frontal", "1.0", ""),  # kept: negative
+        (1, 1, "view2_lateral", "1.0", ""),  # lateral
+        (1, 2, "view1_frontal", "1.0", ""),  # second study
+        (2, 1, "view1_frontal", "", "1.0"),  # kept: positive
+        (2, 1, "view2_frontal", "", "1.0"),  # kept: a second frontal view of the first study
+        (2, 3, "view1_frontal", "", "1.0"),  # later study
+        (3, 4, "view1_frontal", "", "1.0"),  # later study, listed first
+        (3, 2, "view1_frontal", "1.0", "0.0"),  # kept: study1 absent, study2 is this patient's first
+        (4, 1, "view1_lateral", "", "1.0"),  # first study has no frontal view: the patient gives nothing
+        (4, 2, "view1_frontal", "", "1.0"),
+        (5, 1, "view1_frontal", "", "-1.0"),  # uncertain
+        (6, 1, "view1_frontal", "-1.0", ""),  # uncertain
+        (7, 1, "view1_frontal", "", "0.0"),  # neither
+        (8, 1, "view1_frontal", "", ""),  # neither
+        (9, 1, "view1_frontal", "1.0", "1.0"),  # both: contradictory
+    ]
+    rows += [(p, 1, "view1_frontal", *(("", "1.0") if p % 2 else ("1.0", ""))) for p in range(10, 51)]
+    root = chexpert_train(tmp_path, rows)
+    with pytest.warns(UserWarning, match=r"train.csv: 1 first-study frontal rows marked both .*\(first line 16\)"):
+        splits = datasets.read_chexpert(root, 8, balance=False)
+    labels, _ = chexpert_labels(datasets.TaskData("chexpert", ["no finding", "pleural effusion"], splits, ""))
+    expected = {chexpert_path(1, 1): 0, chexpert_path(2, 1): 1, chexpert_path(2, 1, "view2_frontal"): 1}
+    expected |= {chexpert_path(3, 2): 0} | {chexpert_path(p, 1): p % 2 for p in range(10, 51)}
+    assert labels == expected
+    assert splits["train"].images.shape[1:] == (8, 8, 1)
+    with pytest.warns(UserWarning, match="marked both"):
+        data = datasets.load_task("chexpert", root.parent, size=8)
+    assert data.class_names == ["no finding", "pleural effusion"]
+    total = np.sum([data.splits[s].counts(2) for s in datasets.SPLITS], axis=0)
+    assert total.tolist() == [22, 22]  # 20 + 2 positives; 21 + 2 negatives subsampled to 22
+    assert set(chexpert_labels(data)[0].items()) <= set(expected.items())
+
+
+def test_chexpert_balanced_80_10_10_split_keeps_patients_together(tmp_path):
+    rng = np.random.default_rng(1)
+    rows, first = [], {}
+    for p in range(300):
+        for study in rng.permutation(np.arange(1, rng.integers(2, 4)) + rng.integers(0, 2)):
+            no_finding, effusion = [("", "1.0"), ("1.0", ""), ("1.0", "0.0"), ("", "-1.0"), ("", "0.0")][
+                rng.choice(5, p=[0.55, 0.3, 0.05, 0.05, 0.05])
+            ]
+            views = (
+                ["view1_frontal"] + ["view2_frontal"] * (rng.random() < 0.2) + ["view3_lateral"] * (rng.random() < 0.5)
+            )
+            rows += [(p, study, v, no_finding, effusion) for v in views]
+            first[f"patient{p:05d}"] = min(study, first.get(f"patient{p:05d}", study))
+    root = chexpert_train(tmp_path, rows)
+    data = datasets.load_task("chexpert", root.parent, size=8, seed=3)
+    labels, patients = chexpert_labels(data)
+    for path in labels:
+        patient, study, view = path.split("/")[2:]
+        assert study == f"study{first[patient]}" and "frontal" in view
+    truth = {chexpert_path(p, s, v): int(e == "1.0") for p, s, v, _, e in rows}
+    assert all(truth[i] == y for i, y in labels.items())
+    n = {s: data.splits[s].counts(2) for s in datasets.SPLITS}
+    total = sum(n.values())
+    assert total[0] == total[1] and total.sum() > 200  # balanced, most candidates kept
+    for s, f in zip(datasets.SPLITS, (0.8, 0.1, 0.1)):
+        assert abs(n[s].sum() / total.sum() - f) < 0.03, n
+        assert abs(int(n[s][0]) - int(n[s][1])) <= 4, n  # stratified by class as far as patients allow
+    assert not patients["train"] & patients["val"] and not patients["train"] & patients["test"]
+    assert not patients["val"] & patients["test"]
+    again = datasets.load_task("chexpert", root.parent, size=8, seed=3)
+    for s in datasets.SPLITS:
+        assert again.splits[s].ids.tolist() == data.splits[s].ids.tolist()
+        assert np.array_equal(again.splits[s].images, data.splits[s].images)
+    other = datasets.load_task("chexpert", root.parent, size=8, seed=4)
+    assert other.splits["test"].ids.tolist() != data.splits["test"].ids.tolist()
 
 
 # --------------------------------------------------------------------------- the bad-input catalogue
@@ -431,31 +519,69 @@ def test_isic2020_target_contradicting_diagnosis_and_duplicate_name(tmp_path):
     one_line(e, f"{path}: line 7", "'ISIC_5' repeats", "line 5")
 
 
-def chexpert_folder(tmp_path, rows):
-    root = tmp_path / "data" / "CheXpert-v1.0-small"
-    for split in ("train", "valid"):
-        lines = ["Path,Frontal/Lateral,No Finding,Pleural Effusion"]
-        for i, (nf, pe) in enumerate(rows):
-            rel = f"CheXpert-v1.0-small/{split}/patient{i:05d}/study1/view1_frontal.jpg"
-            (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.full((12, 12), i, dtype=np.uint8)).save(tmp_path / "data" / rel)
-            lines.append(f"{rel},Frontal,{nf},{pe}")
-        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+def chexpert_edited(tmp_path, line, text):
+    """A valid 40-patient CheXpert train.csv whose line `line` (the header is line 1) is replaced by `text`."""
+    rows = [(p, 1, "view1_frontal", *(("", "1.0") if p % 2 else ("1.0", ""))) for p in range(40)]
+    root = chexpert_train(tmp_path, rows)
+    path = root / "train.csv"
+    lines = path.read_text().splitlines()
+    lines[line - 1] = text
+    path.write_text("\n".join(lines) + "\n")
     return root
 
 
 def test_chexpert_label_values_and_contradictions(tmp_path):
-    rows = [("", "1.0"), ("1.0", ""), ("", "0.0"), ("", "-1.0")] * 10
-    root = chexpert_folder(tmp_path, rows)
-    assert len(datasets.load_task("chexpert", root.parent, size=8).splits["test"]) == 20
-    for bad, words in (
-        (("", "0.5"), ["line 4", "'Pleural Effusion'", "must be 1, 0, -1 or blank"]),
-        (("1.0", "1.0"), ["line 4", "'No Finding' and 'Pleural Effusion'", "contradictory"]),
-    ):
-        root = chexpert_folder(tmp_path, rows[:2] + [bad] + rows[3:])
-        with pytest.raises(DataError) as e:
-            datasets.load_task("chexpert", root.parent, size=8)
-        one_line(e, "train.csv", *words)
+    good = f"{chexpert_path(2, 1)},Male,50,Frontal,AP"
+    root = chexpert_edited(tmp_path, 4, f"{good},,0.5")
+    with pytest.raises(DataError) as e:
+        datasets.load_task("chexpert", root.parent, size=8)
+    one_line(e, "train.csv: line 4", "'Pleural Effusion'", "must be 1, 0, -1 or blank", "0.5")
+    root = chexpert_edited(tmp_path, 4, f"{good},1.0,1.0")
+    with pytest.warns(UserWarning, match="1 first-study frontal rows marked both 'No Finding' and 'Pleural Effusion'"):
+        data = datasets.load_task("chexpert", root.parent, size=8)
+    assert chexpert_path(2, 1) not in chexpert_labels(data)[0]
+
+
+@pytest.mark.parametrize(
+    "line,text,words",
+    [
+        (1, "Path,Sex,Age,Frontal/Lateral,AP/PA,Findings,Pleural Effusion", ["lacks columns", "'No Finding'"]),
+        (
+            3,
+            "CheXpert-v1.0-small/train/p00001/study1/view1_frontal.jpg,Male,50,Frontal,AP,,1.0",
+            ["line 3", "no patient id", "p00001/study1"],
+        ),
+        (
+            3,
+            "CheXpert-v1.0-small/train/patient00001/view1_frontal.jpg,Male,50,Frontal,AP,,1.0",
+            ["line 3", "no patient id and study"],
+        ),
+        (3, f"{chexpert_path(1, 1)},Male,50,Frontal,AP,,yes", ["line 3", "'Pleural Effusion'", "not a number"]),
+        (3, f"{chexpert_path(1, 1)},Male,50,Sideways,AP,,1.0", ["line 3", "'Frontal/Lateral'", "'Sideways'"]),
+        (3, f"{chexpert_path(1, 1)},Male,50,Frontal,AP,,1.0,extra", ["line 3", "8 fields, the header has 7"]),
+        (2, f"{chexpert_path(1, 1)},Male,50,Frontal,AP,,1.0", ["line 3", "repeats line 2"]),
+    ],
+)
+def test_chexpert_malformed_train_csv(tmp_path, line, text, words):
+    root = chexpert_edited(tmp_path, line, text)
+    with pytest.raises(DataError) as e:
+        datasets.load_task("chexpert", root.parent, size=8)
+    one_line(e, str(root / "train.csv"), *words)
+
+
+def test_chexpert_missing_image_or_class(tmp_path):
+    root = chexpert_train(
+        tmp_path, [(p, 1, "view1_frontal", *(("", "1.0") if p % 2 else ("1.0", ""))) for p in range(40)]
+    )
+    (root.parent / chexpert_path(7, 1)).unlink()
+    with pytest.raises(DataError) as e:
+        datasets.load_task("chexpert", root.parent, size=8)
+    one_line(e, "patient00007/study1/view1_frontal.jpg", "train.csv: line 9", "missing")
+    rows = [(p, 1, "view1_frontal", "", "1.0") for p in range(10)]
+    root = chexpert_train(tmp_path / "positives_only", rows)
+    with pytest.raises(DataError) as e:
+        datasets.load_task("chexpert", root.parent, size=8)
+    one_line(e, "train.csv", "no first-study frontal row with 'No Finding' = 1", "nothing to classify")
 
 
 def test_npz_that_is_a_text_file(tmp_path):

@@ -48,6 +48,29 @@ def test_errors_match_a_naive_loop(tiny_model, images):
                 assert scores.E[i, c, k] == pytest.approx(e, rel=1e-5)
 
 
+def test_evaluate_fills_only_the_masked_triples_and_maps_average_them(tiny_model, images):
+    """The engine's own terms: a boolean (image, class, draw) mask in, errors in place out; the per-pixel maps of
+    the same draws average to the same errors (mean over pixels of the mean over draws)."""
+    engine = ScoringEngine(tiny_model, ScoreSettings(**S), "cpu")
+    z0 = engine.encode(images[:4])
+    ids = np.arange(4) + 5
+    full = engine.score_images(z0, ids, 2)[0]
+    todo = np.zeros((4, 2, 8), dtype=bool)
+    todo[0, :, [1, 6]] = True
+    todo[2, :, 3] = True
+    E = engine.evaluate(z0, ids, todo, np.full((4, 2, 8), np.nan, dtype=np.float32))
+    assert np.array_equal(np.isfinite(E), todo)
+    np.testing.assert_allclose(E[todo], full[todo], rtol=1e-5)
+    maps = engine.mean_error_maps(z0, ids, todo)
+    assert maps.shape == (4, 2, 8, 8)
+    np.testing.assert_allclose(maps[0].mean((1, 2)), full[0][:, [1, 6]].mean(1), rtol=1e-5)
+    np.testing.assert_allclose(maps[2].mean((1, 2)), full[2][:, 3], rtol=1e-5)
+    assert not maps[[1, 3]].any()  # images without draws
+    todo[0, 1, 6] = False
+    with pytest.raises(ValueError, match="same draws"):
+        engine.mean_error_maps(z0, ids, todo)
+
+
 def test_a_longer_run_starts_with_the_shorter_runs_draws(tiny_model, images):
     """Notebook 09 reads N = 1..251 and disjoint replicates off one long sequence: its first K draws must be a K-draw
     run's (random times), while grid times depend on the number of draws and have no such prefix."""

@@ -14,7 +14,8 @@ Tasks
     melanoma_balanced  ISIC 2017 + 2018, balanced, 64 px npz (closest to the authors' balanced ISIC set)
     dermamnist         DermaMNIST npz: melanoma (4) vs melanocytic nevus (5)
     isic2020           ISIC 2019/2020 layout: CSV `image_name,target` + JPEG folder, split 80/10/10 seeded
-    chexpert           CheXpert CSV + images, one finding (default Pleural Effusion), frontal views
+    chexpert           CheXpert-v1.0-small train.csv + images as the authors cut it: first study, frontal views,
+                       Pleural Effusion (1) vs No Finding (0), balanced, split 80/10/10 by patient
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -351,10 +353,12 @@ def _ids(table: Table, column: str, seen: dict) -> list[str]:
     return ids
 
 
-def _check_images(table: Table, paths: list[Path], folder: Path, pattern: str, strict: bool):
-    """Every image the ground truth lists must exist. Images in `folder` it does not list usually mean a wrong or
-    incomplete CSV: a warning, or an error with `strict`."""
-    for i, p in enumerate(paths):
+def _check_images(table: Table, paths: list[Path], folder: Path, pattern: str, strict: bool, rows=None):
+    """Every image the ground truth lists must exist (only those of `rows`, when given: a reader that uses a subset
+    of the table). Images in `folder` it does not list usually mean a wrong or incomplete CSV: a warning, or an
+    error with `strict`."""
+    for i in range(len(paths)) if rows is None else rows:
+        p = paths[i]
         if not p.is_file():
             raise DataError(f"{p}: listed in {table.at(i)} but missing")
     listed = set(paths)
@@ -539,61 +543,111 @@ def _chexpert_label(table: Table, i: int, column: str) -> float:
     return 0.0 if np.isnan(v) else v
 
 
+# A CheXpert image path: .../patient<id>/study<n>/<view>.jpg (the patient id and study number come from the path).
+CHEXPERT_PATH = re.compile(r"(?:^|/)(patient\d+)/study(\d+)/[^/]+$")
+
+
+def _grouped_split(groups, labels: np.ndarray, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
+    """Train/val/test index split that never puts one group (a patient) in two splits, stratified by class as far as
+    the groups allow. A group's class is its majority label; within each class the groups are shuffled with the
+    seed and dealt out by where their first image falls along the class's images: the first 80 % go to train, the
+    next 10 % to val, the rest to test. Deterministic given the seed; groups are taken in sorted order, so the
+    order of the rows does not matter."""
+    rng = np.random.default_rng(seed)
+    names, group = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    size = np.bincount(group, minlength=len(names))
+    votes = np.zeros((len(names), int(labels.max()) + 1))
+    np.add.at(votes, (group, labels), 1)
+    group_class = votes.argmax(1)
+    which = np.empty(len(names), dtype=np.int64)
+    for c in np.unique(group_class):
+        g = rng.permutation(np.flatnonzero(group_class == c))
+        start = np.cumsum(size[g]) - size[g]
+        bounds = np.round(np.cumsum(fractions)[:-1] * size[g].sum())
+        which[g] = np.searchsorted(bounds, start, side="right")
+    return {s: np.flatnonzero(which[group] == k) for k, s in enumerate(SPLITS)}
+
+
 def read_chexpert(
     root: Path,
     size: int,
     finding: str = "Pleural Effusion",
-    uncertain: str = "drop",
     balance: bool = True,
     seed: int = 0,
     strict: bool = False,
 ) -> dict[str, Split]:
-    """CheXpert (v1.0 or -small): frontal views, one finding as positive.
-
-    Policy as in the paper (METHOD.md): uncertain (-1) labels are dropped (`uncertain='drop'`; 'zeros' and
-    'ones' are the U-Zeros/U-Ones alternatives), missing labels count as 0, classes balanced by subsampling.
-    train.csv is split 90/10 into train/val by patient-free seeded draw; the official valid.csv is the test split.
+    """CheXpert-v1.0-small as the authors cut it (METHOD.md, "Data in the paper"): `train.csv` only (valid.csv is
+    not read), each patient's first study (the lowest study number in the CSV, usually study1), frontal views only;
+    positive (1) = `finding` is 1, negative (0) = "No Finding" is 1. Rows with an uncertain (-1) label in either
+    column, with neither label, or with both (contradictory: a warning names them) are dropped; blank means not
+    mentioned. The larger class is subsampled to the smaller one with the seed (`balance`), then the images are split
+    80/10/10 by patient (parsed from Path; no patient in two splits), stratified by class. On the full train.csv the
+    authors report train 16,324 / val 2,040 / test 2,040 (20,404 images, balanced); the patient-grouped split may
+    move a few images between splits (not checked here: no CheXpert copy). Split ids are the CSV Paths.
     """
-    if uncertain not in ("drop", "zeros", "ones"):
-        raise DataError(f"chexpert: uncertain policy must be drop, zeros or ones, got {uncertain!r}")
     root = Path(root)
-    out, seen = {}, {}
-    for csv_name, target in (("train.csv", "train"), ("valid.csv", "test")):
-        table = read_csv(root / csv_name, ["Path", "Frontal/Lateral", finding])
-        # CSV paths start with the dataset folder name (CheXpert-v1.0-small/train/...)
-        all_paths = [root.parent / p for p in _ids(table, "Path", seen)]
-        _check_images(table, all_paths, root / Path(csv_name).stem, "**/*.jpg", strict)
-        paths, labels = [], []
-        for i, r in enumerate(table.rows):
-            v = _chexpert_label(table, i, finding)
-            if "No Finding" in table.columns and v == 1.0 and _chexpert_label(table, i, "No Finding") == 1.0:
-                raise DataError(f"{table.at(i)}: marked both 'No Finding' and {finding!r}; contradictory labels")
-            if r["Frontal/Lateral"] != "Frontal":
-                continue
-            if v == -1:
-                if uncertain == "drop":
-                    continue
-                v = 0.0 if uncertain == "zeros" else 1.0
-            paths.append(all_paths[i])
-            labels.append(int(v))
-        labels = np.array(labels, dtype=np.int64)
-        idx = np.arange(len(labels))
-        if balance:
-            rng = np.random.default_rng(seed)
-            n = np.bincount(labels, minlength=2).min()
-            idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=False) for c in (0, 1)]))
-        images = _cached_decode(
-            f"chexpert_{target}_{finding.replace(' ', '_')}_{uncertain}_{int(balance)}",
-            [paths[i] for i in idx],
-            size,
-            mode="L",
+    table = read_csv(root / "train.csv", ["Path", "Frontal/Lateral", "No Finding", finding])
+    ids = _ids(table, "Path", {})
+    patients, studies = [], []
+    for i, path in enumerate(ids):
+        m = CHEXPERT_PATH.search(path.replace("\\", "/"))
+        if m is None:
+            raise DataError(
+                f"{table.at(i)}: Path {path!r} has no patient id and study "
+                f"(expected .../patient<digits>/study<digits>/<view>.jpg)"
+            )
+        patients.append(m.group(1))
+        studies.append(int(m.group(2)))
+        view = table.rows[i]["Frontal/Lateral"].strip()
+        if view not in ("Frontal", "Lateral"):
+            raise DataError(f"{table.at(i)}, column 'Frontal/Lateral': must be Frontal or Lateral, got {view!r}")
+    first = {}
+    for patient, study in zip(patients, studies):
+        first[patient] = min(study, first.get(patient, study))
+    rows, labels, both = [], [], []
+    for i in range(len(ids)):
+        positive, negative = _chexpert_label(table, i, finding), _chexpert_label(table, i, "No Finding")
+        if studies[i] != first[patients[i]] or table.rows[i]["Frontal/Lateral"].strip() != "Frontal":
+            continue
+        if -1.0 in (positive, negative) or positive == negative == 0.0:
+            continue  # uncertain, or neither class
+        if positive == negative == 1.0:
+            both.append(i)
+            continue
+        rows.append(i)
+        labels.append(int(positive))
+    if both:
+        warnings.warn(
+            f"{table.path}: {len(both)} first-study frontal rows marked both 'No Finding' and {finding!r} "
+            f"(first line {table.lines[both[0]]}); contradictory labels, dropped",
+            stacklevel=2,
         )
-        out[target] = (images, labels[idx], table.path)
-    images, labels, csv_path = out["train"]
-    parts = _seeded_split(len(labels), labels, seed, fractions=(0.9, 0.1, 0.0))
-    splits = {s: _check_split(images[parts[s]], labels[parts[s]], 2, csv_path, s) for s in ("train", "val")}
-    images, labels, csv_path = out["test"]
-    splits["test"] = _check_split(images, labels, 2, csv_path, "test")
+    rows, labels = np.array(rows, dtype=np.int64), np.array(labels, dtype=np.int64)
+    n = np.bincount(labels, minlength=2)
+    if n.min() == 0:
+        raise DataError(
+            f"{table.path}: no first-study frontal row with {['No Finding', finding][int(n.argmin())]!r} = 1 "
+            f"(found {n[0]} 'No Finding', {n[1]} {finding!r}); nothing to classify"
+        )
+    keep = np.arange(len(rows))
+    if balance:
+        rng = np.random.default_rng(seed)
+        keep = np.concatenate([rng.choice(np.flatnonzero(labels == c), n.min(), replace=False) for c in (0, 1)])
+        keep = np.sort(keep)
+    rows, labels = rows[keep], labels[keep]
+    # CSV paths start with the dataset folder name (CheXpert-v1.0-small/train/...)
+    paths = [root.parent / p for p in ids]
+    _check_images(table, paths, root / "train", "**/*.jpg", strict, rows=rows)
+    images = _cached_decode(
+        f"chexpert_{finding.replace(' ', '_')}_first_frontal_{int(balance)}_seed{seed}",
+        [paths[i] for i in rows],
+        size,
+        mode="L",
+    )
+    splits = {}
+    for s, idx in _grouped_split(np.array(patients)[rows], labels, seed).items():
+        splits[s] = _check_split(images[idx], labels[idx], 2, table.path, s)
+        splits[s].ids = np.array(ids)[rows[idx]]
     return splits
 
 
@@ -655,10 +709,10 @@ TASKS: dict[str, Task] = {
     ),
     "isic2020": Task(("benign", "melanoma"), "isic2020", _read_isic2020, _SKIN),
     "chexpert": Task(
-        ("negative", "pleural effusion"),
+        ("no finding", "pleural effusion"),
         "CheXpert-v1.0-small",
         _read_chexpert,
-        ("a chest x-ray without pleural effusion", "a chest x-ray with pleural effusion"),
+        ("a chest x-ray with no finding", "a chest x-ray with pleural effusion"),
     ),
 }
 

@@ -37,16 +37,10 @@ def class_error_maps(
     """(n, C, H, W) per-pixel squared eps error per class, averaged over the image's draws first_draw ...
     first_draw + n_draws - 1 whose time falls in [t_min, t_max). Disjoint draw ranges give independent maps."""
     z0 = engine.encode(x)
-    draws = draws_in_range(engine, image_ids, range(first_draw, first_draw + n_draws), t_min, t_max)
-    ks = [[k for k in d for _ in range(n_classes)] for d in draws]
-    cs = [[c for _ in d for c in range(n_classes)] for d in draws]
-    flat = engine.pixel_errors(z0, image_ids, ks, cs, reduce=False).numpy()
-    out, pos = np.zeros((len(x), n_classes, *flat.shape[1:]), dtype=np.float32), 0
-    for j, d in enumerate(draws):
-        block = flat[pos : pos + len(d) * n_classes].reshape(len(d), n_classes, *flat.shape[1:])
-        out[j] = block.mean(0)
-        pos += len(d) * n_classes
-    return out
+    todo = np.zeros((len(x), n_classes, first_draw + n_draws), dtype=bool)
+    for j, d in enumerate(draws_in_range(engine, image_ids, range(first_draw, first_draw + n_draws), t_min, t_max)):
+        todo[j, :, d] = True
+    return engine.mean_error_maps(z0, image_ids, todo)
 
 
 def difference_maps(class_maps: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -119,6 +119,66 @@ def draw_noise(s: ScoreSettings, image: int, draw: int, shape) -> torch.Tensor:
     return torch.randn(tuple(shape), generator=g)
 
 
+# ----------------------------------------------------------------------------- draw policies
+# How many draws an image gets: the engine draws in rounds and, after each, a policy switches (image, class) pairs
+# off in `active` (n, C). E_so_far holds the errors of the rounds drawn so far (NaN where skipped).
+
+
+class EveryDraw:
+    """All K draws for every class: one round."""
+
+    def round_ends(self, K: int) -> list[int]:
+        return [K]
+
+    def update(self, E_so_far, active, round_index: int, draws_left: int):
+        pass
+
+
+@dataclass
+class EarlyStop:
+    """Majority vote only: an image stops once its vote is decided (decision.vote_decided), checked every
+    round_size draws; alpha 0 = exact (no class can still overtake), else sequential (flip chance <= alpha)."""
+
+    round_size: int
+    alpha: float
+
+    def round_ends(self, K: int) -> list[int]:
+        return decision.round_ends(K, self.round_size)
+
+    def update(self, E_so_far, active, round_index: int, draws_left: int):
+        todo = np.flatnonzero(active.any(1))
+        active[todo] &= ~decision.vote_decided(E_so_far[todo], draws_left, self.alpha)[:, None]
+
+
+@dataclass
+class SuccessiveElimination:
+    """Li et al.: stages of (draws, classes kept after); after each stage keep the classes with the lowest mean
+    error so far."""
+
+    stages: list
+
+    def round_ends(self, K: int) -> list[int]:
+        ends = np.cumsum([d for d, _ in self.stages]).tolist()
+        if ends[-1] != K:
+            raise ValueError(f"elimination stages use {ends[-1]} draws but n_draws is {K}")
+        return ends
+
+    def update(self, E_so_far, active, round_index: int, draws_left: int):
+        keep = int(self.stages[round_index][1])
+        for j in np.flatnonzero(active.any(1)):
+            m = np.where(active[j], np.nanmean(E_so_far[j], axis=1), np.inf)
+            active[j] = False
+            active[j, np.argsort(m, kind="stable")[:keep]] = True
+
+
+def draw_policy(s: ScoreSettings):
+    if s.stages:
+        return SuccessiveElimination(s.stages)
+    if s.early_stop != "off":
+        return EarlyStop(s.round_size, s.stop_alpha)
+    return EveryDraw()
+
+
 # ----------------------------------------------------------------------------- the engine
 
 
@@ -138,78 +198,68 @@ class ScoringEngine:
         return torch.cat([self.model.encode(b.to(self.device)).float().cpu() for b in x.split(self.s.batch_size)])
 
     @torch.inference_mode()
-    def pixel_errors(self, z0, image_ids, draws, classes, reduce=True, with_x0=False):
-        """Evaluate the triples (j, draws[j][m], classes[j][m]) for local images j.
-
-        z0: (n, ...) encoded images; image_ids: their global indices (for the draws);
-        draws, classes: per local image, equal-length lists. Returns per triple the mean error (reduce) or
-        the per-pixel squared error map, plus optionally the one-step x0 estimates; in triple order.
-        """
-        triples = [(j, k, c) for j in range(len(z0)) for k, c in zip(draws[j], classes[j])]
-        out, x0s = [], []
+    def _squared_errors(self, z0, image_ids, todo: np.ndarray):
+        """Yield (triples, per-pixel squared eps errors) batch by batch for the (image, class, draw) triples where
+        the boolean mask todo (n, C, K) is set, in (image, draw, class) order. triples: (m, 3) rows (j, c, k)."""
+        jkc = np.argwhere(np.asarray(todo, dtype=bool).transpose(0, 2, 1))  # (image, draw, class) order
         sched = self.model.schedule
-        for b in range(0, len(triples), self.s.batch_size):
-            batch = triples[b : b + self.s.batch_size]
-            noise = {}
-            for j, k, _ in batch:
+        for b in range(0, len(jkc), self.s.batch_size):
+            batch = jkc[b : b + self.s.batch_size]
+            noise = {}  # one (u, eps) per (image, draw), shared by its classes
+            for j, k, _ in batch.tolist():
                 if (j, k) not in noise:
-                    noise[(j, k)] = (
-                        draw_time(self.s, int(image_ids[j]), k),
-                        draw_noise(self.s, int(image_ids[j]), k, z0.shape[1:]),
-                    )
-            u = torch.tensor([noise[(j, k)][0] for j, k, _ in batch], dtype=torch.float32, device=self.device)
-            eps = torch.stack([noise[(j, k)][1] for j, k, _ in batch]).to(self.device)
-            x0 = z0[[j for j, _, _ in batch]].to(self.device)
-            x_t = sched.add_noise(x0, eps, u)
-            labels = torch.tensor([c for _, _, c in batch], device=self.device)
+                    image = int(image_ids[j])
+                    noise[(j, k)] = (draw_time(self.s, image, k), draw_noise(self.s, image, k, z0.shape[1:]))
+            u = torch.tensor([noise[(j, k)][0] for j, k, _ in batch.tolist()], dtype=torch.float32, device=self.device)
+            eps = torch.stack([noise[(j, k)][1] for j, k, _ in batch.tolist()]).to(self.device)
+            x_t = sched.add_noise(z0[batch[:, 0]].to(self.device), eps, u)
+            labels = torch.as_tensor(batch[:, 2], device=self.device)
             if self.device.type == "cuda" or self.precision == "bf16":
                 x_t = x_t.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.precision):
                 pred = self.predict(x_t, u, labels)
-            eps_hat, x0_hat = sched.eps_and_x0(pred.float(), x_t, u)
-            err = (eps_hat - eps).pow(2)
-            out.append((err.flatten(1).mean(1) if reduce else err.mean(1)).float().cpu())
-            if with_x0:
-                x0s.append(x0_hat.cpu())
-        res = torch.cat(out) if out else torch.zeros(0)
-        return (res, torch.cat(x0s)) if with_x0 else res
+            eps_hat, _ = sched.eps_and_x0(pred.float(), x_t, u)
+            yield batch[:, [0, 2, 1]], (eps_hat - eps).pow(2)
+
+    def evaluate(self, z0, image_ids, todo: np.ndarray, E: np.ndarray) -> np.ndarray:
+        """Write E[j, c, k] = mean over pixels of the squared eps error for every (j, c, k) where the boolean mask
+        todo (n, C, K) is set; E (n, C, K) is filled in place and returned. z0: (n, ...) encoded images;
+        image_ids: their global indices, which (with the draw index) seed each draw."""
+        for jck, err in self._squared_errors(z0, image_ids, todo):
+            E[jck[:, 0], jck[:, 1], jck[:, 2]] = err.flatten(1).mean(1).float().cpu().numpy()
+        return E
+
+    def mean_error_maps(self, z0, image_ids, todo: np.ndarray) -> np.ndarray:
+        """(n, C, *spatial) per-pixel squared eps error (mean over channels), averaged over the draws set in the
+        boolean mask todo (n, C, K) of each image and class (every class of an image must have the same draws)."""
+        maps = {}
+        for jck, err in self._squared_errors(z0, image_ids, todo):
+            for (j, c, k), m in zip(jck.tolist(), err.mean(1).float().cpu().numpy()):
+                maps[(j, k, c)] = m
+        n, C, _ = todo.shape
+        out = np.zeros((n, C, *z0.shape[2:]), dtype=np.float32)
+        for j in range(n):
+            draws = np.flatnonzero(todo[j, 0])
+            if len(draws) and not (todo[j] == todo[j, :1]).all():
+                raise ValueError(f"image {j}: every class needs the same draws for a mean error map")
+            if len(draws):
+                out[j] = np.stack([[maps[(j, k, c)] for c in range(C)] for k in draws]).mean(0)
+        return out
 
     def score_images(self, z0, image_ids, n_classes) -> tuple[np.ndarray, np.ndarray]:
-        """E and U for a handful of images, with early stopping / elimination if asked."""
+        """E and U for a handful of images, drawn in rounds; the settings' policy (every draw, early stopping or
+        successive elimination) decides after each round which (image, class) pairs go on."""
         n, K = len(z0), self.s.n_draws
         E = np.full((n, n_classes, K), np.nan, dtype=np.float32)
         U = np.array([[draw_time(self.s, int(i), k) for k in range(K)] for i in image_ids], dtype=np.float32)
+        policy = draw_policy(self.s)
         active = np.ones((n, n_classes), dtype=bool)
-        if self.s.stages:
-            bounds, keeps = np.cumsum([d for d, _ in self.s.stages]), [c for _, c in self.s.stages]
-            if bounds[-1] != K:
-                raise ValueError(f"elimination stages use {bounds[-1]} draws but n_draws is {K}")
-        else:
-            bounds, keeps = decision.round_ends(K, self.s.round_size if self.s.early_stop != "off" else K), None
         start = 0
-        for r, stop in enumerate(bounds):
-            todo = [j for j in range(n) if active[j].any()]
-            draws = [
-                [k for k in range(start, stop) for c in np.flatnonzero(active[j])] if j in todo else []
-                for j in range(n)
-            ]
-            classes = [
-                [c for k in range(start, stop) for c in np.flatnonzero(active[j])] if j in todo else []
-                for j in range(n)
-            ]
-            errs = self.pixel_errors(z0, image_ids, draws, classes).numpy()
-            pos = 0
-            for j in todo:
-                for k, c in zip(draws[j], classes[j]):
-                    E[j, c, k] = errs[pos]
-                    pos += 1
-            if keeps is not None:  # successive elimination: keep the classes with the lowest mean error so far
-                for j in todo:
-                    m = np.where(active[j], np.nanmean(E[j, :, :stop], axis=1), np.inf)
-                    active[j] = False
-                    active[j, np.argsort(m, kind="stable")[: int(keeps[r])]] = True
-            elif self.s.early_stop != "off":
-                active[todo] &= ~decision.vote_decided(E[todo, :, :stop], K - stop, self.s.stop_alpha)[:, None]
+        for r, stop in enumerate(policy.round_ends(K)):
+            todo = np.zeros(E.shape, dtype=bool)
+            todo[:, :, start:stop] = active[:, :, None]
+            self.evaluate(z0, image_ids, todo, E)
+            policy.update(E[:, :, :stop], active, r, K - stop)
             start = stop
         return E, U
 
