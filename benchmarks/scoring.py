@@ -24,7 +24,7 @@ import torch
 from measure import CHANNELS, clock, count_flops, matmul_peak, peak_memory_gb, pick_device, reset_peak_memory
 
 from diffusion_classifier import datasets, decision, profiles, study
-from diffusion_classifier.denoiser import Denoiser, build_unet
+from diffusion_classifier.denoiser import Denoiser, build_network
 from diffusion_classifier.device import autocast, cap_threads
 from diffusion_classifier.paths import results_dir
 from diffusion_classifier.scoring import ScoreSettings, ScoringEngine, draw_noise, draw_time
@@ -61,7 +61,7 @@ def load(task: str, profile: str, n_images: int):
     if ckpt is not None and ckpt.exists():
         return cfg, Denoiser.load(ckpt, names), "trained", x, data
     torch.manual_seed(0)
-    return cfg, Denoiser(build_unet(cfg, x.shape[1], len(names)), cfg, names).eval(), "untrained", x, data
+    return cfg, Denoiser(build_network(cfg, x.shape[1], len(names)), cfg, names).eval(), "untrained", x, data
 
 
 def main():

@@ -34,7 +34,7 @@ from measure import CHANNELS, clock, count_flops, matmul_peak, peak_memory_gb, p
 
 from diffusion_classifier import profiles
 from diffusion_classifier.baseline import build_resnet18, random_shift
-from diffusion_classifier.denoiser import Denoiser, build_unet
+from diffusion_classifier.denoiser import Denoiser, build_network
 from diffusion_classifier.device import autocast, cap_threads, resolve_precision
 from diffusion_classifier.paths import results_dir
 from diffusion_classifier.preprocess import augment
@@ -88,7 +88,7 @@ def random_images(n: int, channels: int, res: int, seed: int):
 def denoiser_trainer(cfg, channels, device, config, batch):
     t, res, seed = cfg["train"], cfg["data"]["resolution"], cfg["seed"]
     torch.manual_seed(seed)
-    model = Denoiser(build_unet(cfg, channels, 2), cfg, ["a", "b"]).to(device)
+    model = Denoiser(build_network(cfg, channels, 2), cfg, ["a", "b"]).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     net = prepared(model, config)
     params, shadow = list(model.parameters()), list(ema.parameters())

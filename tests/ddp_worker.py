@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_cfg, tiny_training_data
 from safetensors.torch import save_file
 
-from diffusion_classifier.denoiser import Denoiser, build_unet
+from diffusion_classifier.denoiser import Denoiser, build_network
 from diffusion_classifier.training import train_denoiser
 
 CFG = dict(steps=6, checkpoint_every=6, batch_size=16)  # batch_size is the global batch
@@ -23,7 +23,7 @@ def train_and_save(out_dir: Path, rank: int = 0):
     x, y = tiny_training_data()
     cfg = tiny_cfg(**CFG)
     torch.manual_seed(cfg["seed"])
-    model = Denoiser(build_unet(cfg, 1, 2), cfg, ["a", "b"])
+    model = Denoiser(build_network(cfg, 1, 2), cfg, ["a", "b"])
     # the model is trained in place (the DDP wrapper holds this very module), so its live weights can be saved
     ema, history = train_denoiser(cfg, x, y, x, y, ["a", "b"], out_dir / "run", model=model)
     weights = {f"live.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -40,7 +40,11 @@ def class_error_maps(
     todo = np.zeros((len(x), n_classes, first_draw + n_draws), dtype=bool)
     for j, d in enumerate(draws_in_range(engine, image_ids, range(first_draw, first_draw + n_draws), t_min, t_max)):
         todo[j, :, d] = True
-    return engine.mean_error_maps(z0, image_ids, todo)
+    maps = engine.mean_error_maps(z0, image_ids, todo)
+    # maps come in the space the diffusion runs in: a model on a transform of the image (Haar) puts them back on its
+    # pixels (Denoiser.map_to_image); Stable Diffusion's stay at latent resolution
+    to_image = getattr(engine.model, "map_to_image", None)
+    return maps if to_image is None else to_image(maps)
 
 
 def difference_maps(class_maps: np.ndarray, target: np.ndarray) -> np.ndarray:

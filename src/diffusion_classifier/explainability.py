@@ -83,7 +83,7 @@ def evaluate(cfg: dict, model: Denoiser, resnet: torch.nn.Module, x: torch.Tenso
 
     cascades = {
         DIFFUSION_MAP: faithfulness.cascading_randomisation(
-            model, lambda d: faithfulness.unet_stages(d.unet), diffusion_map, trained_d, derive(seed, "cascade")
+            model, lambda d: d.stages(), diffusion_map, trained_d, derive(seed, "cascade")
         ),
         GRADCAM: faithfulness.cascading_randomisation(
             resnet,

@@ -3,23 +3,35 @@ any entry (e.g. `{"train": {"steps": 2000}}`) and provenance.json records exactl
 
 smoke  every notebook in a few minutes on 2 CPU cores (tests, CI): tiny subsets, tiny models
 cpu    the real CPU study of both tasks (about 90 minutes on 2 cores from scratch): full test sets, small models
-paper  the authors' settings (METHOD.md) for a GPU: 256 px, continuous v-prediction, min-SNR, large UNet
+paper  the authors' settings (METHOD.md) for a GPU: 256 px, continuous v-prediction with the authors' log-SNR time
+       input, clip bounds and eps-space loss weighting, EMA every 5 steps, checkpoint selection on validation F1
+
+The paper profile's backbone is a pixel-space UNet2DModel. The authors' two backbones, both on their Haar input
+(256 px RGB -> 12 x 128 x 128), are override dicts for it: `get_profile("paper", task, overrides=PAPER_UNET_COND)`
+(UNet2DConditionModel, class as a cross-attention token) or `overrides=PAPER_DIT` (DiT-B/4).
 """
 
 import copy
 
 BASE = {
     "seed": 0,
-    "data": {"resolution": 32, "max_per_split": None, "hflip": True, "vflip": False},
+    # wavelet: "none" | "haar" (the authors' one-level Haar transform per channel / 2: the network sees 4x the
+    # channels at half the resolution; `resolution` stays the image's)
+    "data": {"resolution": 32, "max_per_split": None, "hflip": True, "vflip": False, "wavelet": "none"},
     "diffusion": {
         # schedule: "ddpm" (discrete, diffusers DDPMScheduler betas) or "shifted_cosine" (continuous log-SNR)
         "schedule": "ddpm",
         "beta_schedule": "squaredcos_cap_v2",
         "num_train_timesteps": 1000,
         "noise_d": 64,  # shifted cosine: log-SNR shifted by 2*log(noise_d / image_d)
+        # shifted cosine: "unshifted" clips the log-SNR to [-15, 15] before the shift, "shifted" moves those bounds by
+        # log(noise_d / image_d) first, as the authors' code (schedules.py has the formula)
+        "logsnr_clip": "unshifted",
+        "time_input": "scaled",  # the network's time input: scaled (step or u * 1000) | logsnr (the authors')
         "prediction_type": "epsilon",  # epsilon | v_prediction | sample
-        "loss_weighting": "none",  # none | min_snr
-        "min_snr_gamma": 5.0,
+        # none | min_snr (on the prediction target) | authors (eps-space error weighted 1 / (1 + min(SNR, gamma)))
+        "loss_weighting": "none",
+        "min_snr_gamma": 5.0,  # gamma of min_snr and authors
         "label_dropout": 0.1,  # replaces the label by the null label, so the net is also unconditional
     },
     "unet": {
@@ -29,6 +41,22 @@ BASE = {
         "norm_num_groups": 8,
         "dropout": 0.0,
     },
+    # the denoiser's backbone (denoiser.BACKBONES): "unet" (UNet2DModel, class embedding), "unet_cond"
+    # (UNet2DConditionModel, the class as one cross-attention token; channels, layers, norms and the levels with
+    # cross-attention from the `unet` section) or "dit" (DiTTransformer2DModel, adaLN-Zero)
+    "model": {"kind": "unet"},
+    # num_attention_heads: per cross-attention block (diffusers calls it attention_head_dim for this class)
+    "unet_cond": {"cross_attention_dim": 64, "num_attention_heads": 4},
+    # DiT: width = num_attention_heads x attention_head_dim, patch_size divides the network's input size;
+    # class_dropout: diffusers' own label dropout in training (0 = off: ours is diffusion.label_dropout)
+    "dit": {
+        "num_layers": 6,
+        "num_attention_heads": 4,
+        "attention_head_dim": 32,
+        "patch_size": 2,
+        "dropout": 0.0,
+        "class_dropout": 0.0,
+    },
     "train": {
         "steps": 800,
         "batch_size": 128,
@@ -36,6 +64,7 @@ BASE = {
         "weight_decay": 0.0,
         "warmup_steps": 50,
         "ema_decay": 0.995,
+        "ema_every": 1,  # the EMA moves after every ema_every-th optimizer step
         "grad_clip": 1.0,
         "checkpoint_every": 100,
         "mixed_precision": "auto",
@@ -43,6 +72,13 @@ BASE = {
         "val_batches": 4,
         # class-balanced batches (each class equally likely), as the paper's subsampling to balanced classes
         "balanced_sampling": True,
+        # The returned model: "final" (the last EMA) or "val_f1": every select_every steps (None = checkpoint_every)
+        # and at the end, the diffusion classifier (decision.rule, select_draws draws, odd) scores a fixed subset of
+        # select_images validation images (None = all); the EMA with the best F1 (positive = class 1) is kept
+        "select_on": "final",
+        "select_every": None,
+        "select_images": 256,
+        "select_draws": 11,
     },
     # guidance_w: classifier-free guidance in the paper's convention, (1 + w) * cond - w * uncond (0 = none)
     # sampler: ancestral (DDPM) or ddim; DDIM's deterministic path ends in noise for some seeds of the cpu models
@@ -134,6 +170,8 @@ PROFILES = {
     "smoke": {
         "data": {"resolution": 16, "max_per_split": 48},
         "unet": {"block_out_channels": [16, 32], "attention_levels": [], "norm_num_groups": 8},
+        "unet_cond": {"cross_attention_dim": 32},
+        "dit": {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 16},
         "train": {"steps": 30, "batch_size": 32, "warmup_steps": 5, "checkpoint_every": 15, "val_batches": 1},
         "sampling": {"steps": 5, "n_per_class": 4},
         "baseline": {"epochs": 2, "batch_size": 32, "patience": 2},
@@ -164,7 +202,18 @@ PROFILES = {
     "cpu": {"scoring": {"batch_size": 64}, "shift": {"train_steps": 800}},
     "paper": {
         "data": {"resolution": 256},
-        "diffusion": {"schedule": "shifted_cosine", "prediction_type": "v_prediction", "loss_weighting": "min_snr"},
+        # METHOD.md "Models", read in the authors' code: shifted cosine (noise_d 64) with clip bounds moved by
+        # log(64/256), the log-SNR as the time input, v-prediction, eps-space loss weighted 1 / (1 + min(SNR, 5)),
+        # null-label dropout 0.15. Unverified: how the authors' own UNet wrapper embeds the log-SNR (nets/unet.py is
+        # not in the release); ours feeds it to diffusers' sinusoidal timestep embedding unscaled.
+        "diffusion": {
+            "schedule": "shifted_cosine",
+            "prediction_type": "v_prediction",
+            "time_input": "logsnr",
+            "logsnr_clip": "shifted",
+            "loss_weighting": "authors",
+            "label_dropout": 0.15,
+        },
         "unet": {
             "block_out_channels": [128, 128, 256, 256, 512, 1024],
             "layers_per_block": 2,
@@ -177,10 +226,18 @@ PROFILES = {
             "batch_size": 64,
             "lr": 1e-4,
             "warmup_steps": 1000,
-            "ema_decay": 0.9999,
+            # the authors: EMA 0.999 updated every 5 steps (their ema_pytorch warm-up differs: see update_ema)
+            "ema_decay": 0.999,
+            "ema_every": 5,
             "checkpoint_every": 5000,
             "mixed_precision": "bf16",
             "val_batches": 20,
+            # the authors select on the classifier's validation F1 (majority vote, 51 draws, their whole val split),
+            # every 50 epochs (~6,400 steps at batch 128); ours every checkpoint (5,000 steps)
+            "select_on": "val_f1",
+            "select_every": 5000,
+            "select_images": None,
+            "select_draws": 51,
         },
         "sampling": {"steps": 100, "n_per_class": 8},
         "baseline": {"epochs": 100, "batch_size": 64, "lr": 1e-4, "patience": 10},
@@ -225,6 +282,39 @@ TASK_OVERRIDES = {
     "cpu": {"melanoma": _SKIN_CPU, "melanoma_balanced": _SKIN_CPU},
     "smoke": {"melanoma": {"data": {"vflip": True}}, "melanoma_balanced": {"data": {"vflip": True}}},
     "paper": {"melanoma": {"data": {"vflip": True}}, "melanoma_balanced": {"data": {"vflip": True}}},
+}
+
+# The authors' backbones (METHOD.md "Models" and their model files), as overrides of the paper profile. Both run on the
+# Haar input, whose 128 px grid gives levels 128, 64, 32, 16, 8 px to the five UNet levels.
+PAPER_UNET_COND = {
+    "model": {"kind": "unet_cond"},
+    "data": {"wavelet": "haar"},
+    # cross-attention at 16 px (level 3) and in the middle block at 8 px, as their down/up block types; dropout: the
+    # diffusers default their model file keeps
+    "unet": {
+        "block_out_channels": [128, 128, 256, 512, 1024],
+        "layers_per_block": 2,
+        "attention_levels": [3],
+        "norm_num_groups": 32,
+        "dropout": 0.0,
+    },
+    # their cross_attention_dim 512 and diffusers' default 8 heads
+    "unet_cond": {"cross_attention_dim": 512, "num_attention_heads": 8},
+}
+# DiT-B/4: 12 layers, 12 heads x 64, patch 4 (32 x 32 tokens). The authors trained with diffusers' own 10% label
+# dropout on top of their 15% (class_dropout 0.1 gives that rate, though to our null row: see denoiser.build_dit);
+# off here, so only our seeded label dropout trains the null label.
+PAPER_DIT = {
+    "model": {"kind": "dit"},
+    "data": {"wavelet": "haar"},
+    "dit": {
+        "num_layers": 12,
+        "num_attention_heads": 12,
+        "attention_head_dim": 64,
+        "patch_size": 4,
+        "dropout": 0.0,
+        "class_dropout": 0.0,
+    },
 }
 
 

@@ -120,11 +120,14 @@ def sample_from(
     guidance_w: float = 0.0,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Samples from the pure noise `noise` (time 1) with the named sampler."""
+    """Images sampled from the pure noise `noise` (time 1: standard Gaussian, in image shape) with the named
+    sampler. A model on Haar coefficients samples in that space from the same noise carried there, and its samples
+    come back as images (Denoiser.noise_to_model, decode: the identity for a pixel-space model)."""
+    x_t = model.noise_to_model(noise)
     if sampler == "ancestral":
-        return ancestral(model, noise, labels, 1.0, steps, guidance_w, seed)
+        return model.decode(ancestral(model, x_t, labels, 1.0, steps, guidance_w, seed))
     if sampler == "ddim":
-        return ddim(model, noise, labels, 1.0, steps, guidance_w)
+        return model.decode(ddim(model, x_t, labels, 1.0, steps, guidance_w))
     raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
 
 

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from accelerate import PartialState
 
 from . import decision, profiles, study
 from .datasets import SPLITS, TASKS
@@ -83,7 +85,7 @@ def check_compatible(model: Denoiser, cfg: dict, x, checkpoint: str):
             f"{checkpoint}: trained at {trained} px, but profile {cfg['profile']!r} scores "
             f"{cfg['task']} at {wanted} px; pass the --profile the model was trained with"
         )
-    channels = model.unet.config.in_channels
+    channels = model.image_channels
     if channels != x.shape[1]:
         raise CheckpointError(f"{checkpoint}: takes {channels}-channel images, but {cfg['task']} has {x.shape[1]}")
 
@@ -97,9 +99,6 @@ def main(argv=None):
 
 
 def run(a: argparse.Namespace):
-    import torch
-    from accelerate import PartialState
-
     # sets up torch.distributed under torchrun/accelerate: nccl on GPUs; gloo on CPUs, which accelerate only does
     # when asked for cpu (without it every CPU process believed it was alone and scored every chunk)
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -130,7 +129,7 @@ def run(a: argparse.Namespace):
         tmp = Path(a.out) / "scores.tmp.npz"
         np.savez(tmp, E=scores.E, U=scores.U, labels=y)
         tmp.replace(Path(a.out) / "scores.npz")  # atomic: a reader never sees half a file
-        for rule in ("mean", "vote"):
+        for rule in decision.RULES:
             acc = (decision.predict(scores.E, rule) == y).mean()
             print(
                 f"{a.task} {a.split}: {rule} rule accuracy {acc:.4f} over {len(y)} images, "

@@ -60,8 +60,28 @@ def subset_indices(labels: np.ndarray, max_n: int | None, seed: int) -> np.ndarr
     return np.sort(np.concatenate(picks))
 
 
+# Settings added after run folders existed, at the value that behaves as before they existed: there they stay out of
+# the key, so the run folders of existing configurations keep their names (tests/test_backbones.py checks them).
+LATER_SETTINGS = {
+    "data": {"wavelet": "none"},
+    "diffusion": {"logsnr_clip": "unshifted", "time_input": "scaled"},
+    "train": {"ema_every": 1, "select_on": "final", "select_every": None, "select_images": 256, "select_draws": 11},
+}
+
+
+def _keyed(name: str, section):
+    later = LATER_SETTINGS.get(name, {})
+    if not isinstance(section, dict):
+        return section
+    return {k: v for k, v in section.items() if not (k in later and v == later[k])}
+
+
 def config_hash(cfg: dict, sections=("seed", "data", "diffusion", "unet", "train", "baseline", "data_seed")) -> str:
-    return hashlib.sha1(json.dumps({k: cfg[k] for k in sections if k in cfg}, sort_keys=True).encode()).hexdigest()[:10]
+    key = {k: _keyed(k, cfg[k]) for k in sections if k in cfg}
+    kind = cfg.get("model", {"kind": "unet"})["kind"]
+    if kind != "unet":  # another backbone: its kind and its own section (the default UNet stays out, as before)
+        key.update({"model": cfg["model"], kind: cfg[kind]})
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def prepare(

@@ -1,0 +1,194 @@
+"""The denoiser's backbones (UNet, cross-attention UNet, DiT) and the Haar wavelet input space: each trains, round-trips
+through a checkpoint, and classifies through the unchanged scoring engine; the default configuration keeps its
+run folders."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_cfg, tiny_training_data
+
+from diffusion_classifier import explain, profiles, study
+from diffusion_classifier.checkpointing import write_manifest
+from diffusion_classifier.denoiser import BACKBONES, META_FILE, Denoiser, build_network
+from diffusion_classifier.sampling import sample_from
+from diffusion_classifier.scoring import ScoreSettings, ScoringEngine
+from diffusion_classifier.training import train_denoiser
+from diffusion_classifier.wavelet import haar_forward, haar_inverse
+
+KINDS = ("unet", "unet_cond", "dit")
+TINY = {
+    "unet_cond": {"cross_attention_dim": 8, "num_attention_heads": 2},
+    "dit": {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8, "patch_size": 2},
+}
+
+
+def backbone_cfg(kind: str, wavelet: str = "none", **train) -> dict:
+    """tiny_cfg (8 px, 2 classes) with another backbone and input space."""
+    cfg = tiny_cfg(**train)
+    cfg["model"]["kind"] = kind
+    cfg["data"]["wavelet"] = wavelet
+    cfg["unet_cond"].update(TINY["unet_cond"])
+    cfg["dit"].update(TINY["dit"])
+    if kind == "unet_cond":
+        cfg["unet"]["attention_levels"] = [1]  # a cross-attention block besides the middle one
+    return cfg
+
+
+def tiny_model(kind: str, wavelet: str = "none", **dit) -> Denoiser:
+    torch.manual_seed(0)
+    cfg = backbone_cfg(kind, wavelet)
+    cfg["dit"].update(dit)
+    return Denoiser(build_network(cfg, 1, 2), cfg, ["a", "b"])
+
+
+def predictions(model: Denoiser, x: torch.Tensor) -> torch.Tensor:
+    z = model.encode(x)
+    g = torch.Generator().manual_seed(1)
+    u = torch.rand(len(x), generator=g)
+    x_t = model.schedule.add_noise(z, torch.randn(z.shape, generator=g), u)
+    labels = torch.arange(len(x)) % (model.n_classes + 1)  # the null label too
+    with torch.no_grad():
+        return model.predict(x_t, u, labels)
+
+
+# ----------------------------------------------------------------------------- the Haar transform
+
+
+def test_haar_inverse_is_exact():
+    x = torch.rand(2, 3, 16, 12, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    w = haar_forward(x)
+    assert w.shape == (2, 12, 8, 6)
+    assert (haar_inverse(w) - x).abs().max() < 1e-6
+
+
+def test_haar_coefficients_by_hand():
+    # one 2 x 2 block [[a, b], [c, d]] = [[1, 2], [3, 4]] per channel, the second channel 10x the first:
+    # LL = (a+b+c+d)/4, LH = (a+b-c-d)/4 (top - bottom), HL = (a-b+c-d)/4 (left - right), HH = (a-b-c+d)/4
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    w = haar_forward(torch.stack([x, 10 * x])[None])
+    assert w.flatten().tolist() == [2.5, -1.0, -0.5, 0.0, 25.0, -10.0, -5.0, 0.0]  # grouped per input channel
+    # images in [-1, 1] have every coefficient in [-1, 1] (the division by 2 of the orthonormal transform)
+    corners = haar_forward(torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]], [[[1.0, -1.0], [-1.0, 1.0]]]]))
+    assert corners.abs().max() == 1
+
+
+def test_haar_model_space_and_maps():
+    model = tiny_model("unet", "haar")
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    assert model.encode(x).shape == (3, 4, 4, 4) and model.image_channels == 1
+    assert torch.allclose(model.decode(model.encode(x)), x, atol=1e-6)
+    noise = model.noise_to_model(torch.randn(20_000, 1, 2, 2, generator=torch.Generator().manual_seed(0)))
+    assert abs(noise.std().item() - 1) < 0.02  # white noise stays standard white noise
+    maps = model.map_to_image(np.arange(4.0).reshape(1, 1, 2, 2))
+    assert maps.shape == (1, 1, 4, 4) and (maps[0, 0, :2, :2] == 0).all() and (maps[0, 0, 2:, 2:] == 3).all()
+
+
+# ----------------------------------------------------------------------------- every backbone, end to end
+
+
+@pytest.mark.parametrize(
+    "kind,wavelet", [(k, "none") for k in KINDS] + [(k, "haar") for k in KINDS], ids=lambda v: str(v)
+)
+def test_backbone_trains_round_trips_and_classifies(tmp_path, kind, wavelet):
+    x, y = tiny_training_data()
+    cfg = backbone_cfg(kind, wavelet, steps=3, checkpoint_every=3, log_every=1)
+    model, history = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
+    assert isinstance(model.net, BACKBONES[kind].network_class) and model.kind == kind
+    assert len(history) == 3 and np.isfinite(history.train_loss).all()
+
+    loaded = Denoiser.load(model.save(tmp_path / "ckpt"), ["a", "b"])
+    assert (loaded.kind, loaded.wavelet) == (kind, wavelet)
+    assert torch.equal(predictions(model.eval(), x[:6]), predictions(loaded, x[:6]))
+    again = Denoiser(build_network(cfg, 1, 2), cfg, ["a", "b"]).load_trainable(tmp_path / "ckpt").eval()
+    assert torch.equal(predictions(again, x[:6]), predictions(loaded, x[:6]))
+
+    engine = ScoringEngine(loaded, ScoreSettings(n_draws=3, batch_size=16, chunk_size=4, mixed_precision="no"), "cpu")
+    scores = engine.score(x[:5], 2)
+    assert scores.E.shape == (5, 2, 3) and np.isfinite(scores.E).all()
+    maps = explain.class_error_maps(engine, x[:2], [0, 1], 2, 2)
+    assert maps.shape == (2, 2, 8, 8) and np.isfinite(maps).all()  # on the image's pixels, whatever the space
+    samples = sample_from(loaded, torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2]), steps=2)
+    assert samples.shape == (3, 1, 8, 8) and samples.abs().max() <= 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_parameter_is_in_one_randomisation_stage(kind):
+    model = tiny_model(kind)
+    staged = [id(p) for _, modules in model.stages() for m in modules for p in m.parameters()]
+    assert len(staged) == len(set(staged))
+    assert set(staged) == {id(p) for p in model.net.parameters()}
+
+
+def test_dit_has_no_hidden_label_dropout():
+    """diffusers' DiT drops labels in training mode on its own (0.1 by default): off with class_dropout 0."""
+    x = tiny_training_data()[0][:6]
+    model = tiny_model("dit")
+    assert torch.equal(predictions(model.train(), x), predictions(model.eval(), x))
+    # diffusers' null row is our null label: with all labels dropped, train mode predicts as the null label
+    dropping = tiny_model("dit", class_dropout=1.0)
+    z = dropping.encode(x)
+    u, labels = torch.full((6,), 0.5), torch.zeros(6, dtype=torch.long)
+    with torch.no_grad():
+        dropped = dropping.train().predict(z, u, labels)
+        null = dropping.eval().predict(z, u, torch.full_like(labels, dropping.null_label))
+    assert torch.equal(dropped, null)
+
+
+def test_dit_dropout_setting_survives_loading(tmp_path):
+    # from_pretrained rebuilds diffusers' default label dropout (0.1); loading sets the checkpoint's own again
+    loaded = Denoiser.load(tiny_model("dit").save(tmp_path / "ckpt"))
+    assert all(b.norm1.emb.class_embedder.dropout_prob == 0 for b in loaded.net.transformer_blocks)
+
+
+def test_a_network_of_another_kind_is_refused():
+    cfg = backbone_cfg("dit")
+    with pytest.raises(TypeError, match="DiTTransformer2DModel"):
+        Denoiser(build_network(backbone_cfg("unet"), 1, 2), cfg, ["a", "b"])
+
+
+# ----------------------------------------------------------------------------- old checkpoints and run folders
+
+
+def test_checkpoint_from_before_backbones_loads_as_a_pixel_unet(tmp_path):
+    path = tiny_model("unet").save(tmp_path / "ckpt")
+    meta = json.loads((path / META_FILE).read_text())
+    del meta["cfg"]["model"], meta["cfg"]["data"]["wavelet"]
+    (path / META_FILE).write_text(json.dumps(meta))
+    (path / "checksums.json").unlink()
+    write_manifest(path)
+    loaded = Denoiser.load(path)
+    assert (loaded.kind, loaded.wavelet) == ("unet", "none")
+
+
+def test_default_configurations_keep_their_run_folders():
+    # the run folders of the committed cpu and smoke runs (runs/<profile>/<task>/<hash>), from before backbones
+    for profile, task, folder in [
+        ("cpu", "pneumonia", "96e8734f05"),
+        ("cpu", "melanoma_balanced", "ff4a3ea95e"),
+        ("smoke", "pneumonia", "5abddbce46"),
+    ]:
+        assert study.config_hash(profiles.get_profile(profile, task, {"seed": 0})) == folder
+    base = profiles.get_profile("cpu", "pneumonia", {"seed": 0})
+    others = [
+        profiles.get_profile("cpu", "pneumonia", {"seed": 0, "model": {"kind": "dit"}}),
+        profiles.get_profile("cpu", "pneumonia", {"seed": 0, "model": {"kind": "dit"}, "dit": {"num_layers": 2}}),
+        profiles.get_profile("cpu", "pneumonia", {"seed": 0, "model": {"kind": "unet_cond"}}),
+        profiles.get_profile("cpu", "pneumonia", {"seed": 0, "data": {"wavelet": "haar"}}),
+    ]
+    assert len({study.config_hash(c) for c in [base, *others]}) == 5
+
+
+def test_paper_backbones_are_the_authors():
+    dit = profiles.get_profile("paper", "pneumonia", profiles.PAPER_DIT)
+    unet = profiles.get_profile("paper", "pneumonia", profiles.PAPER_UNET_COND)
+    with torch.device("meta"):  # the shapes without the memory
+        dit_net, unet_net = build_network(dit, 3, 2), build_network(unet, 3, 2)
+    assert (dit_net.config.in_channels, dit_net.config.sample_size, dit_net.config.patch_size) == (12, 128, 4)
+    assert len(dit_net.transformer_blocks) == 12 and dit_net.inner_dim == 12 * 64
+    assert (unet_net.config.in_channels, unet_net.config.sample_size) == (12, 128)
+    assert list(unet_net.config.block_out_channels) == [128, 128, 256, 512, 1024]
+    # cross-attention at 16 px (the fourth level of 128, 64, 32, 16, 8) and in the 8 px middle block
+    assert [type(b).__name__.startswith("CrossAttn") for b in unet_net.down_blocks] == [False] * 3 + [True, False]
+    assert type(unet_net.mid_block).__name__ == "UNetMidBlock2DCrossAttn"
