@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from measure import CHANNELS, clock, count_flops, matmul_peak, peak_memory_gb, pick_device, reset_peak_memory
 
-from diffusion_classifier import profiles
+from diffusion_classifier import profiles, seeds
 from diffusion_classifier.baseline import build_resnet18, random_shift
-from diffusion_classifier.denoiser import Denoiser, build_network
+from diffusion_classifier.denoiser import BACKBONES, Denoiser, build_network
 from diffusion_classifier.device import autocast, cap_threads, resolve_precision
 from diffusion_classifier.paths import results_dir
 from diffusion_classifier.preprocess import augment
@@ -99,8 +99,8 @@ def denoiser_trainer(cfg, channels, device, config, batch):
 
     def step():  # the body of training.train_denoiser's loop, in one process
         s = next(steps)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + s * 101)
-        torch.manual_seed(seed * 1_000_003 + s * 101)
+        g = torch.Generator().manual_seed(seeds.step_seed(seed, s))
+        torch.manual_seed(seeds.step_seed(seed, s))
         idx = batch_indices(y, batch, g, t["balanced_sampling"])
         xb = augment(x[idx], g, cfg["data"]["hflip"], cfg["data"]["vflip"]).to(device)
         with autocast(device, config.precision):
@@ -136,7 +136,7 @@ def resnet_trainer(cfg, channels, device, config, batch):
     steps = itertools.count()
 
     def step():  # the body of baseline.train_baseline's batch loop (balanced batches)
-        g = torch.Generator().manual_seed(seed * 1000 + next(steps))
+        g = torch.Generator().manual_seed(seeds.epoch_seed(seed, next(steps)))
         idx = batch_indices(y, batch, g, balanced=True)
         xb = augment(x[idx], g, cfg["data"]["hflip"], cfg["data"]["vflip"])
         xb = random_shift(xb, g, max(1, res // 16)).to(device)
@@ -277,12 +277,24 @@ def bench_model(name, build, cfg, batch, configs, default_name, device, a):
     return df, [dict(r, model=name) for r in curves]
 
 
+def backbone_overrides(profile: str, backbone: str) -> dict:
+    """A backbone on a profile: the authors' DiT-B/4 on `paper`, else the profile's settings with that kind."""
+    return profiles.PAPER_DIT if profile == "paper" and backbone == "dit" else {"model": {"kind": backbone}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--tasks", nargs="*", default=list(profiles.DEFAULT_TASKS))
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--configs", nargs="*", default=None, help=f"default: {' '.join(CONFIGS)}")
+    ap.add_argument(
+        "--backbones",
+        nargs="*",
+        default=None,
+        choices=list(BACKBONES),
+        help="denoiser backbones to time (default: the profile's own); on `paper`, dit is profiles.PAPER_DIT",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best of each)")
     ap.add_argument("--seconds", type=float, default=2.0, help="time per configuration and round (whole steps)")
@@ -315,15 +327,23 @@ def main():
         channels, res = CHANNELS[task], cfg["data"]["resolution"]
         precision = resolve_precision(cfg["train"]["mixed_precision"], device)
         default_name = "fp32" if precision == "no" else precision  # what training runs today: eager, contiguous
-        for kind in a.models:
+        runs = [(kind, None) for kind in a.models if kind != "denoiser" or not a.backbones]
+        runs += [("denoiser", bb) for bb in (a.backbones or []) if "denoiser" in a.models]
+        for kind, backbone in runs:
             make, batch_of = MODELS[kind]
-            name = f"{kind} {task} ({res} px, {channels} ch, batch {batch_of(cfg)})"
+            c0 = (
+                cfg
+                if backbone is None
+                else profiles.get_profile(a.profile, task, backbone_overrides(a.profile, backbone))
+            )
+            label = kind if backbone is None else f"{kind} {backbone}"
+            name = f"{label} {task} ({res} px, {channels} ch, batch {batch_of(c0)})"
             print(f"=== {name}", flush=True)
 
             def build(c, config, batch=None, make=make, batch_of=batch_of, channels=channels):
                 return make(c, channels, device, config, batch or batch_of(c))
 
-            df, model_curves = bench_model(name, build, cfg, batch_of(cfg), configs, default_name, device, a)
+            df, model_curves = bench_model(name, build, c0, batch_of(c0), configs, default_name, device, a)
             frames.append(df)
             curves += model_curves
             write(frames, curves, out, a, device, threads, peaks)  # after every model: a killed run keeps them

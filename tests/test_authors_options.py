@@ -324,3 +324,14 @@ def test_paper_profile_has_the_authors_values():
     assert (d["loss_weighting"], d["min_snr_gamma"], d["label_dropout"], d["noise_d"]) == ("authors", 5.0, 0.15, 64)
     assert (t["ema_decay"], t["ema_every"], t["select_on"], t["select_draws"] % 2) == (0.999, 5, "val_f1", 1)
     assert (cfg["scoring"]["n_draws"], cfg["decision"]["rule"]) == (501, "vote")
+
+
+def test_the_notebooks_load_the_checkpoint_selection_chose(tmp_path):
+    """With select_on val_f1 the classifier's weights are the best checkpoint's, not the final EMA's."""
+    from diffusion_classifier import study, training
+
+    cfg = {"train": {"select_on": "val_f1"}}
+    p = study.Prepared(cfg, None, {}, {}, tmp_path, {})
+    assert p.artifact("denoiser_weights") == tmp_path / "denoiser" / training.BEST / "ema"
+    p.cfg = {"train": {"select_on": "final"}}
+    assert p.artifact("denoiser_weights") == tmp_path / "denoiser" / "final" / "ema"

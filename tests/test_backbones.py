@@ -192,3 +192,38 @@ def test_paper_backbones_are_the_authors():
     # cross-attention at 16 px (the fourth level of 128, 64, 32, 16, 8) and in the 8 px middle block
     assert [type(b).__name__.startswith("CrossAttn") for b in unet_net.down_blocks] == [False] * 3 + [True, False]
     assert type(unet_net.mid_block).__name__ == "UNetMidBlock2DCrossAttn"
+
+
+def test_backbone_comparison_finds_a_planted_better_network():
+    """Planted signal: the 'dit' errors separate the classes, the 'unet' errors are noise. The paired table must give
+    unet - dit a negative AUC difference excluding 0 (order matters), and the verdicts must say so."""
+    from diffusion_classifier import backbones
+
+    rng = np.random.default_rng(0)
+    n, K = 200, 11
+    y = np.repeat([0, 1], n // 2)
+    good = rng.normal(1.0, 0.3, (n, 2, K))
+    good[np.arange(n), y] -= 0.5  # the true class explains the noise better in most draws
+    errors = {"diffusion-unet": rng.normal(1.0, 0.3, (n, 2, K)), "diffusion-dit": good}
+    proba = np.stack([1 - y * 0.8 - 0.1, y * 0.8 + 0.1], 1)  # a near-perfect baseline
+    models = backbones.model_rows("toy", y, errors, proba, "vote", n_boot=200)
+    assert list(models.model) == ["diffusion-unet", "diffusion-dit", "resnet18"]
+    assert models.auc[1] > 0.9 and abs(models.auc[0] - 0.5) < 0.15
+    assert models.majority_rate.eq(0.5).all()
+    pairs = backbones.pairs_table("toy", y, errors, proba, "vote", n_boot=200)
+    first = pairs.iloc[0]
+    assert (first.a, first.b) == ("diffusion-unet", "diffusion-dit")
+    assert first.auc_diff < 0 and first.auc_diff_ci_high < 0
+    text = backbones.verdicts(models, pairs)
+    assert "not testable" in text[0]  # the unet's AUC CI contains 0.5: no verdict on a model at chance
+    dit_vs_resnet = text[2]
+    assert "diffusion-dit − resnet18" in dit_vs_resnet and "not testable" not in dit_vs_resnet
+
+
+def test_backbone_run_overrides_keep_the_users_and_set_the_kind():
+    from diffusion_classifier import backbones, profiles
+
+    cfg = profiles.get_profile("cpu", "pneumonia")
+    o = backbones.run_overrides(cfg, "dit", {"train": {"lr": 1e-4}})
+    assert o == {"train": {"lr": 1e-4, "steps": 1600}, "model": {"kind": "dit"}}
+    assert profiles.get_profile("cpu", "pneumonia", o)["dit"]["patch_size"] == 4

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from diffusion_classifier import decision
+from diffusion_classifier import ablation, decision
 from diffusion_classifier.metrics import binary_metrics, metrics_with_ci
 
 
@@ -160,3 +160,47 @@ def test_vote_scores_break_ties_by_the_mean_error():
     assert decision.predict_vote(E).tolist() == [0, 0]
     assert s[0] > s[1]  # same vote share; image 0's mean error favours class 1 more
     assert abs(s[0] - s[1]) < 1e-5
+
+
+def _auc(y, score):
+    """ROC AUC by counting pairs (ties count one half): independent of metrics.binary_metrics."""
+    pos, neg = score[y == 1][:, None], score[y == 0][None, :]
+    return ((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size)
+
+
+def test_a_toy_rule_is_one_registry_entry_and_gets_its_rows_in_notebook_04s_tables(monkeypatch):
+    """#17's acceptance test: a rule added to decision.RULES alone (here the median error; the test patches
+    nothing else) has its own rows in the tables notebook 04 builds with ablation.ablation_table,
+    ablation.val_selected_rows and ablation.predictions, with the values it implies."""
+    median = decision.Rule(lambda E: np.nanmedian(E, 2).argmin(1), lambda E: -np.nanmedian(E, 2), description="toy")
+    monkeypatch.setitem(decision.RULES, "median", median)
+    rng = np.random.default_rng(3)
+    n, K = 60, 5
+    y = rng.integers(0, 2, n)
+    E = rng.gamma(2.0, 0.5, (n, 2, K))
+    E[np.arange(n), y] *= 0.8  # the true class tends to the lower error
+    U = np.tile((np.arange(K) + 0.5) / K, (n, 1))  # times 0.1, 0.3, ..., 0.9: [0, 0.6) keeps draws 0-2 of each image
+    t_ranges = [(0.0, 0.6)]
+
+    table = ablation.ablation_table(E, U, y, "toy", "diffusion-unet", [1, 3, K], t_ranges, n_boot=50, seed=0)
+    assert list(dict.fromkeys(table.rule)) == ["mean", "vote", "median"]
+    rows = table[table.rule == "median"].set_index(["n_draws", "t_range"])
+    assert len(rows) == 4  # N = 1, 3, 5 over the full range, and the timestep range
+    m3 = np.median(E[:, :, :3], 2)  # the first 3 draws; also the draws with t in [0, 0.6)
+    for key in ((3, ablation.FULL_RANGE), (3, ablation.fmt_range(*t_ranges[0]))):
+        r = rows.loc[key]
+        assert r.accuracy == (m3.argmin(1) == y).mean()
+        assert r.auc == pytest.approx(_auc(y, m3[:, 0] - m3[:, 1]))
+        assert r.auc_ci_low <= r.auc <= r.auc_ci_high
+        assert r.unet_evals_per_image == 2 * 3
+    m1 = E[:, :, 0]
+    assert rows.loc[(1, ablation.FULL_RANGE)].accuracy == (m1.argmin(1) == y).mean()
+
+    selected = ablation.val_selected_rows(E, U, y, E, U, y, "toy", "diffusion-unet", t_ranges, n_boot=0)
+    assert "median" in set(selected.rule)
+
+    preds = ablation.predictions(E, y, "toy", "test", 0, [3])
+    mine = preds[preds.rule == "median"]
+    assert mine.prediction.tolist() == m3.argmin(1).tolist()
+    assert np.allclose(mine.score, m3[:, 0] - m3[:, 1])
+    assert set(ablation.paired_table(E, y, "toy", [3]).a) == {"vote N=3"}  # the paper's comparison stays vote - mean

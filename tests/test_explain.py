@@ -327,7 +327,7 @@ def test_cascading_randomisation_flags_a_map_that_ignores_the_model(tiny_model, 
 
     def diffusion_map(unet):
         tiny_model_copy = type(tiny_model)(unet, tiny_model.cfg, tiny_model.class_names).eval()
-        e = ScoringEngine(tiny_model_copy, engine.s, "cpu")
+        e = ScoringEngine(tiny_model_copy, engine.settings, "cpu")
         return explain.difference_maps(explain.class_error_maps(e, x, [0, 1, 2], 2, 4), np.zeros(3, int))
 
     trained = diffusion_map(tiny_model.unet)

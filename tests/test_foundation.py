@@ -45,7 +45,8 @@ def test_load_finetune_classify_explain(tmp_path, sd_path, tiny_data):
         if k in base_unet:
             assert torch.equal(v, base_unet[k]), k
     # reload the fine-tuned arm through the same code path a GPU user runs
-    again = FoundationDenoiser(sd_path, names, prompts_for("pneumonia", names), resolution=16, lora_rank=4)
+    again = FoundationDenoiser.for_task(sd_path, "pneumonia", names, {"resolution": 16, "lora_rank": 4})  # as 07 does
+    assert again.prompts == model.prompts and (again.resolution, again.lora_rank) == (16, 4)
     again, _ = train_denoiser(foundation_cfg(cfg), x, y, x, y, names, tmp_path / "ft", model=again)
     for (k, a), (_, b) in zip(tuned.unet.state_dict().items(), again.unet.state_dict().items()):
         assert torch.equal(a, b), k
@@ -53,7 +54,7 @@ def test_load_finetune_classify_explain(tmp_path, sd_path, tiny_data):
     engine = ScoringEngine(again, ScoreSettings(n_draws=4, batch_size=8, chunk_size=4, mixed_precision="no"), "cpu")
     scores = engine.score(x[:6], 2)
     assert scores.E.shape == (6, 2, 4) and np.isfinite(scores.E).all()
-    for rule in ("mean", "vote"):
+    for rule in decision.RULES:
         assert set(decision.predict(scores.E, rule)) <= {0, 1}
     maps = explain.class_error_maps(engine, x[:2], [0, 1], 2, 4)
     assert maps.shape == (2, 2, 8, 8)  # latent maps: the tiny VAE halves 16 px

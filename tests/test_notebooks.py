@@ -171,3 +171,23 @@ def recompute_a_row_from_predictions(tables):
         ].iloc[0]
         for k in ("auc", "accuracy", "balanced_accuracy", "f1"):
             assert m[k] == pytest.approx(row[k], abs=1e-9), (task, k)
+
+
+@pytest.mark.skipif(not (REAL_DATA / "pneumoniamnist.npz").exists(), reason="shared data absent")
+def test_extra_backbones_notebook_scores_a_dit_on_the_unets_draws(tmp_path):
+    for step in (["--to", "04"], ["--only", "10"]):
+        r = run_all(tmp_path, "--profile", "smoke", "--tasks", "pneumonia", *step)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    tables = tmp_path / "results" / "tables"
+    models = pd.read_csv(tables / "backbones.csv")
+    assert list(models.model) == ["diffusion-unet", "diffusion-dit", "resnet18"]
+    main = pd.read_csv(tables / "classification.csv")
+    unet = main[(main.model == "diffusion-unet") & (main.rule == "vote") & (main.t_range == "[0.00,1.00)")]
+    # the UNet's row is notebook 04's headline, read back from its stored errors
+    assert models.auc[0] == pytest.approx(unet[unet.n_draws == unet.n_draws.max()].auc.iloc[0])
+    pairs = pd.read_csv(tables / "backbones_paired.csv")
+    assert {("diffusion-unet", "diffusion-dit"), ("diffusion-dit", "resnet18")} <= set(zip(pairs.a, pairs.b))
+    assert set(pd.read_csv(tables / "classification_backbones.csv").model) == {"diffusion-dit"}
+    # the DiT has its own run folder beside the UNet's
+    runs = list((tmp_path / "runs" / "smoke" / "pneumonia").iterdir())
+    assert len(runs) == 2

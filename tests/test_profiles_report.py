@@ -94,19 +94,6 @@ def test_timestep_range_is_chosen_on_validation_only():
     assert rows.set_index("rule").loc["vote", "t_range"] == "val-selected [0.00,0.33)"
 
 
-def test_a_new_rule_is_one_registry_entry(monkeypatch):
-    """Adding a rule touches only decision.RULES: it then has its own rows in the ablation table."""
-    from diffusion_classifier import decision
-
-    median = decision.Rule(lambda E: np.nanmedian(E, 2).argmin(1), lambda E: -np.nanmedian(E, 2))
-    monkeypatch.setitem(decision.RULES, "median", median)
-    E, U, y = planted_votes(n=60, k=11)
-    tab = ablation.ablation_table(E, U, y, "toy", "diffusion-unet", [1, 11], [], n_boot=20)
-    assert set(tab.rule) == {"mean", "vote", "median"}
-    row = tab[(tab.rule == "median") & (tab.n_draws == 11)].iloc[0]
-    assert row.accuracy == pytest.approx((np.median(E, 2).argmin(1) == y).mean())
-
-
 def test_summary_reads_tables(tmp_path, monkeypatch):
     monkeypatch.setenv("DC_RESULTS_DIR", str(tmp_path))
     (tmp_path / "tables").mkdir()
@@ -133,3 +120,33 @@ def test_provenance_keeps_superseded_records_across_partial_runs(tmp_path, monke
     assert [n["name"] for n in rec["notebooks"]] == ["02_train_diffusion"] and rec["notebooks"][0]["wall_s"] < 60
     assert [n["wall_s"] >= 600 for n in rec["superseded"]] == [True]
     assert "from scratch: 10.0 min" in summary.build()
+
+
+def test_readme_deviations_table_matches_the_profiles():
+    """Every setting the README's deviations table names holds in the profile of its column, and every `paper` cell
+    that is not the authors' setting has a reason."""
+    from diffusion_classifier import deviations
+
+    table = deviations.rows()
+    assert len(table) >= 15
+    assert sum(len(deviations.named_values(r["cpu"] + r["paper"])) for r in table) >= 30
+    assert deviations.mismatches(table) == []
+    assert "= authors" in next(r for r in table if r["what"] == "input")["paper"]
+
+
+def test_deviations_check_catches_a_wrong_setting_and_a_missing_reason(tmp_path):
+    from diffusion_classifier import deviations
+
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# x\n\n## Deviations from the authors' code\n\n| what | authors | cpu | paper | why |\n|---|---|---|---|---|\n"
+        "| input | Haar | pixels (`data.wavelet: haar`) | **= authors** (`data.wavelet: haar`) | — |\n"
+        "| label dropout | 0.15 | 0.1 | 0.1 (`diffusion.label_dropout: 0.1`) | — |\n"
+        "| typo | x | y | z (`train.no_such_key: 1`) | a reason |\n\n## Next\n"
+    )
+    found = deviations.mismatches(deviations.rows(readme))
+    assert any("input (cpu)" in m and "'none'" in m for m in found)  # the cpu profile has no wavelet
+    assert any("label dropout (paper)" in m and "0.15" in m for m in found)  # the paper profile has 0.15
+    assert any("label dropout: the paper profile differs" in m for m in found)  # and no reason is given
+    assert any("no_such_key" in m and "not a setting" in m for m in found)
+    assert len(found) == 4

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import one_line_checkpoint_error, tiny_cfg
 
-from diffusion_classifier import decision
+from diffusion_classifier import decision, seeds
 from diffusion_classifier.denoiser import Denoiser, build_unet
 from diffusion_classifier.errors import CheckpointError
 from diffusion_classifier.scoring import ScoreSettings, ScoringEngine, draw_noise, draw_time
@@ -30,6 +30,15 @@ def test_draws_depend_only_on_seed_image_and_draw():
     assert draw_time(ScoreSettings(seed=1), 3, 2) != draw_time(s, 3, 2)
     grid = sorted(draw_time(ScoreSettings(n_draws=4, t_sampling="grid"), 0, k) for k in range(4))
     assert grid == pytest.approx([0.125, 0.375, 0.625, 0.875])
+
+
+def test_seed_mixing_is_pinned():
+    """The seeds of the stored scores and trained baselines: any change to these formulas changes every draw."""
+    assert seeds.draw_seed(1, 2, 3) == (1 * 1_000_003 + 2) * 100_003 + 3 == 100_003_500_018
+    assert seeds.draw_seed(7, 11, -1) == 700_024_200_095  # an image's time grid
+    assert seeds.epoch_seed(3, 4) == 3004
+    assert draw_time(ScoreSettings(), 3, 2) == 0.47805051004435983  # the engine's draw (0, image 3, draw 2)
+    assert draw_noise(ScoreSettings(), 3, 2, (2,)).tolist() == [0.3489707112312317, 0.32317644357681274]
 
 
 def test_errors_match_a_naive_loop(tiny_model, images):

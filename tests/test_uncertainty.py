@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from diffusion_classifier import decision, metrics
 from diffusion_classifier import uncertainty as unc
 
 
@@ -105,10 +106,15 @@ def test_each_score_is_judged_on_its_own_rule():
     E = np.array([[[0.1, 0.1, 5.0], [0.2, 0.2, 0.1]]] * 4 + [[[0.2, 0.2, 0.2], [0.1, 0.1, 0.1]]] * 4)
     y = np.array([0] * 4 + [1] * 4)  # the vote gets all right; the mean rule misses the first four
     proba = np.tile([[0.3, 0.7]], (8, 1))
-    rows, _, _ = unc.evaluate("toy", E, y, E, y, proba, proba, n_bins=2, n_boot=10)
-    acc = {r["score"]: r["accuracy"] for r in rows}
+    ev = unc.evaluate("toy", E, y, E, y, proba, proba, n_bins=2, n_boot=10)
+    acc = {r["score"]: r["accuracy"] for r in ev.rows}
     assert acc["vote_fraction"] == 1.0 and acc["vote_entropy"] == 1.0
     assert acc["error_softmax"] == 0.5 and acc["margin_z"] == 0.5
+    assert [(r["rule"], r["score"]) for r in ev.rows][:4] == [(k, s) for k, v in unc.RULE_SCORES.items() for s in v]
+    vote = ev.curves["diffusion-unet", "vote_fraction"]
+    assert vote.correct.all() and np.array_equal(vote.confidence, -vote.uncertainty)
+    assert ev.curves["diffusion-unet", "margin_z"].confidence is None
+    assert set(ev.temperatures) == {"error_softmax", "vote_fraction", "max_softmax"}
 
 
 def test_paired_comparison_of_two_uncertainty_scores():
@@ -116,7 +122,26 @@ def test_paired_comparison_of_two_uncertainty_scores():
     correct = rng.random(400) < 0.8
     good = rng.normal(size=400) + 2 * (~correct)  # ranks errors well
     bad = rng.normal(size=400)  # ranks at random
-    curves = {("a", "s"): (good, correct, None, None), ("b", "s"): (bad, correct, None, None)}
+    curves = {
+        ("a", "s"): unc.ScoreCurve(good, correct, None, None),
+        ("b", "s"): unc.ScoreCurve(bad, correct, None, None),
+    }
     row = unc.compare_scores(curves, "toy", ("a", "s"), ("b", "s"), n_boot=200)
     assert row["error_auroc_diff_ci_low"] > 0.2 and row["e_aurc_diff_ci_high"] < 0
     assert row["referral_gain_at_80_diff_ci_low"] > 0
+
+
+def test_one_bootstrap_and_one_vote_share():
+    """with_bootstrap resamples the images exactly as metrics.bootstrap does (metrics.resample_indices), and the vote
+    scores read the vote shares of decision.vote_shares."""
+    rng = np.random.default_rng(0)
+    correct = rng.random(80) < 0.7
+    u = rng.normal(size=80) + (~correct)
+    ci = unc.with_bootstrap(u, correct, n_boot=50, seed=3)
+    same = metrics.bootstrap(lambda u, c: {"error_auroc": unc.error_auroc(u, c)}, (u, correct), 50, 3)
+    assert (ci["error_auroc_ci_low"], ci["error_auroc_ci_high"]) == same["error_auroc"]
+    stream = np.random.default_rng(3)
+    assert all(np.array_equal(i, stream.integers(0, 80, 80)) for i in metrics.resample_indices(80, 5, 3))
+    E = np.array([[[0.1, 0.1, 0.9, np.nan], [0.2, 0.2, 0.1, np.nan]]])  # 2 of 3 voting draws for class 0
+    assert decision.vote_shares(E).tolist() == [[2 / 3, 1 / 3]]
+    assert unc.vote_fraction(E).tolist() == [2 / 3]

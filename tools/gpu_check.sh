@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check, at most about 8 minutes on one H200-class GPU: both benchmarks at the `paper` profile's model sizes
-# (the 256 px six-level UNet of profiles.PROFILES["paper"] and the ResNet-18 baseline at 256 px, task pneumonia:
+# (training: the authors' cross-attention UNet and DiT-B/4 on the Haar input of 256 px images, and the ResNet-18
+# at 256 px; scoring: the profile's UNet; task pneumonia:
 # the other tasks differ only in input channels), bf16 with and without torch.compile, with peak GPU memory.
 # Writes results/benchmarks/training_gpu.csv (+ training_gpu_loss_curves.csv), scoring_gpu.csv and
 # gpu_device.txt (the device name).
@@ -48,11 +49,13 @@ else
   fi
   # bf16 is the paper profile's precision. Scoring runs batches of 256; the profile's 1024 (about 0.5 TFLOP of
   # UNet per image evaluation at 256 px) is tried in the batch-size sweep, where running out of memory is a row.
-  TRAIN=(--profile paper --tasks pneumonia --configs bf16 bf16+compile --rounds 3 --seconds 1 --loss-steps 20
-         --device cuda)
+  # the paper profile's two backbones at full size (the authors' cross-attention UNet and DiT-B/4, both on the
+  # 12 x 128 x 128 Haar input) and the ResNet-18
+  TRAIN=(--profile paper --tasks pneumonia --backbones unet_cond dit --configs bf16 bf16+compile --rounds 2 --seconds 1
+         --loss-steps 10 --device cuda)
   SCORE=(--profile paper --task pneumonia --images 16 --draws 16 --naive-evals 32 --rounds 2 --batch-size 256
          --batch-sizes 16 64 256 1024 --device cuda)
-  LIMIT_TRAIN=300 LIMIT_SCORE=180
+  LIMIT_TRAIN=330 LIMIT_SCORE=150
 fi
 OUT=${DC_RESULTS_DIR:-$PWD/results}/benchmarks
 mkdir -p "$OUT"

@@ -169,7 +169,9 @@ def baseline_rows(task, y, proba, E, rule, sources=None, n_boot=1000, seed=0) ->
     return rows, comparisons
 
 
-def compare_rules(E, y, a: str = "vote", b: str = "mean", n_boot=1000, seed=0) -> dict:
+def compare_rules(
+    E, y, a: str = decision.PAPER_COMPARISON[0], b: str = decision.PAPER_COMPARISON[1], n_boot=1000, seed=0
+) -> dict:
     """Rule a - rule b on the same images and draws of E: paired bootstrap differences and McNemar (paired.compare)."""
     return paired.compare(
         y,
@@ -180,7 +182,16 @@ def compare_rules(E, y, a: str = "vote", b: str = "mean", n_boot=1000, seed=0) -
     )
 
 
-def paired_table(E, y, task: str, n_draws_list, a: str = "vote", b: str = "mean", n_boot=1000, seed=0) -> pd.DataFrame:
+def paired_table(
+    E,
+    y,
+    task: str,
+    n_draws_list,
+    a: str = decision.PAPER_COMPARISON[0],
+    b: str = decision.PAPER_COMPARISON[1],
+    n_boot=1000,
+    seed=0,
+) -> pd.DataFrame:
     """Rule a - rule b at each N, on the same images and draws."""
     return pd.DataFrame(
         [

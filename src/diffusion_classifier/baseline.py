@@ -20,6 +20,7 @@ from .device import autocast, default_device, resolve_precision
 from .errors import CheckpointError
 from .metrics import binary_metrics
 from .preprocess import augment
+from .seeds import epoch_seed
 from .training import batch_indices
 
 
@@ -86,7 +87,7 @@ def train_baseline(cfg: dict, x_train, y_train, x_val, y_val, n_classes: int, ou
     weight = None if b["balanced_sampling"] else (counts.sum() / (n_classes * counts.clamp(min=1))).to(device)
     best, wait, history = float("inf"), 0, []
     for epoch in tqdm(range(b["epochs"]), desc=f"baseline {cfg.get('task')}"):
-        g = torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)
+        g = torch.Generator().manual_seed(epoch_seed(cfg["seed"], epoch))
         if b["balanced_sampling"]:
             perm = batch_indices(y_train, len(y_train), g, balanced=True)  # an epoch = as many draws as images
         else:

@@ -159,7 +159,7 @@ def run_lock(folder: Path):
     """Hold `folder` exclusively while this process writes it; a second process gets a CheckpointError naming the
     holder. The kernel drops the lock when its holder ends in any way (SIGKILL included), so none goes stale.
     POSIX only (fcntl)."""
-    import fcntl
+    import fcntl  # POSIX only: imported here, so that the module still imports where there is none
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

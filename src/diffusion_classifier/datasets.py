@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL
+import pooch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
@@ -184,8 +185,6 @@ def fetch_medmnist(filename: str, root: Path, download: bool = True) -> Path:
         return path
     hint = f"place the official MedMNIST file {filename} there (DATA_ROOT={root})"
     if filename in MEDMNIST_FILES and download:
-        import pooch
-
         url, known_hash = MEDMNIST_FILES[filename]
         try:
             root.mkdir(parents=True, exist_ok=True)

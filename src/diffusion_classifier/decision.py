@@ -1,4 +1,4 @@
-"""Decision rules over the error tensor E[N, C, K] (NaN = not evaluated). Pure numpy functions.
+"""Decision rules over the error tensor E[N, C, K] (NaN = not evaluated). Pure numpy (and scipy) functions.
 
 mean error (Li et al. 2023): argmin_c mean_k E[:, c, k]
 majority vote (Favero et al.): every draw votes for its argmin class; most votes wins.
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import betabinom
 
 
 def restrict(E: np.ndarray, U: np.ndarray, t_min: float = 0.0, t_max: float = 1.0, n_draws: int | None = None):
@@ -60,10 +61,15 @@ def mean_scores(E: np.ndarray) -> np.ndarray:
 TIE_BREAK = 1e-6
 
 
+def vote_shares(E: np.ndarray) -> np.ndarray:
+    """(N, C) share of the voting draws that vote for each class (0 for an image without a voting draw)."""
+    v = votes(E)
+    return v / np.maximum(v.sum(1, keepdims=True), 1)
+
+
 def vote_scores(E: np.ndarray) -> np.ndarray:
     """(N, C) vote share, ties among images broken by the mean error (see TIE_BREAK)."""
-    v = votes(E)
-    return v / np.maximum(v.sum(1, keepdims=True), 1) - TIE_BREAK * mean_errors(E)
+    return vote_shares(E) - TIE_BREAK * mean_errors(E)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,11 @@ RULES = {
     ),
 }
 
+# The paper's claim 2 (a - b: the majority vote against the mean error). Code that compares these two rules
+# specifically (paired tables, verdicts, the explorer's paired row) names this pair; code meant for every rule
+# iterates RULES instead.
+PAPER_COMPARISON = ("vote", "mean")
+
 
 def check_rule(rule: str) -> str:
     if rule not in RULES:
@@ -106,8 +117,8 @@ def class_scores(E: np.ndarray, rule: str) -> np.ndarray:
 
 def positive_score(E: np.ndarray, rule: str) -> np.ndarray:
     """Binary tasks: a score that grows with the evidence for class 1."""
-    s = class_scores(E, rule)
-    return s[:, 1] - s[:, 0]
+    scores = class_scores(E, rule)
+    return scores[:, 1] - scores[:, 0]
 
 
 def _leader_and_runner_up(E: np.ndarray):
@@ -119,8 +130,6 @@ def _leader_and_runner_up(E: np.ndarray):
 def _flip_probability(a: np.ndarray, b: np.ndarray, remaining: int) -> np.ndarray:
     if remaining <= 0:
         return np.zeros(len(a))
-    from scipy.stats import betabinom
-
     worst = np.floor((b + remaining - a) / 2)  # the most future leader votes that still lose or tie
     return np.where(worst < 0, 0.0, betabinom.cdf(worst, remaining, a + 0.5, b + 0.5))
 

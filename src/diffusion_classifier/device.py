@@ -10,8 +10,8 @@ def default_device() -> torch.device:
 
 
 def bf16_pays_off(device: torch.device) -> bool:
-    """bf16 autocast is ~2.5x faster on CPUs with AMX/AVX512-BF16 (measured in benchmarks/scoring.py) and on
-    Ampere+ GPUs; elsewhere it emulates and is slower than fp32."""
+    """bf16 autocast is faster than fp32 on CPUs with AMX/AVX512-BF16 and on Ampere+ GPUs (by how much: the bf16 and
+    fp32 engine rows of results/benchmarks/scoring.csv); elsewhere it emulates and is slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     cpu = getattr(torch, "cpu", None)

@@ -12,6 +12,7 @@ Grad-CAM              on the ResNet-18 baseline (MONAI), with a plain min-max po
 
 import numpy as np
 import torch
+from monai.visualize import GradCAM
 
 from .baseline import predict_proba
 from .sampling import ancestral
@@ -21,7 +22,9 @@ from .seeds import derive
 
 def draws_in_range(engine: ScoringEngine, image_ids, draws: range, t_min: float, t_max: float) -> list[list[int]]:
     """Per image, the draw indices in `draws` whose time falls in [t_min, t_max) (at least the first one)."""
-    return [[k for k in draws if t_min <= draw_time(engine.s, int(i), k) < t_max] or [draws[0]] for i in image_ids]
+    return [
+        [k for k in draws if t_min <= draw_time(engine.settings, int(i), k) < t_max] or [draws[0]] for i in image_ids
+    ]
 
 
 def class_error_maps(
@@ -66,8 +69,6 @@ def minmax_per_image(cams: torch.Tensor) -> torch.Tensor:
 def gradcam_maps(model: torch.nn.Module, x: torch.Tensor, class_idx=None, layer: str = "layer4") -> np.ndarray:
     """Grad-CAM (MONAI) of a CNN for class_idx (default: its prediction), upsampled to the input: (n, H, W) in
     [0, 1], 1 = most important."""
-    from monai.visualize import GradCAM
-
     model.eval()
     if class_idx is None:
         class_idx = predict_proba(model, x).argmax(1)
@@ -106,7 +107,7 @@ def counterfactuals(
     steps > 0, 'guided' (ancestral sampling with guidance w, seeded: the authors' counterfactual)."""
     model, sched = engine.model, engine.model.schedule
     z0 = engine.encode(x)
-    eps = torch.stack([draw_noise(engine.s, int(i), 0, z0.shape[1:]) for i in image_ids])
+    eps = torch.stack([draw_noise(engine.settings, int(i), 0, z0.shape[1:]) for i in image_ids])
     u = torch.full((len(x),), float(t), device=engine.device)
     x_t = sched.add_noise(z0.to(engine.device), eps.to(engine.device), u)
     out = {"one_step": [], "guided": []}

@@ -76,7 +76,7 @@ def evaluate(cfg: dict, model: Denoiser, resnet: torch.nn.Module, x: torch.Tenso
     trained_d = explain.difference_maps(class_maps, target_d)
 
     def diffusion_map(denoiser):
-        e = ScoringEngine(denoiser, map_engine.s)
+        e = ScoringEngine(denoiser, map_engine.settings)
         return explain.difference_maps(
             explain.class_error_maps(e, x, ids, n_classes, ex["map_draws"], ex["t_min"], ex["t_max"]), target_d
         )

@@ -21,14 +21,19 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import HTML, display
+from sklearn.metrics import roc_curve
 
-from . import ablation, decision, uncertainty
+from . import ablation, decision, profiles, study, uncertainty
 
 VAL_SELECTED = "val-selected"
 ALPHAS = (0.0, 0.0001, 0.001, 0.01, 0.05)  # 0 = exact stopping
-SCORES = {"vote": ("vote_fraction", "vote_entropy"), "mean": ("error_softmax", "margin_z")}
+SCORES = uncertainty.RULE_SCORES  # each rule's uncertainty scores, the default first
+PAIRED = "{} - {}".format(*decision.PAPER_COMPARISON)  # the paired rows' label: "vote - mean"
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,11 +145,12 @@ def paired_row(
     seed: int | None = None,
     range_rule: str = "vote",
 ) -> dict:
-    """Vote - mean on the same images and draws (ablation_paired.csv's row at N for the full range). A range chosen
-    on validation is range_rule's, used for both rules, so that they compare on the same draws."""
+    """Vote - mean (decision.PAPER_COMPARISON) on the same images and draws (ablation_paired.csv's row at N for the
+    full range). A range chosen on validation is range_rule's, used for both rules, so that they compare on the same
+    draws."""
     seed = run.seed if seed is None else seed
     E, y = _errors(run, range_rule, n_draws, t_range, source)
-    return ablation.compare_rules(E, y, "vote", "mean", n_boot, seed)
+    return ablation.compare_rules(E, y, *decision.PAPER_COMPARISON, n_boot, seed)
 
 
 def early_stopping_row(
@@ -165,8 +171,10 @@ def early_stopping_row(
     return t[(t.stopping == "exact") if alpha == 0 else (t.stopping == "sequential")].iloc[0].to_dict()
 
 
-def uncertainty_rows(run: StoredRun, n_draws=None, n_boot: int = 500, seed: int | None = None):
-    """uncertainty.evaluate on the first n_draws of val and test: (rows, curves, temperatures); cached on the run,
+def uncertainty_rows(
+    run: StoredRun, n_draws=None, n_boot: int = 500, seed: int | None = None
+) -> uncertainty.Evaluation:
+    """uncertainty.evaluate on the first n_draws of val and test (rows, curves, temperatures); cached on the run,
     so that switching the score or the coverage is instant. Treat the result as read-only."""
     u, k = run.cfg["uncertainty"], n_draws or run.n_draws
     seed = run.seed if seed is None else seed
@@ -191,7 +199,7 @@ def uncertainty_curves(run: StoredRun, n_draws=None) -> dict:
     depend on the bootstrap, so any cached evaluation at N serves; else one without resamples."""
     k = n_draws or run.n_draws
     cached = next((v for (kk, _, _), v in run.cache.items() if kk == k), None)
-    return (cached or uncertainty_rows(run, k, 0))[1]
+    return (cached or uncertainty_rows(run, k, 0)).curves
 
 
 def defaults(run: StoredRun) -> dict:
@@ -203,7 +211,7 @@ def defaults(run: StoredRun) -> dict:
         "t_range": ablation.FULL_RANGE,
         "source": "all",
         "alpha": run.cfg["scoring"]["early_stop_alpha"],
-        "score": SCORES[rule][0],
+        "score": SCORES.get(rule, (None,))[0],  # None: a rule without uncertainty scores
         "coverage": 0.8,
         "n_boot": run.cfg["ablation"]["n_bootstrap"],
     }
@@ -246,23 +254,25 @@ def view(run: StoredRun, rule, n_draws, t_range, source, alpha, score, coverage,
         )
     pr = paired_row(run, n_draws, t_range, source, n_boot, seed, range_rule=rule)
     for m in ("accuracy", "auc"):
-        add(f"vote - mean {m}", pr, f"{m}_diff")
-    add("vote - mean mcnemar_p", pr, "mcnemar_p")
+        add(f"{PAIRED} {m}", pr, f"{m}_diff")
+    add(f"{PAIRED} mcnemar_p", pr, "mcnemar_p")
     es = early_stopping_row(run, n_draws, alpha, source=source)
     for m in ("unet_evals_per_image", "speedup", "changed_vs_full_vote"):
         add(f"early stop ({'exact' if alpha == 0 else f'alpha {alpha:g}'}) {m}", es, m)
     if source == "all":  # uncertainty.csv is over all test images; no per-source rows
         # uncertainty.csv's bootstrap is the uncertainty section's (fewer resamples: each recomputes every metric)
-        u_rows, curves, _ = uncertainty_rows(run, n_draws, min(n_boot, run.cfg["uncertainty"]["n_bootstrap"]), seed)
+        ev = uncertainty_rows(run, n_draws, min(n_boot, run.cfg["uncertainty"]["n_bootstrap"]), seed)
         for model, name in (("diffusion-unet", score), ("resnet18", "max_softmax")):
-            r = next(r for r in u_rows if r["model"] == model and r["score"] == name)
+            if name is None:  # a rule without uncertainty scores (uncertainty.RULE_SCORES)
+                continue
+            r = next(r for r in ev.rows if r["model"] == model and r["score"] == name)
             for m in ("error_auroc", "e_aurc", "ece_calibrated"):
                 add(f"{model} {name} {m}", r, m)
-            unc, correct, _, _ = curves[(model, name)]
+            curve = ev.curves[(model, name)]
             rows.append(
                 {
                     "quantity": f"{model} {name} accuracy at {coverage:.0%} coverage",
-                    "value": uncertainty.accuracy_at_coverage(unc, correct, coverage),
+                    "value": uncertainty.accuracy_at_coverage(curve.uncertainty, curve.correct, coverage),
                     "ci_low": np.nan,
                     "ci_high": np.nan,
                 }
@@ -276,18 +286,15 @@ def view_html(table: pd.DataFrame) -> str:
 
 
 def view_figure(run: StoredRun, rule, n_draws, t_range, source, score, coverage):
-    """ROC of the diffusion rule and the ResNet-18, accuracy vs N of both rules, and risk vs coverage."""
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
+    """ROC of the diffusion rule and the ResNet-18, accuracy vs N of every rule, and risk vs coverage."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     E, y = _errors(run, rule, n_draws, t_range, source)
     p = run.proba["test"][run.rows(source)]
-    for label, (yy, s) in {
+    for label, (yy, positive) in {
         f"diffusion, {rule}": (y, decision.positive_score(E, rule)),
         "ResNet-18": (y, p[:, 1]),
     }.items():
-        fpr, tpr, _ = roc_curve(yy, s)
+        fpr, tpr, _ = roc_curve(yy, positive)
         axes[0].plot(fpr, tpr, label=label)
     axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
     axes[0].set(xlabel="1 - specificity", ylabel="sensitivity", title=f"{run.task} ({source}): ROC")
@@ -301,7 +308,9 @@ def view_figure(run: StoredRun, rule, n_draws, t_range, source, score, coverage)
     axes[1].legend(fontsize=8)
     curves = uncertainty_curves(run, n_draws)
     for key in (("diffusion-unet", score), ("resnet18", "max_softmax")):
-        cov, risk = uncertainty.risk_coverage(*curves[key][:2])
+        if key[1] is None:  # a rule without uncertainty scores
+            continue
+        cov, risk = uncertainty.risk_coverage(curves[key].uncertainty, curves[key].correct)
         axes[2].plot(cov, risk, label=" ".join(key))
     axes[2].axvline(coverage, color="k", lw=0.8, ls=":")
     axes[2].set(xlabel="coverage", ylabel="selective risk", title="risk vs coverage (all test images)")
@@ -321,9 +330,6 @@ def static_views() -> bool:
 def show(runs: dict, live: bool | None = None) -> None:
     """The explorer over {task: StoredRun}: live widgets, or (live=False, or static_views()) one static view per
     task at the profile's settings."""
-    import matplotlib.pyplot as plt
-    from IPython.display import HTML, display
-
     if static_views() if live is None else not live:
         for task, run in runs.items():
             s = defaults(run)
@@ -339,46 +345,40 @@ def show(runs: dict, live: bool | None = None) -> None:
 def open_study(profile: str = "cpu", tasks=None, data_root=None, seed: int = 0, live: bool | None = None) -> None:
     """The explorer over a finished run's stored scores, without re-running a notebook: in JupyterLab,
     `from diffusion_classifier import explorer; explorer.open_study("cpu")`."""
-    from . import profiles, study
-
     show(
         {t: StoredRun.load(study.prepare(t, profile, data_root, seed)) for t in (tasks or profiles.DEFAULT_TASKS)}, live
     )
 
 
 def _widget(runs: dict):
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import HTML, display
-
     run = next(iter(runs.values()))
     s = defaults(run)
     style = {"description_width": "initial"}
     alphas = sorted(set(ALPHAS) | {s["alpha"]})
     c = {
-        "task": w.Dropdown(options=list(runs), description="task", style=style),
-        "rule": w.Dropdown(options=list(decision.RULES), value=s["rule"], description="rule", style=style),
-        "n_draws": w.Dropdown(options=[], description="draws N", style=style),
-        "t_range": w.Dropdown(options=t_range_options(run), description="timesteps", style=style),
-        "source": w.Dropdown(options=run.test_sources(), description="source", style=style),
-        "alpha": w.Dropdown(
+        "task": widgets.Dropdown(options=list(runs), description="task", style=style),
+        "rule": widgets.Dropdown(options=list(decision.RULES), value=s["rule"], description="rule", style=style),
+        "n_draws": widgets.Dropdown(options=[], description="draws N", style=style),
+        "t_range": widgets.Dropdown(options=t_range_options(run), description="timesteps", style=style),
+        "source": widgets.Dropdown(options=run.test_sources(), description="source", style=style),
+        "alpha": widgets.Dropdown(
             options=[(f"{a:g}" if a else "exact", a) for a in alphas],
             value=s["alpha"],
             description="early-stop α",
             style=style,
         ),
-        "score": w.Dropdown(options=SCORES[s["rule"]], description="uncertainty score", style=style),
-        "coverage": w.FloatSlider(
+        "score": widgets.Dropdown(options=SCORES.get(s["rule"], ()), description="uncertainty score", style=style),
+        "coverage": widgets.FloatSlider(
             value=0.8, min=0.5, max=1.0, step=0.05, description="coverage", style=style, continuous_update=False
         ),
-        "n_boot": w.Dropdown(
+        "n_boot": widgets.Dropdown(
             options=[("no CIs", 0), ("200", 200), (str(s["n_boot"]), s["n_boot"])],
             value=s["n_boot"],
             description="bootstrap",
             style=style,
         ),
     }
-    out, timing = w.Output(), w.HTML()
+    out, timing = widgets.Output(), widgets.HTML()
     busy, views = [False], [0]  # busy: while one change resets other controls, their own events must not redraw
 
     def grid_of(r):
@@ -409,7 +409,7 @@ def _widget(runs: dict):
             if change is None or change["owner"] is c["task"]:
                 c["n_draws"].options, c["n_draws"].value = grid_of(r), r.n_draws
                 c["t_range"].options, c["source"].options = t_range_options(r), r.test_sources()
-            c["score"].options = SCORES[c["rule"].value]
+            c["score"].options = SCORES.get(c["rule"].value, ())
         finally:
             busy[0] = False
         if change is not None:
@@ -420,10 +420,10 @@ def _widget(runs: dict):
         ctl.observe(reset if k in ("task", "rule") else refresh, names="value")
     refresh()
     display(
-        w.VBox(
+        widgets.VBox(
             [
-                w.HBox([c["task"], c["rule"], c["n_draws"], c["t_range"], c["source"]]),
-                w.HBox([c["alpha"], c["score"], c["coverage"], c["n_boot"]]),
+                widgets.HBox([c["task"], c["rule"], c["n_draws"], c["t_range"], c["source"]]),
+                widgets.HBox([c["alpha"], c["score"], c["coverage"], c["n_boot"]]),
                 timing,
                 out,
             ]

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from monai.networks.layers import GaussianFilter
 from scipy.stats import spearmanr
 
 from . import decision
@@ -97,8 +98,6 @@ def fill_images(x: torch.Tensor, kind: str, sigma: float) -> torch.Tensor:
     if kind == "grey":
         return torch.zeros_like(x)
     if kind == "blur":
-        from monai.networks.layers import GaussianFilter
-
         return GaussianFilter(spatial_dims=2, sigma=sigma)(x)
     raise ValueError(f"fill must be one of {FILLS}, got {kind!r}")
 

@@ -3,9 +3,14 @@
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
+from sklearn.metrics import roc_auc_score, roc_curve
 
+from .ablation import FULL_RANGE
 from .paths import results_dir
+from .reference import PAPER_N, PAPER_VOTE_CURVES
+from .uncertainty import ece, reliability, risk_coverage
 
 sns.set_theme(context="notebook", style="whitegrid")
 
@@ -47,8 +52,6 @@ def class_examples(data, n: int = 8, seed: int = 0):
 
 def intensity_distributions(data):
     """Per-class distribution of each training image's mean intensity (per channel for colour images)."""
-    import pandas as pd
-
     s = data.splits["train"]
     means = s.images.reshape(len(s), -1, s.images.shape[-1]).mean(1)
     chans = ["grey"] if means.shape[1] == 1 else ["red", "green", "blue"]
@@ -75,8 +78,6 @@ def intensity_distributions(data):
 
 
 def training_curves(history, title: str):
-    import pandas as pd
-
     h = pd.DataFrame(history)
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot(h["step"], h["train_loss"], label="train (batch mean)", alpha=0.7)
@@ -90,8 +91,6 @@ def training_curves(history, title: str):
 
 def roc_curves(curves: dict, title: str):
     """curves: label -> (y_true, score)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     fig, ax = plt.subplots(figsize=(4, 4))
     for label, (y, s) in curves.items():
         fpr, tpr, _ = roc_curve(y, s)
@@ -105,10 +104,8 @@ def roc_curves(curves: dict, title: str):
 def voting_vs_draws(table, pairs, task: str):
     """Claim 2 at a glance: accuracy and AUC of each rule against N (95% bootstrap bands, ResNet-18 dashed), the
     paired vote - mean accuracy difference with its CI, and the paper's CheXpert curves (other data) for shape."""
-    from .reference import PAPER_N, PAPER_VOTE_CURVES
-
     t = table[
-        (table.task == task) & (table.source == "all") & (table.t_range == "[0.00,1.00)") & (table.model != "resnet18")
+        (table.task == task) & (table.source == "all") & (table.t_range == FULL_RANGE) & (table.model != "resnet18")
     ]
     base = table[(table.task == task) & (table.model == "resnet18") & (table.source == "all")]
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.4))
@@ -216,16 +213,14 @@ def randomisation_cascade(cascades: dict, title: str):
 
 
 def reliability_diagrams(curves: dict, title: str, n_bins: int = 10):
-    """curves: (model, score) -> (uncertainty, correct, confidence, calibrated confidence); scores with a
-    confidence get a panel with before/after temperature scaling."""
-    from .uncertainty import ece, reliability
-
-    items = [(k, v) for k, v in curves.items() if v[2] is not None]
+    """curves: (model, score) -> uncertainty.ScoreCurve; scores with a confidence get a panel with before/after
+    temperature scaling."""
+    items = [(k, v) for k, v in curves.items() if v.confidence is not None]
     fig, axes = plt.subplots(1, len(items), figsize=(3.2 * len(items), 3.2), squeeze=False)
-    for ax, ((model, score), (_, correct, conf, cal)) in zip(axes[0], items):
-        for label, c in (("raw", conf), ("temperature-scaled", cal)):
-            pts = np.array(reliability(c, correct, n_bins))
-            ax.plot(pts[:, 0], pts[:, 1], "o-", ms=3, label=f"{label} (ECE {ece(c, correct, n_bins):.3f})")
+    for ax, ((model, score), curve) in zip(axes[0], items):
+        for label, c in (("raw", curve.confidence), ("temperature-scaled", curve.calibrated)):
+            pts = np.array(reliability(c, curve.correct, n_bins))
+            ax.plot(pts[:, 0], pts[:, 1], "o-", ms=3, label=f"{label} (ECE {ece(c, curve.correct, n_bins):.3f})")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy", title=f"{model}: {score}")
         ax.legend(fontsize=6, loc="upper left")
@@ -235,11 +230,10 @@ def reliability_diagrams(curves: dict, title: str, n_bins: int = 10):
 
 
 def risk_coverage_curves(curves: dict, title: str):
-    from .uncertainty import risk_coverage
-
+    """curves: (model, score) -> uncertainty.ScoreCurve."""
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    for (model, score), (unc, correct, _, _) in curves.items():
-        cov, risk = risk_coverage(unc, correct)
+    for (model, score), curve in curves.items():
+        cov, risk = risk_coverage(curve.uncertainty, curve.correct)
         ax.plot(cov, risk, label=f"{model}: {score}")
     ax.set(xlabel="coverage (share of cases the model decides)", ylabel="selective risk (error rate)", title=title)
     ax.legend(fontsize=6)

@@ -7,13 +7,17 @@ null label. Weights come from a local folder (diffusers layout: vae/ unet/ text_
 never from a hub. Fine-tuning trains LoRA adapters (peft) or the full UNet with the same training loop.
 """
 
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
 
 from .datasets import TASKS
 from .errors import CheckpointError
+from .profiles import merge
 from .schedules import DiscreteSchedule
 
 COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
@@ -45,10 +49,17 @@ def check_weights(path) -> Path:
 class FoundationDenoiser(torch.nn.Module):
     """Stable Diffusion components behind the `Denoiser` interface (encode, predict, schedule, null label)."""
 
+    @classmethod
+    def for_task(cls, weights, task: str, class_names, foundation: dict) -> "FoundationDenoiser":
+        """The arm of one task: its prompts (`prompts_for`) at the resolution and LoRA rank of a profile's
+        `foundation` section."""
+        return cls(
+            weights, class_names, prompts_for(task, class_names), foundation["resolution"], foundation["lora_rank"]
+        )
+
     def __init__(self, weights, class_names, prompts, resolution: int = 512, lora_rank: int = 0):
         super().__init__()
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
+        from transformers import CLIPTextModel, CLIPTokenizer  # optional: the `foundation` extra
 
         self.weights = check_weights(weights)
         try:
@@ -57,7 +68,7 @@ class FoundationDenoiser(torch.nn.Module):
             self.unet = UNet2DConditionModel.from_pretrained(self.weights, subfolder="unet", **load)
             text_encoder = CLIPTextModel.from_pretrained(self.weights, subfolder="text_encoder", **load)
             tokenizer = CLIPTokenizer.from_pretrained(self.weights, subfolder="tokenizer", **load)
-            sched_cfg = __import__("json").loads((self.weights / "scheduler" / "scheduler_config.json").read_text())
+            sched_cfg = json.loads((self.weights / "scheduler" / "scheduler_config.json").read_text())
         except CheckpointError:
             raise
         except Exception as exc:
@@ -76,7 +87,7 @@ class FoundationDenoiser(torch.nn.Module):
             self.register_buffer("prompt_embeds", text_encoder(ids)[0].float())
         self.vae.requires_grad_(False).eval()
         if lora_rank:
-            from peft import LoraConfig
+            from peft import LoraConfig  # optional: the `foundation` extra
 
             self.unet.requires_grad_(False)
             self.unet.add_adapter(
@@ -118,14 +129,10 @@ class FoundationDenoiser(torch.nn.Module):
     # ------------------------------------------------------------------ fine-tuned weights
     def save(self, path):
         """LoRA: the adapter weights; full fine-tuning: the UNet. Safetensors plus a JSON of the prompts."""
-        import json
-
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if self.lora_rank:
-            from peft.utils import get_peft_model_state_dict
+            from peft.utils import get_peft_model_state_dict  # optional: the `foundation` extra
 
             save_file(
                 {k: v.contiguous() for k, v in get_peft_model_state_dict(self.unet).items()},
@@ -148,12 +155,10 @@ class FoundationDenoiser(torch.nn.Module):
         return path
 
     def load_trainable(self, path):
-        from safetensors.torch import load_file
-
         path = Path(path)
         try:
             if self.lora_rank:
-                from peft.utils import set_peft_model_state_dict
+                from peft.utils import set_peft_model_state_dict  # optional: the `foundation` extra
 
                 result = set_peft_model_state_dict(self.unet, load_file(str(path / "lora.safetensors")))
                 if getattr(result, "unexpected_keys", None):
@@ -169,7 +174,5 @@ class FoundationDenoiser(torch.nn.Module):
 
 def foundation_cfg(cfg: dict) -> dict:
     """The training configuration of the foundation arm: the profile's `foundation` section over its defaults."""
-    from .profiles import merge
-
     f = cfg["foundation"]
     return merge(cfg, {"train": f["train"], "diffusion": {"loss_weighting": "none"}})

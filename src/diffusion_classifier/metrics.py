@@ -31,16 +31,19 @@ def binary_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict:
     }
 
 
+def resample_indices(n: int, n_boot: int, seed: int):
+    """The bootstrap's resamples of n rows: n_boot index arrays drawn with replacement from one stream seeded by
+    seed. Every bootstrap of the package draws here, so equal (n, seed) give equal resamples."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield rng.integers(0, n, n)
+
+
 def bootstrap(fn, arrays, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
     """Percentile CI of each entry of the dict fn(*arrays) over n_boot resamples of the rows."""
     if n_boot == 0:  # no CIs asked for (the explorer's quick view)
         return {k: (np.nan, np.nan) for k in fn(*arrays)}
-    rng = np.random.default_rng(seed)
-    n = len(arrays[0])
-    samples = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        samples.append(fn(*[a[idx] for a in arrays]))
+    samples = [fn(*[a[idx] for a in arrays]) for idx in resample_indices(len(arrays[0]), n_boot, seed)]
     keys = samples[0].keys()
     return {
         k: (

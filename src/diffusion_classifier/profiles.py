@@ -6,9 +6,9 @@ cpu    the real CPU study of both tasks (about 90 minutes on 2 cores from scratc
 paper  the authors' settings (METHOD.md) for a GPU: 256 px, continuous v-prediction with the authors' log-SNR time
        input, clip bounds and eps-space loss weighting, EMA every 5 steps, checkpoint selection on validation F1
 
-The paper profile's backbone is a pixel-space UNet2DModel. The authors' two backbones, both on their Haar input
-(256 px RGB -> 12 x 128 x 128), are override dicts for it: `get_profile("paper", task, overrides=PAPER_UNET_COND)`
-(UNet2DConditionModel, class as a cross-attention token) or `overrides=PAPER_DIT` (DiT-B/4).
+The paper profile's backbone is the authors' UNet (UNet2DConditionModel, class as a cross-attention token, its
+values in PAPER_UNET_COND) on their Haar input (256 px RGB -> 12 x 128 x 128); their DiT-B/4 is an override:
+`get_profile("paper", task, overrides=PAPER_DIT)`.
 """
 
 import copy
@@ -148,6 +148,9 @@ BASE = {
         "draw_replicates": 5,
         "training_seeds": [0, 1, 2],
     },
+    # notebook 10 (other backbones, outside the default run): its task and the backbones trained beside the main
+    # run's UNet, each with the main run's data, training recipe and draws; train_steps: None = the task's own
+    "backbones": {"task": "pneumonia", "kinds": ["dit"], "train_steps": None},
     # Stable Diffusion arm (notebook 07): latent resolution = resolution / 8; lora_rank 0 = full UNet fine-tuning
     "foundation": {
         "resolution": 512,
@@ -197,9 +200,16 @@ PROFILES = {
             "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2},
         },
     },
-    # CPU batches are sized to the cache, not to memory: 64 runs the 32 px UNet ~2x faster than 512
-    # (benchmarks/scoring.py sweeps it)
-    "cpu": {"scoring": {"batch_size": 64}, "shift": {"train_steps": 800}},
+    # CPU batches are sized to the cache, not to memory: 64 runs the 32 px UNet faster than 512 (the batch-size
+    # sweep of benchmarks/scoring.py, results/benchmarks/scoring.csv)
+    "cpu": {
+        "scoring": {"batch_size": 64},
+        "shift": {"train_steps": 800},
+        # the DiT at 32 px: 4 px patches (64 tokens, as smoke's 2 px patches at 16 px); twice the UNet's 800 steps,
+        # about the same training compute (a DiT step is about half a UNet step here: results/benchmarks/training.csv)
+        "dit": {"patch_size": 4},
+        "backbones": {"train_steps": 1600},
+    },
     "paper": {
         "data": {"resolution": 256},
         # METHOD.md "Models", read in the authors' code: shifted cosine (noise_d 64) with clip bounds moved by
@@ -316,6 +326,18 @@ PAPER_DIT = {
         "class_dropout": 0.0,
     },
 }
+
+
+def overlay(base: dict, update: dict) -> dict:
+    """Recursive update that may add keys (for building override dicts; `merge` refuses keys the base lacks)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = overlay(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+# the `paper` profile runs the authors' UNet on the Haar input; overrides=PAPER_DIT swaps in their DiT-B/4
+PROFILES["paper"] = overlay(PROFILES["paper"], PAPER_UNET_COND)
 
 
 def merge(base: dict, update: dict) -> dict:

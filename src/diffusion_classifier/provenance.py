@@ -19,6 +19,7 @@ import time
 import torch
 
 from .paths import project_root, results_dir
+from .profiles import get_profile
 
 PACKAGES = (
     "torch",
@@ -104,8 +105,6 @@ def main(argv=None):
     sub.add_parser("finish")
     a = ap.parse_args(argv)
     if a.cmd == "start":
-        from .profiles import get_profile
-
         old = json.loads(_path().read_text()) if a.keep and _path().exists() else {}
         rec = {
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -66,7 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "overtake) or sequentially (chance of a different full-vote winner <= --alpha)",
     )
     ap.add_argument("--alpha", type=_probability, default=None, help="sequential early stopping's flip probability")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet forward (pays off on long runs)")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet forward after a one-off compile (its gain: results/benchmarks/scoring.csv)",
+    )
     ap.add_argument("--precision", default=None, choices=["auto", "bf16", "fp16", "no"])
     a = ap.parse_args(argv)
     if a.alpha is not None and a.early_stop != "sequential":

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from . import decision
+from . import decision, seeds
 from .checkpointing import main_process_lock, read_json
 from .device import autocast, default_device, resolve_precision
 from .errors import CheckpointError
@@ -47,24 +48,26 @@ class ScoreSettings:
     # majority vote only: stop drawing for an image once its vote is decided (decision.vote_decided)
     early_stop: str = "off"  # off | exact (no class can still overtake) | sequential (flip chance <= alpha)
     early_stop_alpha: float = 0.001
-    compile: bool = False  # torch.compile the forward pass: ~1.4x on CPU after a one-off compile of ~30-70 s
+    # torch.compile the forward pass, after a one-off compile; what it gains: the "engine + torch.compile" row of
+    # results/benchmarks/scoring.csv (benchmarks/scoring.py)
+    compile: bool = False
     round_size: int = 4  # draws per round between early-stopping checks
     stages: list = field(default_factory=list)  # successive elimination: [(draws, classes kept after), ...]
 
     @classmethod
     def from_profile(cls, cfg: dict, **changes) -> ScoreSettings:
-        s = cfg["scoring"]
+        sc = cfg["scoring"]
         base = cls(
-            n_draws=s["n_draws"],
-            t_sampling=s["t_sampling"],
-            t_min=s["t_min"],
-            t_max=s["t_max"],
+            n_draws=sc["n_draws"],
+            t_sampling=sc["t_sampling"],
+            t_min=sc["t_min"],
+            t_max=sc["t_max"],
             seed=cfg["seed"],
-            batch_size=s["batch_size"],
-            chunk_size=s["chunk_size"],
-            mixed_precision=s["mixed_precision"],
-            round_size=s["early_stop_rounds"],
-            early_stop_alpha=s["early_stop_alpha"],
+            batch_size=sc["batch_size"],
+            chunk_size=sc["chunk_size"],
+            mixed_precision=sc["mixed_precision"],
+            round_size=sc["early_stop_rounds"],
+            early_stop_alpha=sc["early_stop_alpha"],
         )
         return cls(**{**asdict(base), **changes})
 
@@ -99,22 +102,22 @@ class Scores:
 
 
 def _generator(seed: int, image: int, draw: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + image) * 100_003 + draw)
+    return torch.Generator().manual_seed(seeds.draw_seed(seed, image, draw))
 
 
-def draw_time(s: ScoreSettings, image: int, draw: int) -> float:
-    if s.t_sampling == "random":
-        v = torch.rand(1, generator=_generator(s.seed, image, draw), dtype=torch.float64).item()
-    elif s.t_sampling == "grid":
-        order = torch.randperm(s.n_draws, generator=_generator(s.seed, image, -1)).tolist()
-        v = (order[draw] + 0.5) / s.n_draws
+def draw_time(settings: ScoreSettings, image: int, draw: int) -> float:
+    if settings.t_sampling == "random":
+        v = torch.rand(1, generator=_generator(settings.seed, image, draw), dtype=torch.float64).item()
+    elif settings.t_sampling == "grid":
+        order = torch.randperm(settings.n_draws, generator=_generator(settings.seed, image, -1)).tolist()
+        v = (order[draw] + 0.5) / settings.n_draws
     else:
-        raise ValueError(f"t_sampling must be 'random' or 'grid', got {s.t_sampling!r}")
-    return s.t_min + (s.t_max - s.t_min) * v
+        raise ValueError(f"t_sampling must be 'random' or 'grid', got {settings.t_sampling!r}")
+    return settings.t_min + (settings.t_max - settings.t_min) * v
 
 
-def draw_noise(s: ScoreSettings, image: int, draw: int, shape) -> torch.Tensor:
-    g = _generator(s.seed, image, draw)
+def draw_noise(settings: ScoreSettings, image: int, draw: int, shape) -> torch.Tensor:
+    g = _generator(settings.seed, image, draw)
     torch.rand(1, generator=g, dtype=torch.float64)  # the time's draw comes first from the same stream
     return torch.randn(tuple(shape), generator=g)
 
@@ -171,11 +174,11 @@ class SuccessiveElimination:
             active[j, np.argsort(m, kind="stable")[:keep]] = True
 
 
-def draw_policy(s: ScoreSettings):
-    if s.stages:
-        return SuccessiveElimination(s.stages)
-    if s.early_stop != "off":
-        return EarlyStop(s.round_size, s.stop_alpha)
+def draw_policy(settings: ScoreSettings):
+    if settings.stages:
+        return SuccessiveElimination(settings.stages)
+    if settings.early_stop != "off":
+        return EarlyStop(settings.round_size, settings.stop_alpha)
     return EveryDraw()
 
 
@@ -186,16 +189,19 @@ class ScoringEngine:
     def __init__(self, model, settings: ScoreSettings, device=None):
         self.device = torch.device(device) if device else default_device()
         self.model = model.to(self.device).eval()
-        self.s = settings
+        self.settings = settings
         self.precision = resolve_precision(settings.mixed_precision, self.device)
         if self.device.type == "cuda" or self.precision == "bf16":
-            self.model.to(memory_format=torch.channels_last)  # measured: +20-25% with bf16 on CPU
+            # the layout bf16 CPU and GPU convolution kernels prefer (engine speeds: results/benchmarks/scoring.csv)
+            self.model.to(memory_format=torch.channels_last)
         # a compiled copy of the forward: the caller's model itself stays eager
         self.predict = torch.compile(self.model.predict) if settings.compile else self.model.predict
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.model.encode(b.to(self.device)).float().cpu() for b in x.split(self.s.batch_size)])
+        return torch.cat(
+            [self.model.encode(b.to(self.device)).float().cpu() for b in x.split(self.settings.batch_size)]
+        )
 
     @torch.inference_mode()
     def _squared_errors(self, z0, image_ids, todo: np.ndarray):
@@ -203,13 +209,16 @@ class ScoringEngine:
         the boolean mask todo (n, C, K) is set, in (image, draw, class) order. triples: (m, 3) rows (j, c, k)."""
         jkc = np.argwhere(np.asarray(todo, dtype=bool).transpose(0, 2, 1))  # (image, draw, class) order
         sched = self.model.schedule
-        for b in range(0, len(jkc), self.s.batch_size):
-            batch = jkc[b : b + self.s.batch_size]
+        for b in range(0, len(jkc), self.settings.batch_size):
+            batch = jkc[b : b + self.settings.batch_size]
             noise = {}  # one (u, eps) per (image, draw), shared by its classes
             for j, k, _ in batch.tolist():
                 if (j, k) not in noise:
                     image = int(image_ids[j])
-                    noise[(j, k)] = (draw_time(self.s, image, k), draw_noise(self.s, image, k, z0.shape[1:]))
+                    noise[(j, k)] = (
+                        draw_time(self.settings, image, k),
+                        draw_noise(self.settings, image, k, z0.shape[1:]),
+                    )
             u = torch.tensor([noise[(j, k)][0] for j, k, _ in batch.tolist()], dtype=torch.float32, device=self.device)
             eps = torch.stack([noise[(j, k)][1] for j, k, _ in batch.tolist()]).to(self.device)
             x_t = sched.add_noise(z0[batch[:, 0]].to(self.device), eps, u)
@@ -249,10 +258,10 @@ class ScoringEngine:
     def score_images(self, z0, image_ids, n_classes) -> tuple[np.ndarray, np.ndarray]:
         """E and U for a handful of images, drawn in rounds; the settings' policy (every draw, early stopping or
         successive elimination) decides after each round which (image, class) pairs go on."""
-        n, K = len(z0), self.s.n_draws
+        n, K = len(z0), self.settings.n_draws
         E = np.full((n, n_classes, K), np.nan, dtype=np.float32)
-        U = np.array([[draw_time(self.s, int(i), k) for k in range(K)] for i in image_ids], dtype=np.float32)
-        policy = draw_policy(self.s)
+        U = np.array([[draw_time(self.settings, int(i), k) for k in range(K)] for i in image_ids], dtype=np.float32)
+        policy = draw_policy(self.settings)
         active = np.ones((n, n_classes), dtype=bool)
         start = 0
         for r, stop in enumerate(policy.round_ends(K)):
@@ -274,10 +283,8 @@ class ScoringEngine:
             return self._score(x, n_classes, cache, image_offset, desc)
 
     def _score(self, x, n_classes, cache, image_offset, desc) -> Scores:
-        from accelerate import PartialState
-
         state = PartialState()
-        N, cs, fingerprint = len(x), self.s.chunk_size, None
+        N, cs, fingerprint = len(x), self.settings.chunk_size, None
         if cache is not None:
             fingerprint, cs = self._open_cache(cache, x, n_classes)
         chunks = [(c0, min(c0 + cs, N)) for c0 in range(0, N, cs)]
@@ -287,7 +294,7 @@ class ScoringEngine:
         for c0, c1 in mine:
             path = cache / f"chunk_{c0:07d}.npz" if cache is not None else None
             if path is not None and path.exists():
-                _read_chunk(path, fingerprint, c0, c1, n_classes, self.s.n_draws)  # refuse a foreign chunk now
+                _read_chunk(path, fingerprint, c0, c1, n_classes, self.settings.n_draws)  # refuse a foreign chunk now
                 bar.update((c1 - c0) * state.num_processes)
                 continue
             ids = np.arange(c0, c1) + image_offset
@@ -308,7 +315,7 @@ class ScoringEngine:
             parts = [results[c0] for c0, _ in chunks]
         else:
             parts = [
-                _read_chunk(cache / f"chunk_{c0:07d}.npz", fingerprint, c0, c1, n_classes, self.s.n_draws)
+                _read_chunk(cache / f"chunk_{c0:07d}.npz", fingerprint, c0, c1, n_classes, self.settings.n_draws)
                 for c0, c1 in chunks
             ]
         return Scores(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
@@ -317,11 +324,9 @@ class ScoringEngine:
         """A cache directory belongs to one (settings, model, data); anything else is refused, not mixed in.
         Returns its fingerprint (stamped into every chunk) and its chunk size: a folder keeps the chunking it was
         made with (E does not depend on it), so a re-run with another chunk size reuses it correctly."""
-        from accelerate import PartialState
-
         info = {
             "format": CACHE_FORMAT,
-            "settings": self.s.key(),
+            "settings": self.settings.key(),
             "data_sha1": hashlib.sha1(x.numpy().tobytes()).hexdigest(),
             "model_sha1": model_fingerprint(self.model),
             "n_images": len(x),
@@ -334,7 +339,9 @@ class ScoringEngine:
         cache.mkdir(parents=True, exist_ok=True)  # every process writes chunks here
         if state.is_main_process and not meta.exists():
             tmp = meta.with_suffix(".tmp")
-            tmp.write_text(json.dumps({**info, "fingerprint": fingerprint, "chunk_size": self.s.chunk_size}, indent=1))
+            tmp.write_text(
+                json.dumps({**info, "fingerprint": fingerprint, "chunk_size": self.settings.chunk_size}, indent=1)
+            )
             tmp.replace(meta)  # atomic: the other processes never read half a file
         state.wait_for_everyone()
         old = read_json(meta)

@@ -44,6 +44,8 @@ class Prepared:
 
     def artifact(self, name: str, **fields) -> Path:
         """The path of a named artifact of this task's run (see ARTIFACTS), e.g. artifact("scores", split="val")."""
+        if name == "denoiser_weights" and self.cfg["train"]["select_on"] == "val_f1":
+            return self.run_dir / "denoiser" / "best" / "ema"  # the checkpoint chosen on validation F1 (training.BEST)
         return self.run_dir / ARTIFACTS[name].format(**fields)
 
 

@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 
+from . import ablation, backbones, deviations, explainability, shift, uncertainty, variance
 from .paths import results_dir
 
 
@@ -30,10 +31,9 @@ def _ci(df, m):
     return df
 
 
-def _verdicts(tables, prov) -> list[str]:
-    """The generated verdict sentences of notebooks 04-06, rebuilt from their tables."""
-    from . import ablation, explainability, uncertainty
-
+def _verdicts(tables, prov, seed_runs: pd.DataFrame | None = None) -> list[str]:
+    """The generated verdict sentences of notebooks 04-09, rebuilt from their tables (seed_runs: notebook 09's
+    seed_runs.csv, read once by the caller)."""
     out, settings = [], prov.get("settings", {})
     read = {
         name: pd.read_csv(tables / f"{name}.csv")
@@ -84,18 +84,15 @@ def _verdicts(tables, prov) -> list[str]:
         u = read["uncertainty"]
         out += [f"- {uncertainty.verdict(u, task, read.get('uncertainty_paired'))}" for task in u.task.unique()]
     if "shift_test" in read:
-        from . import shift
-
         st = read["shift_test"]
         for (task, target), g in st.groupby(["task", "target_source"]):
             out.append(
                 f"- **{task}** (notebook 08): " + shift.verdict(g.to_dict("records"), target, g.other_source.iloc[0])
             )
-    if (tables / "seed_runs.csv").exists():
-        from . import variance
-
-        runs = pd.read_csv(tables / "seed_runs.csv")
-        out += [f"- (notebook 09) {line}" for task, g in runs.groupby("task") for line in variance.verdicts(g, task)]
+    if seed_runs is not None:
+        out += [
+            f"- (notebook 09) {line}" for task, g in seed_runs.groupby("task") for line in variance.verdicts(g, task)
+        ]
     if (tables / "classification_large_n.csv").exists() and (tables / "ablation_paired_large_n.csv").exists():
         large, pairs = (pd.read_csv(tables / f"{n}.csv") for n in ("classification_large_n", "ablation_paired_large_n"))
         for task, g in large[large.model != "resnet18"].groupby("task"):
@@ -112,6 +109,9 @@ def _verdicts(tables, prov) -> list[str]:
             f"- (notebook 09) {ablation.stopping_at_scale_verdict(r)}"
             for r in pd.read_csv(tables / "early_stopping_large_n.csv").itertuples()
         ]
+    if (tables / "backbones.csv").exists() and (tables / "backbones_paired.csv").exists():
+        models, pairs = (pd.read_csv(tables / f"{n}.csv") for n in ("backbones", "backbones_paired"))
+        out += [f"- (notebook 10) {line}" for line in backbones.verdicts(models, pairs)]
     return out
 
 
@@ -151,7 +151,10 @@ def build() -> str:
         + ". Every number below is read from `results/tables/`; every sentence is generated from them.",
         "",
     ]
-    verdicts = _verdicts(tables, prov)
+    table = deviations.rows()
+    out += ["## Deviations from the authors' code", "", deviations.summary_line(table), ""]
+    seed_runs = pd.read_csv(tables / "seed_runs.csv") if (tables / "seed_runs.csv").exists() else None
+    verdicts = _verdicts(tables, prov, seed_runs)
     if verdicts:
         out += ["## Verdicts (generated)", ""] + verdicts + [""]
 
@@ -193,7 +196,8 @@ def build() -> str:
         "`results/tables/predictions.csv`.",
         ci=("auc", "balanced_accuracy"),
         where=lambda d: (
-            d.t_range.fillna("").isin(["[0.00,1.00)", ""]) & (d.n_draws == d.groupby("task").n_draws.transform("max"))
+            d.t_range.fillna("").isin([ablation.FULL_RANGE, ""])
+            & (d.n_draws == d.groupby("task").n_draws.transform("max"))
             | (d.model == "resnet18")
         ),
     )
@@ -343,6 +347,29 @@ def build() -> str:
         ],
     )
     section(
+        "Backbones: the DiT beside the UNet and the ResNet-18 (notebook 10, run separately)",
+        "backbones.csv",
+        [
+            "task",
+            "model",
+            "rule",
+            "n_draws",
+            "n_images",
+            "majority_rate",
+            "auc",
+            "auc_ci_low",
+            "auc_ci_high",
+            "balanced_accuracy",
+            "accuracy",
+            "f1",
+            "vote_minus_mean_accuracy",
+            "voting_outcome",
+        ],
+        "The same test images and, between the diffusion models, the same draws; paired differences in "
+        "`backbones_paired.csv`, the DiT's voting ablation in `classification_backbones.csv` and "
+        "`ablation_paired_backbones.csv`.",
+    )
+    section(
         "Three sources of variance (notebook 09, run separately)",
         "seed_spread.csv",
         [
@@ -362,11 +389,7 @@ def build() -> str:
         "(denoiser and ResNet-18 retrained), beside the SD over test images that the runs' bootstrap CIs imply. "
         "Each run: `results/tables/seed_runs.csv`.",
     )
-    seeds = tables / "seed_runs.csv"
-    if seeds.exists():
-        from . import variance
-
-        runs = pd.read_csv(seeds)
+    if seed_runs is not None:
         out.extend(
             [
                 "## Headline across training seeds and draw replicates (notebook 09)",
@@ -374,7 +397,7 @@ def build() -> str:
                 "Mean (SD, min–max) of each run's headline numbers; each run is in `seed_runs.csv` with its CIs.",
                 "",
                 _table(
-                    variance.headline_across_runs(runs),
+                    variance.headline_across_runs(seed_runs),
                     [
                         "task",
                         "variance_source",

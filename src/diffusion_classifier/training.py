@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import decision
+from . import decision, seeds
 from .checkpointing import (
     atomic_dir_write,
     load_state,
@@ -115,7 +114,7 @@ def per_class_loss(model, x, y, cfg, seed: int, n_batches: int, device) -> dict:
     bs = cfg["train"]["batch_size"]
     for c, name in enumerate(model.class_names):
         xc = x[y == c]
-        g = torch.Generator().manual_seed(seed + 7919 * c)
+        g = torch.Generator().manual_seed(seeds.val_seed(seed, c))
         losses = []
         for b in range(min(n_batches, math.ceil(len(xc) / bs))):
             xb = xc[b * bs : (b + 1) * bs].to(device)
@@ -319,11 +318,9 @@ def _train(cfg, x_train, y_train, x_val, y_val, class_names, out_dir: Path, resu
     selection = None
     if t["select_on"] == "val_f1":
         selection = CheckpointSelection(cfg, x_val, y_val, out_dir, read_best(out_dir) if resume else None)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["warmup_steps"], t["steps"]), last_epoch=-1)
-    with warnings.catch_warnings():  # fast-forward the learning-rate schedule to the resumed step
-        warnings.simplefilter("ignore")
-        for _ in range(step):
-            scheduler.step()
+    # the schedule starts at the resumed step: LambdaLR sets lr = base lr x f(scheduler steps so far)
+    schedule, start = lr_lambda(t["warmup_steps"], t["steps"]), step
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: schedule(start + i))
     rank, world = accelerator.process_index, accelerator.num_processes
     if t["batch_size"] % world:
         raise ValueError(
@@ -339,8 +336,8 @@ def _train(cfg, x_train, y_train, x_val, y_val, class_names, out_dir: Path, resu
     bar = tqdm(total=t["steps"], initial=step, desc=f"train {cfg.get('task')}", disable=not accelerator.is_main_process)
     running = []
     while step < t["steps"]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step * 101)  # the same in every process
-        torch.manual_seed(seed * 1_000_003 + step * 101 + rank)  # dropout, if any: own masks per process
+        g = torch.Generator().manual_seed(seeds.step_seed(seed, step))  # the same in every process
+        torch.manual_seed(seeds.step_seed(seed, step) + rank)  # dropout, if any: own masks per process
         idx = batch_indices(y_train, t["batch_size"], g, t["balanced_sampling"])
         xb = augment(x_train[idx], g, cfg["data"]["hflip"], cfg["data"]["vflip"])[mine].to(accelerator.device)
         with accelerator.autocast():

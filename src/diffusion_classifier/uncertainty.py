@@ -12,27 +12,28 @@ AURC (E-AURC: AURC minus that of a perfect ranking with the same errors, so mode
 accuracy at coverage and the paper's curve: accuracy after removing the most uncertain 0, 5, ..., 95 %.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 from . import decision
-from .metrics import binary_metrics, bootstrap
+from .metrics import binary_metrics, bootstrap, resample_indices
 
 # ----------------------------------------------------------------------------- scores
 
-
-def vote_distribution(E: np.ndarray) -> np.ndarray:
-    v = decision.votes(E).astype(float)
-    return v / np.maximum(v.sum(1, keepdims=True), 1)
+# The uncertainty scores of each rule, its confidence first. The paper's two rules have their own; a rule added to
+# decision.RULES has none until it is given some here. The order is that of uncertainty.csv's rows.
+RULE_SCORES = {"vote": ("vote_fraction", "vote_entropy"), "mean": ("error_softmax", "margin_z")}
 
 
 def vote_fraction(E):
-    return vote_distribution(E).max(1)
+    return decision.vote_shares(E).max(1)
 
 
 def vote_entropy(E):
-    p = vote_distribution(E)
+    p = decision.vote_shares(E)
     with np.errstate(divide="ignore", invalid="ignore"):
         return -np.nansum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
 
@@ -177,20 +178,16 @@ def selective_metrics(uncertainty, correct, confidence=None, confidence_cal=None
 def with_bootstrap(uncertainty, correct, confidence=None, confidence_cal=None, n_bins=10, n_boot=500, seed=0):
     """selective_metrics plus 95% percentile-bootstrap CIs (`<metric>_ci_low/high`)."""
     point = selective_metrics(uncertainty, correct, confidence, confidence_cal, n_bins)
-    rng = np.random.default_rng(seed)
-    n = len(correct)
-    samples = []
-    for _ in range(n_boot):
-        i = rng.integers(0, n, n)
-        samples.append(
-            selective_metrics(
-                uncertainty[i],
-                correct[i],
-                None if confidence is None else confidence[i],
-                None if confidence_cal is None else confidence_cal[i],
-                n_bins,
-            )
+    samples = [
+        selective_metrics(
+            uncertainty[i],
+            correct[i],
+            None if confidence is None else confidence[i],
+            None if confidence_cal is None else confidence_cal[i],
+            n_bins,
         )
+        for i in resample_indices(len(correct), n_boot, seed)
+    ]
     out = dict(point)
     for k in point:
         vals = np.array([s[k] for s in samples], dtype=float)
@@ -200,7 +197,22 @@ def with_bootstrap(uncertainty, correct, confidence=None, confidence_cal=None, n
     return out
 
 
-def evaluate(task, E_val, y_val, E_test, y_test, proba_val, proba_test, n_bins=10, n_boot=500, seed=0):
+class ScoreCurve(NamedTuple):
+    """One score's per-image values on the test images (what the figures and the paired comparisons read)."""
+
+    uncertainty: np.ndarray  # higher = less certain: referred first
+    correct: np.ndarray  # whether the score's rule predicted the image right
+    confidence: np.ndarray | None  # the confidence in the predicted class, for a score that is one (else None)
+    calibrated: np.ndarray | None  # that confidence after temperature scaling on val (else None)
+
+
+class Evaluation(NamedTuple):
+    rows: list  # the rows of uncertainty.csv
+    curves: dict  # (model, score) -> ScoreCurve
+    temperatures: dict  # score -> temperature fitted on val
+
+
+def evaluate(task, E_val, y_val, E_test, y_test, proba_val, proba_test, n_bins=10, n_boot=500, seed=0) -> Evaluation:
     """Rows of results/tables/uncertainty.csv for the diffusion classifier (each score with its own rule) and the
     baseline, plus the per-image values behind them (for the figures) and the temperatures fitted on val. Each row
     also gives the rule's validation and test accuracy (the ResNet's validation accuracy is optimistic: its epoch was
@@ -229,7 +241,7 @@ def evaluate(task, E_val, y_val, E_test, y_test, proba_val, proba_test, n_bins=1
         ent = -(proba * np.log(np.clip(proba, 1e-12, 1))).sum(1)
         return pred, {"max_softmax": (-msp, msp, msp_cal), "predictive_entropy": (ent, None, None)}
 
-    arms = [("diffusion-unet", rule, confidences(E_test, rule), confidences(E_val, rule)) for rule in ("vote", "mean")]
+    arms = [("diffusion-unet", rule, confidences(E_test, rule), confidences(E_val, rule)) for rule in RULE_SCORES]
     arms.append(("resnet18", "softmax", baseline(proba_test, logits_test), baseline(proba_val, logits_val)))
     for model, rule, (pred, scores), (pred_val, _scores_val) in arms:
         correct, correct_val = pred == y_test, pred_val == y_val
@@ -245,9 +257,9 @@ def evaluate(task, E_val, y_val, E_test, y_test, proba_val, proba_test, n_bins=1
                     **with_bootstrap(unc, correct, conf, cal, n_bins, n_boot, seed),
                 }
             )
-            curves[(model, name)] = (unc, correct, conf, cal)
+            curves[(model, name)] = ScoreCurve(unc, correct, conf, cal)
     temps = {"error_softmax": t_err, "vote_fraction": t_vote, "max_softmax": t_b}
-    return rows, curves, temps
+    return Evaluation(rows, curves, temps)
 
 
 def compare_scores(
@@ -269,7 +281,7 @@ def compare_scores(
             "referral_gain_at_80": gain(ua, ca) - gain(ub, cb),
         }
 
-    (ua, ca, _, _), (ub, cb, _, _) = curves[a], curves[b]
+    (ua, ca), (ub, cb) = (curves[a].uncertainty, curves[a].correct), (curves[b].uncertainty, curves[b].correct)
     point = measures(ua, ca, ub, cb)
     ci = bootstrap(measures, (ua, ca, ub, cb), n_boot, seed)
     row = {"task": task, "a": " ".join(a), "b": " ".join(b), "n_images": len(ca)}
@@ -282,10 +294,9 @@ def removal_table(curves: dict, task: str, scores=(("diffusion-unet", "vote_frac
     """The paper's uncertainty curve for the given (model, score) pairs as a long table."""
     rows = []
     for key in scores:
-        unc, correct, _, _ = curves[key]
         rows += [
             {"task": task, "model": key[0], "score": key[1], "removed": f, "accuracy": acc}
-            for f, acc in accuracy_after_removal(unc, correct)
+            for f, acc in accuracy_after_removal(curves[key].uncertainty, curves[key].correct)
         ]
     return rows
 

@@ -19,7 +19,10 @@ import pandas as pd
 from scipy.stats import chi2
 
 from . import ablation, decision, paired
+from .baseline import predict_proba, train_baseline
 from .metrics import metrics_with_ci
+from .scoring import ScoreSettings, ScoringEngine, cache_dir_for
+from .training import train_denoiser
 
 MEASURES = ("auc", "balanced_accuracy", "accuracy", "f1", "vote_minus_mean_accuracy", "minus_resnet_auc")
 
@@ -30,10 +33,6 @@ def trained_run(p, n_draws: int, splits=("test",), scoring_seed: int | None = No
     with n_draws draws of `scoring_seed` (default: the task's seed). Training seeds compared with one scoring seed see
     the same draws, so their spread holds no draw-sampling noise (the draw x model interaction remains).
     Returns ({split: Scores}, {split: ResNet softmax})."""
-    from .baseline import predict_proba, train_baseline
-    from .scoring import ScoreSettings, ScoringEngine, cache_dir_for
-    from .training import train_denoiser
-
     x, y = p.x, p.y
     model, _ = train_denoiser(p.cfg, x["train"], y["train"], x["val"], y["val"], p.class_names, p.artifact("denoiser"))
     resnet, _ = train_baseline(
@@ -69,7 +68,7 @@ def run_row(E, y, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> dict:
     rule - ResNet-18 differences on the same images (paired bootstrap, McNemar), and the voting outcome."""
     pred, score = decision.predict(E, rule), decision.positive_score(E, rule)
     row = {"n_draws": E.shape[2], "n_images": len(y), **metrics_with_ci(y, pred, score, n_boot, seed)}
-    vm = ablation.compare_rules(E, y, "vote", "mean", n_boot, seed)
+    vm = ablation.compare_rules(E, y, *decision.PAPER_COMPARISON, n_boot, seed)
     row.update({f"vote_minus_mean_{k.replace('_diff', '')}": v for k, v in vm.items()})
     row["voting_outcome"] = ablation.voting_outcome(
         row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"], vm["accuracy_diff_ci_high"]

@@ -1,0 +1,137 @@
+"""Backbones side by side (notebook 10): another denoiser (the DiT) trained on the main run's images with its
+training recipe, scored with its draws, and compared with the main run's UNet and ResNet-18 on the same test images.
+
+run_overrides     the profile overrides that make a backbone's run (its own run folder)
+trained_scores    a backbone's denoiser, trained or loaded, and its val and test errors (the main run's draw seed)
+model_rows        one row per model: the headline rule's metrics with CIs, the majority-class rate, vote - mean
+pairs_table       model a - model b on the same test images (paired bootstrap, McNemar), every pair
+verdicts          sentences generated from those two tables
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from . import ablation, decision, paired, profiles
+from .metrics import metrics_with_ci
+from .scoring import ScoreSettings, ScoringEngine, cache_dir_for
+from .training import train_denoiser
+
+BASELINE = "resnet18"
+
+
+def model_name(kind: str) -> str:
+    """The name a backbone's rows carry in every table: diffusion-unet, diffusion-dit, ..."""
+    return f"diffusion-{kind}"
+
+
+def run_overrides(cfg: dict, kind: str, overrides: dict | None = None) -> dict:
+    """The main run's overrides plus a backbone's own: its kind and, if set, its number of training steps."""
+    steps = cfg["backbones"]["train_steps"]
+    own = {"model": {"kind": kind}, **({"train": {"steps": steps}} if steps else {})}
+    return profiles.overlay(overrides or {}, own)
+
+
+def trained_scores(p, splits=("val", "test"), desc: str = "score") -> dict:
+    """For a backbone's prepared run (`study.prepare` with `run_overrides`): train its denoiser as notebook 02 does (a
+    finished run is loaded) and score the splits with the profile's draws. The draws depend on (seed, image, draw)
+    only, so the main run's UNet saw the same timesteps and noises: the comparison is paired on draws too.
+    Returns ({split: Scores}, the training history)."""
+    x, y = p.x, p.y
+    model, history = train_denoiser(
+        p.cfg, x["train"], y["train"], x["val"], y["val"], p.class_names, p.artifact("denoiser")
+    )
+    settings = ScoreSettings.from_profile(p.cfg)
+    engine = ScoringEngine(model, settings)
+    scores = {
+        split: engine.score(
+            x[split],
+            model.n_classes,
+            cache_dir_for(p.artifact("score_cache"), split, settings, model, x[split]),
+            desc=f"{desc} {split}",
+        )
+        for split in splits
+    }
+    return scores, history
+
+
+def model_rows(task: str, y, errors: dict, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """errors: {model name: E (N, C, K)} of the diffusion models; proba: the baseline's softmax on the same images.
+    One row per model at the headline rule (the baseline: its softmax), with CIs over test images; diffusion rows
+    also carry vote - mean on their own draws (paired)."""
+    rows = []
+    for name, E in errors.items():
+        row = {"task": task, "model": name, "rule": rule, "n_draws": E.shape[2], "n_images": len(y)}
+        row.update(metrics_with_ci(y, decision.predict(E, rule), decision.positive_score(E, rule), n_boot, seed))
+        vm = ablation.compare_rules(E, y, *decision.PAPER_COMPARISON, n_boot=n_boot, seed=seed)
+        row.update({f"vote_minus_mean_{k.replace('_diff', '')}": v for k, v in vm.items()})
+        row["voting_outcome"] = ablation.voting_outcome(
+            row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"], vm["accuracy_diff_ci_high"]
+        )
+        rows.append(row)
+    row = {"task": task, "model": BASELINE, "rule": "softmax", "n_draws": np.nan, "n_images": len(y)}
+    row.update(metrics_with_ci(y, proba.argmax(1), proba[:, 1], n_boot, seed))
+    rows.append(row)
+    out = pd.DataFrame(rows)
+    out.insert(5, "majority_rate", ablation.majority_rate(y))
+    return out
+
+
+def pairs_table(task: str, y, errors: dict, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Every pair of models (diffusion models in the order given, then the baseline) on the same test images: a - b
+    in AUC, balanced accuracy, accuracy and F1 with paired-bootstrap CIs (the same resamples for both), McNemar."""
+    outputs = {name: (decision.predict(E, rule), decision.positive_score(E, rule)) for name, E in errors.items()}
+    outputs[BASELINE] = (proba.argmax(1), proba[:, 1])
+    return pd.DataFrame(
+        [
+            {
+                "task": task,
+                "a": a,
+                "b": b,
+                "rule": rule,
+                "n_images": len(y),
+                **paired.compare(y, outputs[a], outputs[b], n_boot, seed),
+            }
+            for a, b in itertools.combinations(outputs, 2)
+        ]
+    )
+
+
+def _ci(row, metric: str) -> str:
+    d, lo, hi = (getattr(row, f"{metric}_diff{s}") for s in ("", "_ci_low", "_ci_high"))
+    return f"{d:+.3f} (95% CI {lo:+.3f} to {hi:+.3f})"
+
+
+def pair_verdict(row, models: pd.DataFrame) -> str:
+    """One pair, from its row and the models' rows: not testable when either AUC CI contains 0.5; else which AUC is
+    higher when the paired CI excludes 0, otherwise that the two cannot be told apart (and whether the CI stays
+    within the non-inferiority margin set before the test scores were computed)."""
+    auc_low = models.set_index("model").auc_ci_low
+    head = f"**{row.task}**, {row.a} − {row.b} ({row.n_images} test images): AUC {_ci(row, 'auc')}"
+    if min(auc_low[row.a], auc_low[row.b]) <= 0.5:
+        weak = row.a if auc_low[row.a] <= 0.5 else row.b
+        return f"{head}; **not testable**: {weak}'s AUC CI contains 0.5."
+    if row.auc_diff_ci_low > 0:
+        verdict = f"{row.a}'s AUC is **higher**"
+    elif row.auc_diff_ci_high < 0:
+        verdict = f"{row.a}'s AUC is **lower**"
+    else:
+        margin = ablation.NONINFERIORITY_MARGIN
+        within = row.auc_diff_ci_low > -margin
+        verdict = "the two **cannot be told apart** in AUC" + (
+            f" ({row.a} non-inferior at the margin of {margin})"
+            if within
+            else f" (non-inferiority at {margin} not shown)"
+        )
+    return (
+        f"{head}, balanced accuracy {_ci(row, 'balanced_accuracy')}, accuracy {_ci(row, 'accuracy')}, F1 "
+        f"{_ci(row, 'f1')}; McNemar p = {row.mcnemar_p:.3g}. On this run (one training seed, one draw seed), "
+        f"{verdict}."
+    )
+
+
+def verdicts(models: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
+    return [pair_verdict(r, models[models.task == r.task]) for r in pairs.itertuples()]

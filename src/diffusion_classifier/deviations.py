@@ -1,0 +1,80 @@
+"""The README's table of deviations from the authors' code, read back so that it can be checked and summarised:
+every setting it names (`section.key: value`) must hold in the profile of its column, and every `paper` cell must
+say "= authors" or the row must give a reason.
+
+rows          the table as dicts (what, authors, cpu, paper, why)
+named_values  the `section.key: value` settings a cell names
+mismatches    cells whose named settings differ from the profile's values (empty = the table tells the truth)
+summary_line  one generated sentence for SUMMARY.md
+"""
+
+import re
+from pathlib import Path
+
+from . import profiles
+from .paths import project_root
+
+HEADING = "## Deviations from the authors' code"
+COLUMNS = ("what", "authors", "cpu", "paper", "why")
+SETTING = re.compile(r"`([a-z_]+)\.([a-z_]+): ([^`]+)`")
+NO_REASON = ("", "—", "-")
+
+
+def rows(readme: Path | None = None) -> list[dict]:
+    text = (readme or project_root() / "README.md").read_text()
+    if HEADING not in text:
+        raise ValueError(f"{readme or 'README.md'}: no section {HEADING!r}")
+    section = text.split(HEADING, 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")][2:]  # past the header and its rule
+    out = []
+    for ln in lines:
+        cells = [c.strip() for c in ln.strip().strip("|").split("|")]
+        if len(cells) != len(COLUMNS):
+            raise ValueError(f"README.md deviations row has {len(cells)} cells, expected {len(COLUMNS)}: {ln[:80]}")
+        out.append(dict(zip(COLUMNS, cells)))
+    return out
+
+
+def named_values(cell: str) -> list[tuple[str, str, str]]:
+    return SETTING.findall(cell)
+
+
+def _same(value, text: str) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value) == text
+    try:
+        return float(value) == float(text)
+    except ValueError:
+        return False
+
+
+def profile_for(row: dict, column: str) -> dict:
+    """The settings a cell describes: the `cpu` profile (pneumonia), or `paper` (with PAPER_DIT on the DiT's row)."""
+    if column == "cpu":
+        return profiles.get_profile("cpu", "pneumonia")
+    return profiles.get_profile("paper", "pneumonia", profiles.PAPER_DIT if "DiT" in row["what"] else None)
+
+
+def mismatches(table: list[dict]) -> list[str]:
+    out = []
+    for row in table:
+        for column in ("cpu", "paper"):
+            cfg = profile_for(row, column)
+            for section, key, text in named_values(row[column]):
+                if section not in cfg or key not in cfg[section]:
+                    out.append(f"{row['what']} ({column}): `{section}.{key}` is not a setting")
+                elif not _same(cfg[section][key], text.strip()):
+                    out.append(f"{row['what']} ({column}): `{section}.{key}` is {cfg[section][key]!r}, not {text!r}")
+        if "= authors" not in row["paper"] and row["why"] in NO_REASON:
+            out.append(f"{row['what']}: the paper profile differs from the authors' and the row gives no reason")
+    return out
+
+
+def summary_line(table: list[dict]) -> str:
+    same = [r["what"] for r in table if "= authors" in r["paper"]]
+    other = [r["what"] for r in table if "= authors" not in r["paper"]]
+    return (
+        f"The README's deviations table has {len(table)} rows: the `paper` profile matches the authors' code in "
+        f"{len(same)} ({'; '.join(same)}) and differs, with a reason, in {len(other)} ({'; '.join(other)}); the "
+        "`cpu` profile differs in scale throughout (small models, 32/64 px, N = 51)."
+    )
