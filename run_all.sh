@@ -43,6 +43,7 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
   echo "=== $name"
   start=$EPOCHREALTIME
   start_commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  start_dirty=$(python -c 'from diffusion_classifier.provenance import git_commit; print(int(git_commit()["dirty"]))')
   params=$PARAMS  # the Stable Diffusion weights only for the notebook that uses them
   if [ "$num" = 07 ]; then params="${PARAMS%\}}, sd_weights: \"${SD_WEIGHTS:-}\"}"; fi
   if ! papermill "$nb" "$RESULTS/notebooks/$name.ipynb" -y "$params" --cwd notebooks --log-output --no-progress-bar \
@@ -52,7 +53,7 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
     tail -n 25 "$RESULTS/notebooks/$name.log" >&2
     exit 1
   fi
-  python -m diffusion_classifier.provenance notebook "$name" "$start" --commit-at-start "$start_commit" --parameters "$(python -c 'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' "$params")"
+  python -m diffusion_classifier.provenance notebook "$name" "$start" --commit-at-start "$start_commit" --dirty-at-start "$start_dirty" --parameters "$(python -c 'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' "$params")"
   rm -f "$RESULTS/notebooks/$name.log"
 done
 python -m diffusion_classifier.provenance finish

@@ -111,6 +111,24 @@ def test_authors_weight_at_three_times():
     assert sched.loss_weight(u, "authors", 5.0).tolist() == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample"])
+def test_authors_weight_is_refused_without_v_prediction(tmp_path, tiny_data, prediction_type):
+    """1 / (1 + min(SNR, gamma)) is the authors' weighting of their v-prediction only: any other prediction type is
+    refused with a one-line message naming both settings, by the weight itself and by training before any step."""
+    sched = schedule_of("paper", prediction_type=prediction_type)
+    with pytest.raises(ValueError) as e:
+        sched.loss_weight(torch.tensor([0.5]), "authors", 5.0)
+    message = str(e.value)
+    assert "\n" not in message and "loss_weighting 'authors'" in message and repr(prediction_type) in message
+    assert sched.loss_weight(torch.tensor([0.5]), "min_snr", 5.0).shape == (1,)  # the other weightings still work
+    x, y = tiny_data
+    cfg = tiny_cfg(steps=4)
+    cfg["diffusion"].update({"prediction_type": prediction_type, "loss_weighting": "authors"})
+    with pytest.raises(ValueError, match=r"loss_weighting 'authors' .*prediction_type") as e:
+        train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
+    assert "\n" not in str(e.value) and not (tmp_path / "run" / "last").exists()
+
+
 class ConstantV(torch.nn.Module):
     """A stand-in denoiser whose v prediction is a fixed tensor; records the times it is asked about."""
 

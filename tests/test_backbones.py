@@ -85,6 +85,28 @@ def test_haar_model_space_and_maps():
     assert maps.shape == (1, 1, 4, 4) and (maps[0, 0, :2, :2] == 0).all() and (maps[0, 0, 2:, 2:] == 3).all()
 
 
+def test_haar_error_maps_obey_parseval():
+    """A coefficient-space error e_w (1, 4C, h, w) and its pixel-space error e_p = haar_inverse(e_w). haar_forward is
+    the orthonormal Haar map H divided by 2, so haar_inverse = 2 H^T and, per 2 x 2 block and channel,
+    sum(e_p^2) = 4 sum(e_w^2) (Parseval for H, times 2^2). The model's eps is H applied to pixel noise
+    (`noise_to_model`), so its orthonormal inverse H^T = haar_inverse / 2 takes errors back to pixels with factor 1:
+    map_to_image(mean over 4C of e_w^2) = 2 x 2-block mean over C of (haar_inverse(e_w) / 2)^2
+                                        = 2 x 2-block mean over C of haar_inverse(e_w)^2 / 4."""
+    C, h, w = 3, 5, 4
+    model = tiny_model("unet", "haar")
+    e_w = torch.randn(1, 4 * C, h, w, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    e_p = haar_inverse(e_w)
+    assert e_p.shape == (1, C, 2 * h, 2 * w)
+    coefficient_map = model.map_to_image(e_w.pow(2).mean(1).numpy())  # (1, 2h, 2w), each value over its block
+    pixel_map = e_p.pow(2).mean(1)  # (1, 2h, 2w)
+    block_mean = torch.nn.functional.avg_pool2d(pixel_map[None], 2)[0]  # mean over the C channels and 2 x 2 pixels
+    block_map = block_mean.repeat_interleave(2, -2).repeat_interleave(2, -1).numpy()
+    assert np.allclose(coefficient_map, block_map / 4, rtol=1e-12, atol=0)
+    assert torch.allclose(e_w.pow(2).sum(), (haar_inverse(e_w) / 2).pow(2).sum(), rtol=1e-12)  # Parseval for H^T
+    assert torch.allclose(e_w.pow(2).sum() * 4, e_p.pow(2).sum(), rtol=1e-12)  # and the factor 4 of haar_inverse
+    assert not np.allclose(coefficient_map, pixel_map.numpy() / 4)  # block means: not the per-pixel map
+
+
 # ----------------------------------------------------------------------------- every backbone, end to end
 
 
@@ -218,12 +240,73 @@ def test_backbone_comparison_finds_a_planted_better_network():
     assert "not testable" in text[0]  # the unet's AUC CI contains 0.5: no verdict on a model at chance
     dit_vs_resnet = text[2]
     assert "diffusion-dit − resnet18" in dit_vs_resnet and "not testable" not in dit_vs_resnet
+    assert len(text) == len(pairs) + 1 and text[-1] == backbones.paper_gap()  # the paper's own gap comes last
 
 
-def test_backbone_run_overrides_keep_the_users_and_set_the_kind():
+def test_backbone_verdict_names_the_direction_between_two_working_networks():
+    """Planted signal in both diffusion models, strong in one and weak but clear in the other (both AUC CIs above
+    0.5): strong - weak must read **higher** and weak - strong **lower**, whichever order the models are given in."""
+    from diffusion_classifier import backbones
+
+    rng = np.random.default_rng(1)
+    n, K = 400, 11
+    y = np.repeat([0, 1], n // 2)
+
+    def planted(gap):
+        E = rng.normal(1.0, 0.3, (n, 2, K))
+        E[np.arange(n), y] -= gap  # the true class explains the noise better, by `gap` on average
+        return E
+
+    strong, weak = planted(0.3), planted(0.1)
+    proba = np.stack([1 - y * 0.8 - 0.1, y * 0.8 + 0.1], 1)
+    for names, word, other in [
+        (("diffusion-strong", "diffusion-weak"), "**higher**", "**lower**"),
+        (("diffusion-weak", "diffusion-strong"), "**lower**", "**higher**"),
+    ]:
+        errors = {name: {"diffusion-strong": strong, "diffusion-weak": weak}[name] for name in names}
+        models = backbones.model_rows("toy", y, errors, proba, "vote", n_boot=200)
+        assert (models.auc_ci_low[:2] > 0.6).all() and models.auc[0] != models.auc[1]  # both above chance
+        pairs = backbones.pairs_table("toy", y, errors, proba, "vote", n_boot=200)
+        first = pairs.iloc[0]
+        assert (first.a, first.b) == names
+        line = backbones.pair_verdict(first, models)
+        assert word in line and other not in line and "not testable" not in line, line
+        text = backbones.verdicts(models, pairs)
+        assert text[0] == line and len(text) == len(pairs) + 1 and text[-1] == backbones.paper_gap()
+
+
+def test_backbone_runs_and_overrides_keep_the_users_and_set_the_kind():
     from diffusion_classifier import backbones, profiles
 
     cfg = profiles.get_profile("cpu", "pneumonia")
-    o = backbones.run_overrides(cfg, "dit", {"train": {"lr": 1e-4}})
+    assert backbones.runs(cfg) == [("dit", None), ("dit", 1600)]  # the UNet's 800 steps, and 1600
+    assert [backbones.model_name(k, s) for k, s in backbones.runs(cfg)] == ["diffusion-dit", "diffusion-dit-1600"]
+    o = backbones.run_overrides("dit", 1600, {"train": {"lr": 1e-4}})
     assert o == {"train": {"lr": 1e-4, "steps": 1600}, "model": {"kind": "dit"}}
     assert profiles.get_profile("cpu", "pneumonia", o)["dit"]["patch_size"] == 4
+    assert backbones.run_overrides("dit") == {"model": {"kind": "dit"}}
+
+
+def test_other_n_findings_report_either_direction_and_skip_the_headline():
+    import pandas as pd
+
+    from diffusion_classifier import ablation
+
+    def row(n, d, lo, hi):
+        return {
+            "a": f"vote N={n}",
+            "b": f"mean N={n}",
+            "n_draws": n,
+            "accuracy_diff": d,
+            "accuracy_diff_ci_low": lo,
+            "accuracy_diff_ci_high": hi,
+            "mcnemar_p": 0.01,
+        }
+
+    pairs = pd.DataFrame(
+        [row(5, 0.02, 0.01, 0.03), row(11, -0.02, -0.03, -0.01), row(25, 0.0, -0.01, 0.01), row(51, 0.02, 0.01, 0.03)]
+    )
+    lines = ablation.other_n_findings(pairs, 51, "toy")
+    assert len(lines) == 2  # N = 51 is the headline (reported elsewhere), N = 25's CI contains 0
+    assert "N = 5 " in lines[0] and "the vote rule is ahead" in lines[0] and "one of 3 N" in lines[0]
+    assert "N = 11 " in lines[1] and "the mean rule is ahead" in lines[1]

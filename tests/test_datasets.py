@@ -157,17 +157,17 @@ def chexpert_labels(data):
     return labels, {k: {i.split("/")[2] for i in s.ids} for k, s in data.splits.items()}
 
 
-def test_chexpert_first_study_frontal_views_and_labels(tmp_path):
+def test_chexpert_study1_view1_frontal_only_and_labels(tmp_path):
     rows = [
         (1, 1, "view1_frontal", "1.0", ""),  # kept: negative
         (1, 1, "view2_lateral", "1.0", ""),  # lateral
         (1, 2, "view1_frontal", "1.0", ""),  # second study
         (2, 1, "view1_frontal", "", "1.0"),  # kept: positive
-        (2, 1, "view2_frontal", "", "1.0"),  # kept: a second frontal view of the first study
+        (2, 1, "view2_frontal", "", "1.0"),  # dropped: a second frontal view of study1 (the authors keep view1 only)
         (2, 3, "view1_frontal", "", "1.0"),  # later study
         (3, 4, "view1_frontal", "", "1.0"),  # later study, listed first
-        (3, 2, "view1_frontal", "1.0", "0.0"),  # kept: study1 absent, study2 is this patient's first
-        (4, 1, "view1_lateral", "", "1.0"),  # first study has no frontal view: the patient gives nothing
+        (3, 2, "view1_frontal", "1.0", "0.0"),  # dropped: study1 absent, so the patient gives nothing (no fallback)
+        (4, 1, "view1_lateral", "", "1.0"),  # study1 has no view1_frontal: the patient gives nothing
         (4, 2, "view1_frontal", "", "1.0"),
         (5, 1, "view1_frontal", "", "-1.0"),  # uncertain
         (6, 1, "view1_frontal", "-1.0", ""),  # uncertain
@@ -177,25 +177,25 @@ def test_chexpert_first_study_frontal_views_and_labels(tmp_path):
     ]
     rows += [(p, 1, "view1_frontal", *(("", "1.0") if p % 2 else ("1.0", ""))) for p in range(10, 51)]
     root = chexpert_train(tmp_path, rows)
-    with pytest.warns(UserWarning, match=r"train.csv: 1 first-study frontal rows marked both .*\(first line 16\)"):
+    with pytest.warns(UserWarning, match=r"train.csv: 1 study1/view1_frontal rows marked both .*\(first line 16\)"):
         splits = datasets.read_chexpert(root, 8, balance=False)
     labels, _ = chexpert_labels(datasets.TaskData("chexpert", ["no finding", "pleural effusion"], splits, ""))
-    expected = {chexpert_path(1, 1): 0, chexpert_path(2, 1): 1, chexpert_path(2, 1, "view2_frontal"): 1}
-    expected |= {chexpert_path(3, 2): 0} | {chexpert_path(p, 1): p % 2 for p in range(10, 51)}
+    expected = {chexpert_path(1, 1): 0, chexpert_path(2, 1): 1} | {chexpert_path(p, 1): p % 2 for p in range(10, 51)}
     assert labels == expected
+    assert chexpert_path(2, 1, "view2_frontal") not in labels and chexpert_path(3, 2) not in labels
     assert splits["train"].images.shape[1:] == (8, 8, 1)
     with pytest.warns(UserWarning, match="marked both"):
         data = datasets.load_task("chexpert", root.parent, size=8)
     assert data.class_names == ["no finding", "pleural effusion"]
     total = np.sum([data.splits[s].counts(2) for s in datasets.SPLITS], axis=0)
-    assert total.tolist() == [22, 22]  # 20 + 2 positives; 21 + 2 negatives subsampled to 22
+    assert total.tolist() == [21, 21]  # 20 + 1 positives; 21 + 1 negatives subsampled to 21
     assert set(chexpert_labels(data)[0].items()) <= set(expected.items())
 
 
 def test_chexpert_balanced_80_10_10_split_keeps_patients_together(tmp_path):
     rng = np.random.default_rng(1)
-    rows, first = [], {}
-    for p in range(300):
+    rows, candidates = [], {}
+    for p in range(600):
         for study in rng.permutation(np.arange(1, rng.integers(2, 4)) + rng.integers(0, 2)):
             no_finding, effusion = [("", "1.0"), ("1.0", ""), ("1.0", "0.0"), ("", "-1.0"), ("", "0.0")][
                 rng.choice(5, p=[0.55, 0.3, 0.05, 0.05, 0.05])
@@ -204,18 +204,22 @@ def test_chexpert_balanced_80_10_10_split_keeps_patients_together(tmp_path):
                 ["view1_frontal"] + ["view2_frontal"] * (rng.random() < 0.2) + ["view3_lateral"] * (rng.random() < 0.5)
             )
             rows += [(p, study, v, no_finding, effusion) for v in views]
-            first[f"patient{p:05d}"] = min(study, first.get(f"patient{p:05d}", study))
+            if study == 1 and (no_finding, effusion) in [("", "1.0"), ("1.0", ""), ("1.0", "0.0")]:
+                candidates[f"patient{p:05d}"] = int(effusion == "1.0")  # its study1/view1_frontal.jpg is usable
     root = chexpert_train(tmp_path, rows)
     data = datasets.load_task("chexpert", root.parent, size=8, seed=3)
     labels, patients = chexpert_labels(data)
     for path in labels:
         patient, study, view = path.split("/")[2:]
-        assert study == f"study{first[patient]}" and "frontal" in view
+        assert (study, view) == ("study1", "view1_frontal.jpg")  # later studies and view2_frontal are dropped
+    assert len(labels) == len({p.split("/")[2] for p in labels})  # one image per patient
+    assert {p.split("/")[2] for p in labels} <= set(candidates)
     truth = {chexpert_path(p, s, v): int(e == "1.0") for p, s, v, _, e in rows}
     assert all(truth[i] == y for i, y in labels.items())
     n = {s: data.splits[s].counts(2) for s in datasets.SPLITS}
     total = sum(n.values())
-    assert total[0] == total[1] and total.sum() > 200  # balanced, most candidates kept
+    smaller = min(np.bincount(list(candidates.values()), minlength=2))
+    assert total.tolist() == [smaller, smaller] and total.sum() > 200  # balanced, all of the smaller class kept
     for s, f in zip(datasets.SPLITS, (0.8, 0.1, 0.1)):
         assert abs(n[s].sum() / total.sum() - f) < 0.03, n
         assert abs(int(n[s][0]) - int(n[s][1])) <= 4, n  # stratified by class as far as patients allow
@@ -537,7 +541,7 @@ def test_chexpert_label_values_and_contradictions(tmp_path):
         datasets.load_task("chexpert", root.parent, size=8)
     one_line(e, "train.csv: line 4", "'Pleural Effusion'", "must be 1, 0, -1 or blank", "0.5")
     root = chexpert_edited(tmp_path, 4, f"{good},1.0,1.0")
-    with pytest.warns(UserWarning, match="1 first-study frontal rows marked both 'No Finding' and 'Pleural Effusion'"):
+    with pytest.warns(UserWarning, match="1 study1/view1_frontal rows marked both 'No Finding' and 'Pleural Effusion'"):
         data = datasets.load_task("chexpert", root.parent, size=8)
     assert chexpert_path(2, 1) not in chexpert_labels(data)[0]
 
@@ -581,7 +585,7 @@ def test_chexpert_missing_image_or_class(tmp_path):
     root = chexpert_train(tmp_path / "positives_only", rows)
     with pytest.raises(DataError) as e:
         datasets.load_task("chexpert", root.parent, size=8)
-    one_line(e, "train.csv", "no first-study frontal row with 'No Finding' = 1", "nothing to classify")
+    one_line(e, "train.csv", "no study1/view1_frontal row with 'No Finding' = 1", "nothing to classify")
 
 
 def test_npz_that_is_a_text_file(tmp_path):

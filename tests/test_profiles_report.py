@@ -123,15 +123,20 @@ def test_provenance_keeps_superseded_records_across_partial_runs(tmp_path, monke
 
 
 def test_readme_deviations_table_matches_the_profiles():
-    """Every setting the README's deviations table names holds in the profile of its column, and every `paper` cell
-    that is not the authors' setting has a reason."""
+    """Every setting the README's deviations table names holds in the profile of its column, every `paper` cell that
+    is not fully the authors' setting has a reason, and the rows with a known detail of difference say so."""
     from diffusion_classifier import deviations
 
     table = deviations.rows()
     assert len(table) >= 15
     assert sum(len(deviations.named_values(r["cpu"] + r["paper"])) for r in table) >= 30
     assert deviations.mismatches(table) == []
-    assert "= authors" in next(r for r in table if r["what"] == "input")["paper"]
+    state = {r["what"]: deviations.state(r) for r in table}
+    for what in ("input", "denoiser, UNet", "denoiser, DiT", "EMA", "checkpoint", "data, chest"):
+        assert state[what] == deviations.EXCEPT, what
+    assert state["target and loss"] == deviations.SAME
+    assert state["augmentation"] == state["warm-up"] == deviations.DIFFERS
+    assert set(state.values()) == {deviations.SAME, deviations.EXCEPT, deviations.DIFFERS}
 
 
 def test_deviations_check_catches_a_wrong_setting_and_a_missing_reason(tmp_path):
@@ -142,11 +147,34 @@ def test_deviations_check_catches_a_wrong_setting_and_a_missing_reason(tmp_path)
         "# x\n\n## Deviations from the authors' code\n\n| what | authors | cpu | paper | why |\n|---|---|---|---|---|\n"
         "| input | Haar | pixels (`data.wavelet: haar`) | **= authors** (`data.wavelet: haar`) | — |\n"
         "| label dropout | 0.15 | 0.1 | 0.1 (`diffusion.label_dropout: 0.1`) | — |\n"
-        "| typo | x | y | z (`train.no_such_key: 1`) | a reason |\n\n## Next\n"
+        "| typo | x | y | z (`train.no_such_key: 1`) | a reason |\n"
+        "| EMA | 0.999 | 0.995 | **= authors** (`train.ema_decay: 0.999`) except the warm-up | a reason |\n"
+        "| UNet | text token | one-hot | **= authors** in size; a one-hot instead of an embedding | a reason |\n"
+        "| checkpoint | 50 epochs | final | **= authors except** the interval | — |\n"
+        "| warm-up | 100 | 50 | **= authors except** 1000 steps (`train.warmup_steps: 1000`) | a reason |\n"
+        "\n## Next\n"
     )
-    found = deviations.mismatches(deviations.rows(readme))
+    table = deviations.rows(readme)
+    found = deviations.mismatches(table)
     assert any("input (cpu)" in m and "'none'" in m for m in found)  # the cpu profile has no wavelet
     assert any("label dropout (paper)" in m and "0.15" in m for m in found)  # the paper profile has 0.15
     assert any("label dropout: the paper profile differs" in m for m in found)  # and no reason is given
     assert any("no_such_key" in m and "not a setting" in m for m in found)
-    assert len(found) == 4
+    # "= authors" naming a difference must be "= authors except"; not fully "= authors" needs a reason
+    assert any("EMA (paper)" in m and "'except'" in m and "= authors except" in m for m in found)
+    assert any("UNet (paper)" in m and "'instead'" in m for m in found)
+    assert any("checkpoint: the paper profile differs" in m and "no reason" in m for m in found)
+    assert not any(m.startswith("warm-up") for m in found)  # marked, with a reason and a true setting
+    assert len(found) == 7
+    assert [deviations.state(r) for r in table] == [
+        deviations.SAME,
+        deviations.DIFFERS,
+        deviations.DIFFERS,
+        deviations.SAME,
+        deviations.SAME,
+        deviations.EXCEPT,
+        deviations.EXCEPT,
+    ]
+    line = deviations.summary_line(table)
+    assert "7 rows" in line and "fully in 3 (input; EMA; UNet)" in line
+    assert "named detail in 2 (checkpoint; warm-up)" in line and "with a reason, in 2 (label dropout; typo)" in line

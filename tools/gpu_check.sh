@@ -39,7 +39,8 @@ fi
 if [ "$DRY" = 1 ]; then
   TMP=$(mktemp -d)
   export DC_RESULTS_DIR=$TMP DC_RUNS_DIR=$TMP/runs DC_CACHE_DIR=$TMP/cache
-  TRAIN=(--quick --device cpu)
+  # every backbone at smoke size (--quick), so the backbone path runs before a GPU session does
+  TRAIN=(--quick --device cpu --backbones unet unet_cond dit)
   SCORE=(--quick --device cpu)
   LIMIT_TRAIN=120 LIMIT_SCORE=120
 else

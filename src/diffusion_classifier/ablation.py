@@ -480,3 +480,18 @@ def competitiveness_verdict(comparisons: pd.DataFrame, task: str) -> list[str]:
             )
         )
     return lines
+
+
+def other_n_findings(pairs: pd.DataFrame, head_n: int, label: str) -> list[str]:
+    """Sentences for the N other than the pre-specified one at which the paired rule difference in accuracy excludes
+    0, either way: reported, not hidden, and labelled as one of several looks without multiplicity correction."""
+    looks = pairs[pairs.n_draws != head_n]
+    return [
+        f"{label}: at N = {r.n_draws} (one of {len(looks)} N besides the pre-specified {head_n}, no multiplicity "
+        f"correction), {r.a.split()[0]} − {r.b.split()[0]} accuracy "
+        f"{_ci(r.accuracy_diff, r.accuracy_diff_ci_low, r.accuracy_diff_ci_high)}"
+        f", McNemar p = {r.mcnemar_p:.3g}: the "
+        f"{r.a.split()[0] if r.accuracy_diff > 0 else r.b.split()[0]} rule is ahead at this N."
+        for r in looks.itertuples()
+        if r.accuracy_diff_ci_low > 0 or r.accuracy_diff_ci_high < 0
+    ]

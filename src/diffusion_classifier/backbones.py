@@ -15,56 +15,67 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from . import ablation, decision, paired, profiles, reference
+from . import ablation, decision, paired, profiles, reference, study
 from .metrics import metrics_with_ci
-from .scoring import ScoreSettings, ScoringEngine, cache_dir_for
+from .scoring import ScoreSettings
 from .training import train_denoiser
 
 BASELINE = "resnet18"
 
 
-def model_name(kind: str) -> str:
-    """The name a backbone's rows carry in every table: diffusion-unet, diffusion-dit, ..."""
-    return f"diffusion-{kind}"
+def model_name(kind: str, steps: int | None = None) -> str:
+    """The name a backbone's rows carry in every table: diffusion-unet, diffusion-dit (the main run's number of
+    training steps), diffusion-dit-1600 (another)."""
+    return f"diffusion-{kind}" + (f"-{steps}" if steps else "")
 
 
-def run_overrides(cfg: dict, kind: str, overrides: dict | None = None) -> dict:
-    """The main run's overrides plus a backbone's own: its kind and, if set, its number of training steps."""
-    steps = cfg["backbones"]["train_steps"]
+def runs(cfg: dict) -> list[tuple[str, int | None]]:
+    """(kind, steps) of each backbone run of the profile; steps None = the main run's (the UNet's) number."""
+    own = cfg["train"]["steps"]
+    return [
+        (kind, None if steps in (None, own) else int(steps))
+        for kind in cfg["backbones"]["kinds"]
+        for steps in cfg["backbones"]["train_steps"]
+    ]
+
+
+def run_overrides(kind: str, steps: int | None = None, overrides: dict | None = None) -> dict:
+    """The main run's overrides plus a backbone run's own: its kind and, if set, its number of training steps."""
     own = {"model": {"kind": kind}, **({"train": {"steps": steps}} if steps else {})}
     return profiles.overlay(overrides or {}, own)
+
+
+def describe(model, cfg: dict) -> dict:
+    """What a comparison must report beside a model's numbers: its training steps and its size."""
+    return {"train_steps": cfg["train"]["steps"], "n_parameters": sum(t.numel() for t in model.parameters())}
 
 
 def trained_scores(p, splits=("val", "test"), desc: str = "score") -> dict:
     """For a backbone's prepared run (`study.prepare` with `run_overrides`): train its denoiser as notebook 02 does (a
     finished run is loaded) and score the splits with the profile's draws. The draws depend on (seed, image, draw)
     only, so the main run's UNet saw the same timesteps and noises: the comparison is paired on draws too.
-    Returns ({split: Scores}, the training history)."""
+    Returns ({split: Scores}, the training history, `describe` of the model)."""
     x, y = p.x, p.y
     model, history = train_denoiser(
         p.cfg, x["train"], y["train"], x["val"], y["val"], p.class_names, p.artifact("denoiser")
     )
-    settings = ScoreSettings.from_profile(p.cfg)
-    engine = ScoringEngine(model, settings)
-    scores = {
-        split: engine.score(
-            x[split],
-            model.n_classes,
-            cache_dir_for(p.artifact("score_cache"), split, settings, model, x[split]),
-            desc=f"{desc} {split}",
-        )
-        for split in splits
-    }
-    return scores, history
+    return (
+        study.score_splits(p, model, ScoreSettings.from_profile(p.cfg), splits, desc),
+        history,
+        describe(model, p.cfg),
+    )
 
 
-def model_rows(task: str, y, errors: dict, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """errors: {model name: E (N, C, K)} of the diffusion models; proba: the baseline's softmax on the same images.
-    One row per model at the headline rule (the baseline: its softmax), with CIs over test images; diffusion rows
-    also carry vote - mean on their own draws (paired)."""
+def model_rows(
+    task: str, y, errors: dict, proba, rule: str, n_boot: int = 1000, seed: int = 0, about: dict | None = None
+) -> pd.DataFrame:
+    """errors: {model name: E (N, C, K)} of the diffusion models; proba: the baseline's softmax on the same images;
+    about: {model name: `describe` dict} (training steps, parameters). One row per model at the headline rule (the
+    baseline: its softmax), with CIs over test images; diffusion rows also carry vote - mean on their own draws."""
     rows = []
     for name, E in errors.items():
         row = {"task": task, "model": name, "rule": rule, "n_draws": E.shape[2], "n_images": len(y)}
+        row.update((about or {}).get(name, {}))
         row.update(metrics_with_ci(y, decision.predict(E, rule), decision.positive_score(E, rule), n_boot, seed))
         vm = ablation.compare_rules(E, y, *decision.PAPER_COMPARISON, n_boot=n_boot, seed=seed)
         row.update({f"vote_minus_mean_{k.replace('_diff', '')}": v for k, v in vm.items()})
@@ -76,7 +87,9 @@ def model_rows(task: str, y, errors: dict, proba, rule: str, n_boot: int = 1000,
     row.update(metrics_with_ci(y, proba.argmax(1), proba[:, 1], n_boot, seed))
     rows.append(row)
     out = pd.DataFrame(rows)
-    out["n_draws"] = out.n_draws.astype("Int64")  # the baseline has none
+    for column in ("n_draws", "train_steps", "n_parameters"):  # the baseline has none
+        if column in out:
+            out[column] = out[column].astype("Int64")
     out.insert(5, "majority_rate", ablation.majority_rate(y))
     return out
 
@@ -115,23 +128,36 @@ def pair_verdict(row, models: pd.DataFrame) -> str:
     if min(auc_low[row.a], auc_low[row.b]) <= 0.5:
         weak = row.a if auc_low[row.a] <= 0.5 else row.b
         return f"{head}; **not testable**: {weak}'s AUC CI contains 0.5."
+    margin = ablation.NONINFERIORITY_MARGIN
+    noninferior = (
+        f"{row.a} non-inferior at the margin of {margin}"
+        if row.auc_diff_ci_low > -margin
+        else f"non-inferiority at {margin} not shown"
+    )
     if row.auc_diff_ci_low > 0:
         verdict = f"{row.a}'s AUC is **higher**"
     elif row.auc_diff_ci_high < 0:
-        verdict = f"{row.a}'s AUC is **lower**"
+        verdict = f"{row.a}'s AUC is **lower** ({noninferior})"
     else:
-        margin = ablation.NONINFERIORITY_MARGIN
-        within = row.auc_diff_ci_low > -margin
-        verdict = "the two **cannot be told apart** in AUC" + (
-            f" ({row.a} non-inferior at the margin of {margin})"
-            if within
-            else f" (non-inferiority at {margin} not shown)"
-        )
+        verdict = f"the two **cannot be told apart** in AUC ({noninferior})"
     return (
         f"{head}, balanced accuracy {_ci(row, 'balanced_accuracy')}, accuracy {_ci(row, 'accuracy')}, F1 "
-        f"{_ci(row, 'f1')}; McNemar p = {row.mcnemar_p:.3g}. On this run (one training seed, one draw seed), "
-        f"{verdict}."
+        f"{_ci(row, 'f1')}; McNemar p = {row.mcnemar_p:.3g}. On this run (one training seed, one draw seed"
+        f"{_training(models, row)}), {verdict}."
     )
+
+
+def _training(models: pd.DataFrame, row) -> str:
+    """What differs in training between two diffusion models, for the verdict: steps and parameters."""
+    if "train_steps" not in models:
+        return ""
+    m = models.set_index("model")
+    parts = [
+        f"{name} {m.train_steps[name]} steps, {m.n_parameters[name] / 1e6:.1f} M parameters"
+        for name in (row.a, row.b)
+        if name in m.index and not pd.isna(m.train_steps[name])
+    ]
+    return "; " + ", ".join(parts) + "; the UNet's training recipe, not tuned for the DiT" if parts else ""
 
 
 def paper_gap() -> str:
@@ -140,8 +166,8 @@ def paper_gap() -> str:
     dit, unet = table["DiT-B/4 (diffusion)"], table["UNet (diffusion)"]
     return (
         f"The paper's table: DiT-B/4 − UNet accuracy {dit[0] - unet[0]:+.1f} points on CheXpert, "
-        f"{dit[2] - unet[2]:+.1f} on ISIC (one run each, no intervals; its runs differ by up to 1.6 points for the "
-        "same model), at 256 px on other data."
+        f"{dit[2] - unet[2]:+.1f} on ISIC (one run each, no intervals; differences under about 1.5 points are inside "
+        "its own run-to-run noise), at 256 px on other data."
     )
 
 

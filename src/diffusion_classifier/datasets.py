@@ -14,8 +14,9 @@ Tasks
     melanoma_balanced  ISIC 2017 + 2018, balanced, 64 px npz (closest to the authors' balanced ISIC set)
     dermamnist         DermaMNIST npz: melanoma (4) vs melanocytic nevus (5)
     isic2020           ISIC 2019/2020 layout: CSV `image_name,target` + JPEG folder, split 80/10/10 seeded
-    chexpert           CheXpert-v1.0-small train.csv + images as the authors cut it: first study, frontal views,
-                       Pleural Effusion (1) vs No Finding (0), balanced, split 80/10/10 by patient
+    chexpert           CheXpert-v1.0-small train.csv + images as the authors cut it: each patient's
+                       study1/view1_frontal.jpg only, Pleural Effusion (1) vs No Finding (0), balanced,
+                       split 80/10/10 by patient
 """
 
 from __future__ import annotations
@@ -575,19 +576,22 @@ def read_chexpert(
     seed: int = 0,
     strict: bool = False,
 ) -> dict[str, Split]:
-    """CheXpert-v1.0-small as the authors cut it (METHOD.md, "Data in the paper"): `train.csv` only (valid.csv is
-    not read), each patient's first study (the lowest study number in the CSV, usually study1), frontal views only;
-    positive (1) = `finding` is 1, negative (0) = "No Finding" is 1. Rows with an uncertain (-1) label in either
-    column, with neither label, or with both (contradictory: a warning names them) are dropped; blank means not
-    mentioned. The larger class is subsampled to the smaller one with the seed (`balance`), then the images are split
-    80/10/10 by patient (parsed from Path; no patient in two splits), stratified by class. On the full train.csv the
-    authors report train 16,324 / val 2,040 / test 2,040 (20,404 images, balanced); the patient-grouped split may
-    move a few images between splits (not checked here: no CheXpert copy). Split ids are the CSV Paths.
+    """CheXpert-v1.0-small as the authors cut it (METHOD.md, "Data in the paper"; their
+    `dataset/chexpert.py::_filter_study1_frontal`): `train.csv` only (valid.csv is not read), and of it only the rows
+    whose Path ends in `study1/view1_frontal.jpg`: one image per patient, and a patient without that file (no study1,
+    or only a lateral or a second frontal view in it) contributes nothing. The Path alone decides, as in theirs (the
+    Frontal/Lateral column is only checked to be Frontal or Lateral). Positive (1) = `finding` is 1, negative (0) =
+    "No Finding" is 1. Rows with an uncertain (-1) label in either column, with neither label, or with both
+    (contradictory: a warning names them) are dropped; blank means not mentioned. The larger class is subsampled to
+    the smaller one with the seed (`balance`), then the images are split 80/10/10 by patient (parsed from Path; no
+    patient in two splits), stratified by class: our own seeded split, where the authors ship fixed split CSVs (not
+    available here). On the full train.csv the authors report train 16,324 / val 2,040 / test 2,040 (20,404 images,
+    balanced); not checked here (no CheXpert copy). Split ids are the CSV Paths.
     """
     root = Path(root)
     table = read_csv(root / "train.csv", ["Path", "Frontal/Lateral", "No Finding", finding])
     ids = _ids(table, "Path", {})
-    patients, studies = [], []
+    patients, chosen = [], []
     for i, path in enumerate(ids):
         m = CHEXPERT_PATH.search(path.replace("\\", "/"))
         if m is None:
@@ -596,18 +600,15 @@ def read_chexpert(
                 f"(expected .../patient<digits>/study<digits>/<view>.jpg)"
             )
         patients.append(m.group(1))
-        studies.append(int(m.group(2)))
+        chosen.append(path.replace("\\", "/").endswith("/study1/view1_frontal.jpg"))
         view = table.rows[i]["Frontal/Lateral"].strip()
         if view not in ("Frontal", "Lateral"):
             raise DataError(f"{table.at(i)}, column 'Frontal/Lateral': must be Frontal or Lateral, got {view!r}")
-    first = {}
-    for patient, study in zip(patients, studies):
-        first[patient] = min(study, first.get(patient, study))
     rows, labels, both = [], [], []
     for i in range(len(ids)):
         positive, negative = _chexpert_label(table, i, finding), _chexpert_label(table, i, "No Finding")
-        if studies[i] != first[patients[i]] or table.rows[i]["Frontal/Lateral"].strip() != "Frontal":
-            continue
+        if not chosen[i]:
+            continue  # the authors' filter: the Path alone decides (study1/view1_frontal.jpg)
         if -1.0 in (positive, negative) or positive == negative == 0.0:
             continue  # uncertain, or neither class
         if positive == negative == 1.0:
@@ -617,7 +618,7 @@ def read_chexpert(
         labels.append(int(positive))
     if both:
         warnings.warn(
-            f"{table.path}: {len(both)} first-study frontal rows marked both 'No Finding' and {finding!r} "
+            f"{table.path}: {len(both)} study1/view1_frontal rows marked both 'No Finding' and {finding!r} "
             f"(first line {table.lines[both[0]]}); contradictory labels, dropped",
             stacklevel=2,
         )
@@ -625,7 +626,7 @@ def read_chexpert(
     n = np.bincount(labels, minlength=2)
     if n.min() == 0:
         raise DataError(
-            f"{table.path}: no first-study frontal row with {['No Finding', finding][int(n.argmin())]!r} = 1 "
+            f"{table.path}: no study1/view1_frontal row with {['No Finding', finding][int(n.argmin())]!r} = 1 "
             f"(found {n[0]} 'No Finding', {n[1]} {finding!r}); nothing to classify"
         )
     keep = np.arange(len(rows))
@@ -638,7 +639,7 @@ def read_chexpert(
     paths = [root.parent / p for p in ids]
     _check_images(table, paths, root / "train", "**/*.jpg", strict, rows=rows)
     images = _cached_decode(
-        f"chexpert_{finding.replace(' ', '_')}_first_frontal_{int(balance)}_seed{seed}",
+        f"chexpert_{finding.replace(' ', '_')}_study1_view1_frontal_{int(balance)}_seed{seed}",
         [paths[i] for i in rows],
         size,
         mode="L",

@@ -274,8 +274,10 @@ class Denoiser(torch.nn.Module):
         """Per-pixel error maps (..., h, w), channel means of squared eps errors in the model's space, onto the
         image's pixels. Haar: by Parseval, the mean over the 4C coefficients at a position equals the mean over the
         C channels and 2 x 2 pixels of its block of the squared error of the noise taken to pixels by the
-        orthonormal inverse (under which the noise is again standard white noise). Each value is spread over its
-        block: the result is that pixel-space error map averaged within 2 x 2 blocks, exactly."""
+        orthonormal inverse, `haar_inverse(e) / 2` (under which the noise is again standard white noise; with
+        `haar_inverse` itself, which inverts the authors' halved transform, the pixel errors are 2x and their
+        squares 4x these values). Each value is spread over its block: the result is that pixel-space error map
+        averaged within 2 x 2 blocks, exactly (tests/test_backbones.py, test_haar_error_maps_obey_parseval)."""
         if self.wavelet == "none":
             return maps
         return np.repeat(np.repeat(maps, 2, axis=-2), 2, axis=-1)

@@ -1,10 +1,14 @@
 """The README's table of deviations from the authors' code, read back so that it can be checked and summarised:
-every setting it names (`section.key: value`) must hold in the profile of its column, and every `paper` cell must
-say "= authors" or the row must give a reason.
+every setting it names (`section.key: value`) must hold in the profile of its column. A `paper` cell is in one of
+three states: "= authors" (fully the authors' setting), "= authors except" (theirs but for a named detail) or neither
+(differs); "= authors" may not name a difference ("except", "instead", ...: that is "= authors except"), and a row
+that is not fully "= authors" must give a reason.
 
 rows          the table as dicts (what, authors, cpu, paper, why)
 named_values  the `section.key: value` settings a cell names
-mismatches    cells whose named settings differ from the profile's values (empty = the table tells the truth)
+state         a row's paper state: SAME, EXCEPT or DIFFERS
+mismatches    cells whose named settings differ from the profile's values, "= authors" cells that name a difference,
+              and rows not fully "= authors" without a reason (empty = the table tells the truth)
 summary_line  one generated sentence for SUMMARY.md
 """
 
@@ -18,6 +22,9 @@ HEADING = "## Deviations from the authors' code"
 COLUMNS = ("what", "authors", "cpu", "paper", "why")
 SETTING = re.compile(r"`([a-z_]+)\.([a-z_]+): ([^`]+)`")
 NO_REASON = ("", "—", "-")
+SAME, EXCEPT, DIFFERS = "= authors", "= authors except", "differs"
+# wording that names a difference: an "= authors" cell containing it must be marked "= authors except"
+EXCEPT_LIKE = re.compile(r"\b(except|instead|but|unlike|differs?|different|whereas|not matched|apart from)\b", re.I)
 
 
 def rows(readme: Path | None = None) -> list[dict]:
@@ -55,6 +62,13 @@ def profile_for(row: dict, column: str) -> dict:
     return profiles.get_profile("paper", "pneumonia", profiles.PAPER_DIT if "DiT" in row["what"] else None)
 
 
+def state(row: dict) -> str:
+    """SAME ("= authors"), EXCEPT ("= authors except": theirs but for a named detail) or DIFFERS: the paper cell's."""
+    if EXCEPT in row["paper"]:
+        return EXCEPT
+    return SAME if SAME in row["paper"] else DIFFERS
+
+
 def mismatches(table: list[dict]) -> list[str]:
     out = []
     for row in table:
@@ -65,16 +79,21 @@ def mismatches(table: list[dict]) -> list[str]:
                     out.append(f"{row['what']} ({column}): `{section}.{key}` is not a setting")
                 elif not _same(cfg[section][key], text.strip()):
                     out.append(f"{row['what']} ({column}): `{section}.{key}` is {cfg[section][key]!r}, not {text!r}")
-        if "= authors" not in row["paper"] and row["why"] in NO_REASON:
+        if state(row) == SAME and (m := EXCEPT_LIKE.search(row["paper"])):
+            out.append(
+                f"{row['what']} (paper): says '= authors' but names a difference ({m.group(0)!r}); "
+                "mark it '= authors except'"
+            )
+        if state(row) != SAME and row["why"] in NO_REASON:
             out.append(f"{row['what']}: the paper profile differs from the authors' and the row gives no reason")
     return out
 
 
 def summary_line(table: list[dict]) -> str:
-    same = [r["what"] for r in table if "= authors" in r["paper"]]
-    other = [r["what"] for r in table if "= authors" not in r["paper"]]
+    by = {k: [r["what"] for r in table if state(r) == k] for k in (SAME, EXCEPT, DIFFERS)}
     return (
-        f"The README's deviations table has {len(table)} rows: the `paper` profile matches the authors' code in "
-        f"{len(same)} ({'; '.join(same)}) and differs, with a reason, in {len(other)} ({'; '.join(other)}); the "
-        "`cpu` profile differs in scale throughout (small models, 32/64 px, N = 51)."
+        f"The README's deviations table has {len(table)} rows: the `paper` profile matches the authors' code fully "
+        f"in {len(by[SAME])} ({'; '.join(by[SAME])}), except for a named detail in {len(by[EXCEPT])} "
+        f"({'; '.join(by[EXCEPT])}) and differs, with a reason, in {len(by[DIFFERS])} ({'; '.join(by[DIFFERS])}); "
+        "the `cpu` profile differs in scale throughout (small models, 32/64 px, N = 51)."
     )

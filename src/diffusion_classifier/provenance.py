@@ -40,7 +40,8 @@ PACKAGES = (
 
 
 def git_commit() -> dict:
-    """HEAD and whether code differs from it; results/ is left out, since a run rewrites it."""
+    """HEAD and whether the working tree differs from it, new files included (a notebook or module not yet committed
+    makes a run dirty); results/ is left out, since a run rewrites it."""
 
     def git(*args):
         try:
@@ -52,7 +53,7 @@ def git_commit() -> dict:
 
     return {
         "commit": git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=normal", "--", ".", ":!results")),
     }
 
 
@@ -102,6 +103,7 @@ def main(argv=None):
     n.add_argument("started", type=float, help="start time (seconds since the epoch)")
     n.add_argument("--parameters", default="{}")
     n.add_argument("--commit-at-start", default="", help="HEAD when the notebook started (run_all.sh passes it)")
+    n.add_argument("--dirty-at-start", default="", help="'1' if the tree differed from HEAD when it started")
     sub.add_parser("finish")
     a = ap.parse_args(argv)
     if a.cmd == "start":
@@ -129,7 +131,11 @@ def main(argv=None):
                 {
                     "name": a.name,
                     "wall_s": round(time.time() - a.started, 1),
-                    "git": {**git_commit(), "commit_at_start": a.commit_at_start or None},
+                    "git": {
+                        **git_commit(),
+                        "commit_at_start": a.commit_at_start or None,
+                        "dirty_at_start": {"1": True, "0": False}.get(a.dirty_at_start),
+                    },
                     "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "parameters": json.loads(a.parameters),
                 }

@@ -19,7 +19,8 @@ the behaviour the smoke and cpu checkpoints were trained with:
                  which at r = 64 / 256 and bounds +-15 gives lambda(0) = 15 - 3 log 4 = +10.84,
                  lambda(0.5) = -2.77, lambda(1) = -15 - 3 log 4 = -19.16 (METHOD.md: +10.8, -2.77, -19.2)
     loss_weighting "none" | "min_snr" (Hang et al. 2023, on the prediction target) | "authors": the loss in eps
-                 space, ||eps_hat - eps||^2 weighted by 1 / (1 + min(SNR, gamma)), gamma = min_snr_gamma (5)
+                 space, ||eps_hat - eps||^2 weighted by 1 / (1 + min(SNR, gamma)), gamma = min_snr_gamma (5);
+                 defined for prediction_type "v_prediction" only (the authors'), any other raises ValueError
 """
 
 import math
@@ -31,6 +32,19 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIME_INPUTS = ("scaled", "logsnr")
 LOGSNR_CLIPS = ("unshifted", "shifted")
 LOSS_WEIGHTINGS = ("none", "min_snr", "authors")
+
+
+def check_loss_weighting(kind: str, prediction_type: str):
+    """The setting pair is one the loss is defined for: "authors" is the authors' weighting for their v-prediction
+    only (their code weights eps-prediction differently, 1 / min(SNR, gamma), which is not reproduced here)."""
+    if kind not in LOSS_WEIGHTINGS:
+        raise ValueError(f"diffusion.loss_weighting must be one of {LOSS_WEIGHTINGS}, got {kind!r}")
+    if kind == "authors" and prediction_type != "v_prediction":
+        raise ValueError(
+            f"diffusion.loss_weighting 'authors' is defined for diffusion.prediction_type 'v_prediction' only "
+            f"(the authors' weighting of their v-prediction), got prediction_type {prediction_type!r}; "
+            f"use v_prediction, or loss_weighting 'none' or 'min_snr'"
+        )
 
 
 class NoiseSchedule:
@@ -100,9 +114,9 @@ class NoiseSchedule:
 
         min_snr (Hang et al. 2023): min(SNR, gamma) expressed on the prediction target.
         authors: 1 / (1 + min(SNR, gamma)) on the eps-space error, as the authors' code does for v-prediction; for
-        eps-prediction their code uses 1 / min(SNR, gamma) instead (unused in the paper; not reproduced here)."""
-        if kind not in LOSS_WEIGHTINGS:
-            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {kind!r}")
+        eps-prediction their code uses 1 / min(SNR, gamma) instead (unused in the paper; not reproduced here), so
+        any other prediction type raises ValueError (`check_loss_weighting`)."""
+        check_loss_weighting(kind, self.prediction_type)
         if kind == "none":
             return torch.ones_like(u, dtype=torch.float32)
         snr = self.snr(u).float()

@@ -2,6 +2,7 @@
 
     python -m diffusion_classifier.score --checkpoint runs/cpu/pneumonia/<hash>/denoiser/final/ema \\
         --task pneumonia --split test --out runs/scores/pneumonia-test
+    (a run with train.select_on: val_f1, e.g. the paper profile, is used from .../denoiser/best/ema instead)
     accelerate launch --num_processes 4 -m diffusion_classifier.score ...      # 4 GPUs
     torchrun --nproc_per_node 2 -m diffusion_classifier.score ...              # 2 CPU processes (gloo)
 
@@ -46,7 +47,11 @@ def _probability(text: str) -> float:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="denoiser folder (…/denoiser/final/ema)")
+    ap.add_argument(
+        "--checkpoint",
+        required=True,
+        help="denoiser folder (…/denoiser/final/ema; …/denoiser/best/ema if trained with train.select_on: val_f1)",
+    )
     ap.add_argument("--task", required=True, choices=list(TASKS))
     ap.add_argument("--split", default="test", choices=list(SPLITS))
     ap.add_argument("--out", required=True, help="folder for the chunk cache and scores.npz")

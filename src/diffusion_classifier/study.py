@@ -13,6 +13,7 @@ import torch
 
 from . import datasets, preprocess, profiles
 from .paths import runs_dir
+from .scoring import ScoringEngine, cache_dir_for
 
 # Where each artifact of a task's run lives, relative to its run folder. Notebooks ask for artifacts by name
 # (`p.artifact("baseline_proba")`), so no notebook spells another notebook's paths.
@@ -144,3 +145,18 @@ def setup(seed: int, tasks, data_root=None) -> tuple[list, Path]:
 def seed_everything(seed: int):
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def score_splits(p: Prepared, model, settings, splits=("val", "test"), desc: str = "score") -> dict:
+    """{split: Scores} of a prepared task's splits under `settings`, each cached in the run's score cache (keyed by
+    the settings, the weights and the images, so a re-run reads what was scored)."""
+    engine = ScoringEngine(model, settings)
+    return {
+        split: engine.score(
+            p.x[split],
+            model.n_classes,
+            cache_dir_for(p.artifact("score_cache"), split, settings, model, p.x[split]),
+            desc=f"{desc} {split}",
+        )
+        for split in splits
+    }

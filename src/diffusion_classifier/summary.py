@@ -129,7 +129,8 @@ def build() -> str:
     prov = json.loads((res / "provenance.json").read_text()) if (res / "provenance.json").exists() else {}
     commits = sorted(
         {
-            n.get("git", {}).get("commit", "?")[:12] + (" (dirty)" if n.get("git", {}).get("dirty") else "")
+            n.get("git", {}).get("commit", "?")[:12]
+            + (" (dirty)" if n.get("git", {}).get("dirty") or n.get("git", {}).get("dirty_at_start") else "")
             for n in prov.get("notebooks", [])
         }
     )

@@ -42,6 +42,7 @@ from .device import cap_threads, default_device, resolve_precision
 from .errors import CheckpointError
 from .metrics import binary_metrics
 from .preprocess import augment
+from .schedules import check_loss_weighting
 from .scoring import ScoreSettings, ScoringEngine
 
 FINAL, LAST = "final", "last"
@@ -284,6 +285,8 @@ def train_denoiser(
 def _train(cfg, x_train, y_train, x_val, y_val, class_names, out_dir: Path, resume, stop_after, model):
     t = cfg["train"]
     seed = cfg["seed"]
+    predicts = cfg["diffusion"]["prediction_type"] if model is None else model.schedule.prediction_type
+    check_loss_weighting(cfg["diffusion"]["loss_weighting"], predicts)  # before building or training anything
     torch.manual_seed(seed)  # weight initialisation
     if model is None:
         model = Denoiser(build_network(cfg, x_train.shape[1], len(class_names)), cfg, class_names)

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
-from . import ablation, decision, paired
+from . import ablation, decision, paired, study
 from .baseline import predict_proba, train_baseline
 from .metrics import metrics_with_ci
-from .scoring import ScoreSettings, ScoringEngine, cache_dir_for
+from .scoring import ScoreSettings
 from .training import train_denoiser
 
 MEASURES = ("auc", "balanced_accuracy", "accuracy", "f1", "vote_minus_mean_accuracy", "minus_resnet_auc")
@@ -43,16 +43,7 @@ def trained_run(p, n_draws: int, splits=("test",), scoring_seed: int | None = No
     )
     if settings.t_sampling != "random":  # grid times depend on n_draws: no common prefix, no i.i.d. slices
         raise ValueError(f"draw replicates need t_sampling 'random', got {settings.t_sampling!r}")
-    engine = ScoringEngine(model, settings)
-    scores = {
-        split: engine.score(
-            x[split],
-            model.n_classes,
-            cache_dir_for(p.artifact("score_cache"), split, settings, model, x[split]),
-            desc=f"{desc} {split}",
-        )
-        for split in splits
-    }
+    scores = study.score_splits(p, model, settings, splits, desc)
     return scores, {split: predict_proba(resnet, x[split]) for split in splits}
 
 
