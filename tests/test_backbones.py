@@ -310,3 +310,33 @@ def test_other_n_findings_report_either_direction_and_skip_the_headline():
     assert len(lines) == 2  # N = 51 is the headline (reported elsewhere), N = 25's CI contains 0
     assert "N = 5 " in lines[0] and "the vote rule is ahead" in lines[0] and "one of 3 N" in lines[0]
     assert "N = 11 " in lines[1] and "the mean rule is ahead" in lines[1]
+
+
+def test_uncertainty_lines_say_flags_only_when_the_auroc_ci_is_above_chance():
+    import pandas as pd
+
+    from diffusion_classifier import backbones
+
+    def row(model, score, auroc, lo, hi):
+        return {
+            "task": "toy",
+            "model": model,
+            "score": score,
+            "accuracy": 0.9,
+            "error_auroc": auroc,
+            "error_auroc_ci_low": lo,
+            "error_auroc_ci_high": hi,
+        }
+
+    table = pd.DataFrame(
+        [
+            row("diffusion-unet", "vote_fraction", 0.8, 0.7, 0.9),
+            row("diffusion-dit", "vote_fraction", 0.55, 0.45, 0.65),
+            row("diffusion-dit", "vote_entropy", 0.9, 0.8, 0.95),  # another score: not this line's
+            row("resnet18", "max_softmax", 0.85, 0.8, 0.9),
+        ]
+    )
+    lines = backbones.uncertainty_lines(table)
+    assert len(lines) == 2
+    assert "diffusion-unet: its vote fraction flags its errors" in lines[0] and "0.850" in lines[0]
+    assert "diffusion-dit: its vote fraction is not shown to flag" in lines[1]

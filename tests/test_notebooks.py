@@ -188,6 +188,8 @@ def test_extra_backbones_notebook_scores_a_dit_on_the_unets_draws(tmp_path):
     pairs = pd.read_csv(tables / "backbones_paired.csv")
     assert {("diffusion-unet", "diffusion-dit"), ("diffusion-dit", "resnet18")} <= set(zip(pairs.a, pairs.b))
     assert set(pd.read_csv(tables / "classification_backbones.csv").model) == {"diffusion-dit"}
+    unc = pd.read_csv(tables / "uncertainty_backbones.csv")
+    assert set(unc.model) == {"diffusion-unet", "diffusion-dit", "resnet18"} and (unc.model == "resnet18").sum() == 2
     # the DiT has its own run folder beside the UNet's
     runs = list((tmp_path / "runs" / "smoke" / "pneumonia").iterdir())
     assert len(runs) == 2

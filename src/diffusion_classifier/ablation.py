@@ -28,6 +28,20 @@ PAPER_CLAIM_N = 51
 # "Competitive" is read as non-inferiority of the AUC with this margin, fixed before the run (issue #12's
 # acceptance criterion; the paper itself compares accuracy and F1 without intervals).
 NONINFERIORITY_MARGIN = 0.05
+# the columns a reader needs from a paired rule comparison (ablation_paired*.csv), in the notebooks and SUMMARY.md
+PAIRED_COLUMNS = [
+    "task",
+    "n_draws",
+    "accuracy_diff",
+    "accuracy_diff_ci_low",
+    "accuracy_diff_ci_high",
+    "auc_diff",
+    "auc_diff_ci_low",
+    "auc_diff_ci_high",
+    "only_a_right",
+    "only_b_right",
+    "mcnemar_p",
+]
 
 
 def fmt_range(lo, hi) -> str:

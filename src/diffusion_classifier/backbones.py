@@ -152,12 +152,13 @@ def _training(models: pd.DataFrame, row) -> str:
     if "train_steps" not in models:
         return ""
     m = models.set_index("model")
+    trained = [name for name in (row.a, row.b) if name in m.index and not pd.isna(m.train_steps[name])]
     parts = [
-        f"{name} {m.train_steps[name]} steps, {m.n_parameters[name] / 1e6:.1f} M parameters"
-        for name in (row.a, row.b)
-        if name in m.index and not pd.isna(m.train_steps[name])
+        f"{name} {int(m.train_steps[name])} steps, {m.n_parameters[name] / 1e6:.1f} M parameters" for name in trained
     ]
-    return "; " + ", ".join(parts) + "; the UNet's training recipe, not tuned for the DiT" if parts else ""
+    other = any(name != model_name("unet") for name in trained)  # a backbone trained with the UNet's recipe
+    recipe = "; the UNet's training recipe, not tuned for the other backbone" if other else ""
+    return "; " + ", ".join(parts) + recipe if parts else ""
 
 
 def paper_gap() -> str:
@@ -174,3 +175,22 @@ def paper_gap() -> str:
 def verdicts(models: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
     lines = [pair_verdict(r, models[models.task == r.task]) for r in pairs.itertuples()]
     return lines + [paper_gap()] if lines else lines
+
+
+def uncertainty_lines(table: pd.DataFrame, score: str = "vote_fraction") -> list[str]:
+    """Claim 4 per model, from its rows of uncertainty_backbones.csv: does the vote share flag the model's errors
+    (error-detection AUROC CI above 0.5), beside the ResNet-18's max softmax on the same images."""
+    lines = []
+    base = table[(table.model == BASELINE) & (table.score == "max_softmax")]
+    for r in table[(table.model != BASELINE) & (table.score == score)].itertuples():
+        flags = "flags" if r.error_auroc_ci_low > 0.5 else "is not shown to flag"
+        line = (
+            f"**{r.task}**, {r.model}: its {score.replace('_', ' ')} {flags} its errors (error-detection AUROC "
+            f"{r.error_auroc:.3f}, 95% CI {r.error_auroc_ci_low:.3f}-{r.error_auroc_ci_high:.3f}; test accuracy "
+            f"{r.accuracy:.3f})"
+        )
+        b = base[base.task == r.task]
+        if len(b):
+            line += f"; the ResNet-18's max softmax: {b.error_auroc.iloc[0]:.3f} (an unpaired, descriptive comparison)"
+        lines.append(line + ".")
+    return lines

@@ -112,6 +112,9 @@ def _verdicts(tables, prov, seed_runs: pd.DataFrame | None = None) -> list[str]:
     if (tables / "backbones.csv").exists() and (tables / "backbones_paired.csv").exists():
         models, pairs = (pd.read_csv(tables / f"{n}.csv") for n in ("backbones", "backbones_paired"))
         out += [f"- (notebook 10) {line}" for line in backbones.verdicts(models, pairs)]
+    if (tables / "uncertainty_backbones.csv").exists():
+        unc = pd.read_csv(tables / "uncertainty_backbones.csv")
+        out += [f"- (notebook 10) {line}" for line in backbones.uncertainty_lines(unc)]
     return out
 
 
@@ -229,19 +232,7 @@ def build() -> str:
     section(
         "Majority vote − mean error at each N (paired, test split)",
         "ablation_paired.csv",
-        [
-            "task",
-            "n_draws",
-            "accuracy_diff",
-            "accuracy_diff_ci_low",
-            "accuracy_diff_ci_high",
-            "auc_diff",
-            "auc_diff_ci_low",
-            "auc_diff_ci_high",
-            "only_a_right",
-            "only_b_right",
-            "mcnemar_p",
-        ],
+        ablation.PAIRED_COLUMNS,
     )
     section(
         "Beside the paper (different data and scale: context, not a test)",
@@ -298,21 +289,7 @@ def build() -> str:
     section(
         "Uncertainty: calibration, error detection, selective prediction",
         "uncertainty.csv",
-        [
-            "task",
-            "model",
-            "rule",
-            "score",
-            "accuracy_val",
-            "accuracy",
-            "ece",
-            "ece_calibrated",
-            "brier_calibrated",
-            "error_auroc",
-            "aurc",
-            "e_aurc",
-            "acc_at_80_coverage",
-        ],
+        uncertainty.TABLE_COLUMNS,
     )
     section(
         "Uncertainty: vote share − ResNet max softmax (paired, test split)",

@@ -25,6 +25,22 @@ from .metrics import binary_metrics, bootstrap, resample_indices
 
 # The uncertainty scores of each rule, its confidence first. The paper's two rules have their own; a rule added to
 # decision.RULES has none until it is given some here. The order is that of uncertainty.csv's rows.
+# the columns a reader needs from uncertainty.csv, in notebook 06 and SUMMARY.md
+TABLE_COLUMNS = [
+    "task",
+    "model",
+    "rule",
+    "score",
+    "accuracy_val",
+    "accuracy",
+    "ece",
+    "ece_calibrated",
+    "brier_calibrated",
+    "error_auroc",
+    "aurc",
+    "e_aurc",
+    "acc_at_80_coverage",
+]
 RULE_SCORES = {"vote": ("vote_fraction", "vote_entropy"), "mean": ("error_softmax", "margin_z")}
 
 
@@ -212,7 +228,9 @@ class Evaluation(NamedTuple):
     temperatures: dict  # score -> temperature fitted on val
 
 
-def evaluate(task, E_val, y_val, E_test, y_test, proba_val, proba_test, n_bins=10, n_boot=500, seed=0) -> Evaluation:
+def evaluate(
+    task, E_val, y_val, E_test, y_test, proba_val, proba_test, n_bins=10, n_boot=500, seed=0, model="diffusion-unet"
+) -> Evaluation:
     """Rows of results/tables/uncertainty.csv for the diffusion classifier (each score with its own rule) and the
     baseline, plus the per-image values behind them (for the figures) and the temperatures fitted on val. Each row
     also gives the rule's validation and test accuracy (the ResNet's validation accuracy is optimistic: its epoch was
@@ -241,15 +259,15 @@ def evaluate(task, E_val, y_val, E_test, y_test, proba_val, proba_test, n_bins=1
         ent = -(proba * np.log(np.clip(proba, 1e-12, 1))).sum(1)
         return pred, {"max_softmax": (-msp, msp, msp_cal), "predictive_entropy": (ent, None, None)}
 
-    arms = [("diffusion-unet", rule, confidences(E_test, rule), confidences(E_val, rule)) for rule in RULE_SCORES]
+    arms = [(model, rule, confidences(E_test, rule), confidences(E_val, rule)) for rule in RULE_SCORES]
     arms.append(("resnet18", "softmax", baseline(proba_test, logits_test), baseline(proba_val, logits_val)))
-    for model, rule, (pred, scores), (pred_val, _scores_val) in arms:
+    for arm, rule, (pred, scores), (pred_val, _scores_val) in arms:
         correct, correct_val = pred == y_test, pred_val == y_val
         for name, (unc, conf, cal) in scores.items():
             rows.append(
                 {
                     "task": task,
-                    "model": model,
+                    "model": arm,
                     "rule": rule,
                     "score": name,
                     "accuracy_val": float(correct_val.mean()),
@@ -257,7 +275,7 @@ def evaluate(task, E_val, y_val, E_test, y_test, proba_val, proba_test, n_bins=1
                     **with_bootstrap(unc, correct, conf, cal, n_bins, n_boot, seed),
                 }
             )
-            curves[(model, name)] = ScoreCurve(unc, correct, conf, cal)
+            curves[(arm, name)] = ScoreCurve(unc, correct, conf, cal)
     temps = {"error_softmax": t_err, "vote_fraction": t_vote, "max_softmax": t_b}
     return Evaluation(rows, curves, temps)
 
