@@ -301,8 +301,11 @@ def cli_args(data_root, checkpoint, out, **change) -> list[str]:
         ({"--n-draws": "0"}, ["--n-draws", "must be at least 1, got 0"]),
         ({"--chunk-size": "two"}, ["--chunk-size", "not a whole number: 'two'"]),
         ({"--max-images": "0"}, ["--max-images", "must be at least 1"]),
-        ({"--alpha": "1.5", "--early-stop": "sequential"}, ["--alpha", "strictly between 0 and 1, got 1.5"]),
-        ({"--alpha": "0.01"}, ["--alpha applies only with --early-stop sequential"]),
+        (
+            {"--early-stop-alpha": "1.5", "--early-stop": "sequential"},
+            ["--early-stop-alpha", "strictly between 0 and 1, got 1.5"],
+        ),
+        ({"--early-stop-alpha": "0.01"}, ["--early-stop-alpha applies only with --early-stop sequential"]),
         ({"--task": "covid"}, ["--task", "invalid choice: 'covid'"]),
         ({"--profile": "laptop"}, ["--profile", "invalid choice: 'laptop'"]),
         ({"--checkpoint": None}, ["required", "--checkpoint"]),

@@ -165,7 +165,7 @@ def early_stopping_row(
         run.y[split][idx],
         run.task,
         split,
-        run.cfg["scoring"]["early_stop_rounds"],
+        run.cfg["scoring"]["round_size"],
         alphas=(alpha,) if alpha > 0 else (),
     )
     return t[(t.stopping == "exact") if alpha == 0 else (t.stopping == "sequential")].iloc[0].to_dict()

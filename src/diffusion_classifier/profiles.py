@@ -106,7 +106,9 @@ BASE = {
         "batch_size": 512,
         "chunk_size": 64,
         "mixed_precision": "auto",
-        "early_stop_rounds": 1,
+        # early stopping of the vote (scoring.ScoreSettings, `dc-score --early-stop`): draws per round between
+        # checks, and the sequential rule's flip probability (`--early-stop-alpha`)
+        "round_size": 1,
         "early_stop_alpha": 0.001,
         "splits": ["val", "test"],
     },
@@ -258,7 +260,7 @@ PROFILES = {
             "batch_size": 1024,
             "chunk_size": 256,
             "mixed_precision": "bf16",
-            "early_stop_rounds": 4,
+            "round_size": 4,
         },
         "ablation": {"n_draws": [1, 3, 5, 11, 25, 51, 101, 251, 501]},
         "variance": {"n_draws": [1, 3, 5, 11, 25, 51, 101, 251, 501]},

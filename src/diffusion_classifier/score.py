@@ -68,9 +68,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=["off", "exact", "sequential"],
         default="off",
         help="stop drawing for an image once its majority vote is decided: exactly (no class can "
-        "overtake) or sequentially (chance of a different full-vote winner <= --alpha)",
+        "overtake) or sequentially (chance of a different full-vote winner <= --early-stop-alpha)",
     )
-    ap.add_argument("--alpha", type=_probability, default=None, help="sequential early stopping's flip probability")
+    ap.add_argument(
+        "--early-stop-alpha",
+        type=_probability,
+        default=None,
+        help="sequential early stopping's flip probability (the profile's scoring.early_stop_alpha by default)",
+    )
     ap.add_argument(
         "--compile",
         action="store_true",
@@ -78,8 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     ap.add_argument("--precision", default=None, choices=["auto", "bf16", "fp16", "no"])
     a = ap.parse_args(argv)
-    if a.alpha is not None and a.early_stop != "sequential":
-        ap.error("--alpha applies only with --early-stop sequential")
+    if a.early_stop_alpha is not None and a.early_stop != "sequential":
+        ap.error("--early-stop-alpha applies only with --early-stop sequential")
     if os.path.exists(a.out) and not os.path.isdir(a.out):
         ap.error(f"--out {a.out}: exists and is not a folder")
     return a
@@ -124,7 +129,7 @@ def run(a: argparse.Namespace):
             "batch_size": a.batch_size,
             "chunk_size": a.chunk_size,
             "mixed_precision": a.precision,
-            "early_stop_alpha": a.alpha,
+            "early_stop_alpha": a.early_stop_alpha,
             "compile": a.compile or None,
         }.items()
         if v is not None

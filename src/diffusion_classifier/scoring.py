@@ -66,7 +66,7 @@ class ScoreSettings:
             batch_size=sc["batch_size"],
             chunk_size=sc["chunk_size"],
             mixed_precision=sc["mixed_precision"],
-            round_size=sc["early_stop_rounds"],
+            round_size=sc["round_size"],
             early_stop_alpha=sc["early_stop_alpha"],
         )
         return cls(**{**asdict(base), **changes})
