@@ -261,8 +261,8 @@ class Denoiser(torch.nn.Module):
         return haar_forward(x) if self.wavelet == "haar" else x
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        # Haar: x0 estimates are clipped to [-1, 1] per coefficient (the authors' clip, a box that holds every
-        # image), which still lets some blocks decode outside the image range
+        # Haar: the sampler and the explanations clip x0 estimates to [-1, 1] per coefficient (the authors' clip, a
+        # box that holds every image), which still lets some blocks decode outside the image range: clamp after
         return haar_inverse(z).clamp(-1, 1) if self.wavelet == "haar" else z
 
     def noise_to_model(self, noise: torch.Tensor) -> torch.Tensor:
