@@ -112,6 +112,11 @@ def _verdicts(tables, prov, seed_runs: pd.DataFrame | None = None) -> list[str]:
     if (tables / "backbones.csv").exists() and (tables / "backbones_paired.csv").exists():
         models, pairs = (pd.read_csv(tables / f"{n}.csv") for n in ("backbones", "backbones_paired"))
         out += [f"- (notebook 10) {line}" for line in backbones.verdicts(models, pairs)]
+    if (tables / "ablation_paired_backbones.csv").exists():
+        grid = pd.read_csv(tables / "ablation_paired_backbones.csv")
+        for (task, name), g in grid.groupby(["task", "model"]):
+            head = int(g.n_draws.max())  # the profile's headline N is the top of the grid
+            out += [f"- (notebook 10) {line}" for line in ablation.other_n_findings(g, head, f"**{task}**, {name}")]
     if (tables / "uncertainty_backbones.csv").exists():
         unc = pd.read_csv(tables / "uncertainty_backbones.csv")
         out += [f"- (notebook 10) {line}" for line in backbones.uncertainty_lines(unc)]
