@@ -418,19 +418,7 @@ def build() -> str:
     section(
         "Majority vote − mean error up to the paper's regime (notebook 09, one long draw sequence)",
         "ablation_paired_large_n.csv",
-        [
-            "task",
-            "n_draws",
-            "accuracy_diff",
-            "accuracy_diff_ci_low",
-            "accuracy_diff_ci_high",
-            "auc_diff",
-            "auc_diff_ci_low",
-            "auc_diff_ci_high",
-            "only_a_right",
-            "only_b_right",
-            "mcnemar_p",
-        ],
+        ablation.PAIRED_COLUMNS,
     )
     for name in ("scoring", "training"):
         bench = res / "benchmarks" / f"{name}.csv"
