@@ -63,27 +63,28 @@ def network_input(cfg: dict, image_channels: int) -> tuple[int, int]:
 # Every builder takes the *image* channels and sizes the network for the input space itself.
 
 
-def _unet_block_types(u: dict, down_attn: str, down_plain: str, up_attn: str, up_plain: str):
+def _unet_args(cfg: dict, in_channels: int, down_attn: str, up_attn: str) -> dict:
+    """The arguments both UNet classes share, from the `unet` section: input size and channels, widths, layers,
+    norms, dropout, and the block types with `down_attn` / `up_attn` blocks at the attention levels."""
+    u = cfg["unet"]
+    channels, size = network_input(cfg, in_channels)
     n, attn = len(u["block_out_channels"]), set(u["attention_levels"])
-    down = tuple(down_attn if i in attn else down_plain for i in range(n))
-    up = tuple(up_attn if (n - 1 - i) in attn else up_plain for i in range(n))
-    return down, up
+    return {
+        "sample_size": size,
+        "in_channels": channels,
+        "out_channels": channels,
+        "block_out_channels": tuple(u["block_out_channels"]),
+        "layers_per_block": u["layers_per_block"],
+        "down_block_types": tuple(down_attn if i in attn else "DownBlock2D" for i in range(n)),
+        "up_block_types": tuple(up_attn if (n - 1 - i) in attn else "UpBlock2D" for i in range(n)),
+        "norm_num_groups": u["norm_num_groups"],
+        "dropout": u["dropout"],
+    }
 
 
 def build_unet(cfg: dict, in_channels: int, n_classes: int) -> UNet2DModel:
-    u = cfg["unet"]
-    channels, size = network_input(cfg, in_channels)
-    down, up = _unet_block_types(u, "AttnDownBlock2D", "DownBlock2D", "AttnUpBlock2D", "UpBlock2D")
     return UNet2DModel(
-        sample_size=size,
-        in_channels=channels,
-        out_channels=channels,
-        block_out_channels=tuple(u["block_out_channels"]),
-        layers_per_block=u["layers_per_block"],
-        down_block_types=down,
-        up_block_types=up,
-        norm_num_groups=u["norm_num_groups"],
-        dropout=u["dropout"],
+        **_unet_args(cfg, in_channels, "AttnDownBlock2D", "AttnUpBlock2D"),
         num_class_embeds=n_classes + 1,  # + the null label
     )
 
@@ -96,20 +97,10 @@ def build_unet_cond(cfg: dict, in_channels: int, n_classes: int) -> UNet2DCondit
     model's "text_proj" Linear. Here the one-hot label goes through that Linear, which *is* a learned table of
     n_classes + 1 tokens (its weight columns, plus a shared bias) and keeps the whole model one diffusers class
     and one checkpoint."""
-    u, c = cfg["unet"], cfg["unet_cond"]
-    channels, size = network_input(cfg, in_channels)
-    down, up = _unet_block_types(u, "CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    c = cfg["unet_cond"]
     return UNet2DConditionModel(
-        sample_size=size,
-        in_channels=channels,
-        out_channels=channels,
-        block_out_channels=tuple(u["block_out_channels"]),
-        layers_per_block=u["layers_per_block"],
-        down_block_types=down,
-        up_block_types=up,
+        **_unet_args(cfg, in_channels, "CrossAttnDownBlock2D", "CrossAttnUpBlock2D"),
         mid_block_type="UNetMidBlock2DCrossAttn",
-        norm_num_groups=u["norm_num_groups"],
-        dropout=u["dropout"],
         cross_attention_dim=c["cross_attention_dim"],
         # diffusers' `attention_head_dim` of this class is the number of heads (diffusers issue #2011)
         attention_head_dim=c["num_attention_heads"],
