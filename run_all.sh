@@ -5,7 +5,8 @@
 #   bash run_all.sh --extra --from 08     the extra evidence (08 source-shift test, 09 variance), after the default run
 #
 # Environment: DATA_ROOT (default ../shared/data beside the checkout), DC_RESULTS_DIR (default results/),
-# DC_RUNS_DIR (checkpoints and score caches, default runs/), SD_WEIGHTS (Stable Diffusion folder, notebook 07).
+# DC_RUNS_DIR (checkpoints and score caches, default runs/), SD_WEIGHTS (Stable Diffusion folder, notebook 07),
+# DC_NO_BF16=1 (every 'auto' precision runs in fp32, as on a CPU without bf16 support).
 # Outputs: results/notebooks/*.ipynb (executed), results/figures/*.png, results/tables/*.csv,
 # results/provenance.json and results/SUMMARY.md. Stops at the first failing notebook, naming it and the cell.
 set -euo pipefail
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --to) TO=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --extra) EXTRA=1; shift ;;
-    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done

@@ -12,7 +12,7 @@ import torch
 from conftest import one_line_checkpoint_error, tiny_cfg
 
 from diffusion_classifier.denoiser import Denoiser, build_unet
-from diffusion_classifier.device import cap_threads, usable_cores
+from diffusion_classifier.device import cap_threads, resolve_precision, usable_cores
 from diffusion_classifier.errors import CheckpointError
 from diffusion_classifier.sampling import sample_from
 from diffusion_classifier.training import diffusion_loss, train_denoiser
@@ -177,6 +177,19 @@ def test_threads_are_capped_to_the_share_of_the_cores(monkeypatch):
         assert cap_threads() == 1  # a lower setting is kept, not raised
     finally:
         torch.set_num_threads(before)
+
+
+def test_no_bf16_switch_makes_auto_precision_fp32_and_is_recorded(monkeypatch):
+    from diffusion_classifier.provenance import environment
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("DC_NO_BF16", "1")
+    assert resolve_precision("auto", cpu) == "no"
+    assert resolve_precision("bf16", cpu) == "bf16"  # an explicit setting is not overridden
+    assert environment()["cpu_bf16"]["forced_fp32"] is True
+    assert environment()["cpu_bf16"]["auto_precision"] == "fp32"
+    monkeypatch.setenv("DC_NO_BF16", "0")
+    assert environment()["cpu_bf16"]["forced_fp32"] is False
 
 
 # --------------------------------------------------------------------------- corrupt or mismatched checkpoints

@@ -11,7 +11,11 @@ def default_device() -> torch.device:
 
 def bf16_pays_off(device: torch.device) -> bool:
     """bf16 autocast is faster than fp32 on CPUs with AMX/AVX512-BF16 and on Ampere+ GPUs (by how much: the bf16 and
-    fp32 engine rows of results/benchmarks/scoring.csv); elsewhere it emulates and is slower than fp32."""
+    fp32 engine rows of results/benchmarks/scoring.csv); elsewhere it emulates and is slower than fp32.
+    DC_NO_BF16=1 answers no, as on a CPU without bf16 support: every 'auto' precision then runs in fp32 (how the
+    README's fp32 wall time of run_all.sh is measured)."""
+    if os.environ.get("DC_NO_BF16", "") not in ("", "0"):
+        return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     cpu = getattr(torch, "cpu", None)

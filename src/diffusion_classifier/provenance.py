@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import importlib.metadata as md
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 
 import torch
 
+from .device import bf16_pays_off
 from .paths import project_root, results_dir
 from .profiles import get_profile
 
@@ -73,6 +75,9 @@ def environment() -> dict:
     cpu_bf16 = {
         "amx": bool(cpu and cpu._is_amx_tile_supported()),
         "avx512_bf16": bool(cpu and cpu._is_avx512_bf16_supported()),
+        # DC_NO_BF16=1: 'auto' precision ran in fp32 although the CPU has bf16 (device.bf16_pays_off)
+        "forced_fp32": os.environ.get("DC_NO_BF16", "") not in ("", "0"),
+        "auto_precision": "bf16" if bf16_pays_off(torch.device("cpu")) else "fp32",
     }
     return {
         "python": sys.version.split()[0],
