@@ -63,36 +63,26 @@ def rule_row(E, y, rule, n_boot, seed) -> dict:
     return row
 
 
+def table_row(E, y, task, model, rule, n_draws, t_range, n_boot, seed) -> dict:
+    """One row of the ablation tables: the rule's metrics on errors E (already restricted to n_draws / t_range)."""
+    head = {"task": task, "source": "all", "model": model, "rule": rule, "n_draws": n_draws, "t_range": t_range}
+    return {**head, **rule_row(E, y, rule, n_boot, seed)}
+
+
+def draws_kept(E) -> int:
+    """Median over images of the draws a restriction (e.g. a timestep range) kept."""
+    return int(np.median(np.isfinite(E).any(1).sum(1)))
+
+
 def ablation_table(E, U, y, task: str, model: str, n_draws_list, t_ranges, n_boot=1000, seed=0) -> pd.DataFrame:
     rows = []
     for rule in decision.RULES:
         for k in n_draws_list:
             Ek = decision.restrict(E, U, n_draws=k)
-            rows.append(
-                {
-                    "task": task,
-                    "source": "all",
-                    "model": model,
-                    "rule": rule,
-                    "n_draws": k,
-                    "t_range": FULL_RANGE,
-                    **rule_row(Ek, y, rule, n_boot, seed),
-                }
-            )
+            rows.append(table_row(Ek, y, task, model, rule, k, FULL_RANGE, n_boot, seed))
         for lo, hi in t_ranges:
             Er = decision.restrict(E, U, lo, hi)
-            used = np.isfinite(Er).any(1).sum(1)
-            rows.append(
-                {
-                    "task": task,
-                    "source": "all",
-                    "model": model,
-                    "rule": rule,
-                    "n_draws": int(np.median(used)),
-                    "t_range": fmt_range(lo, hi),
-                    **rule_row(Er, y, rule, n_boot, seed),
-                }
-            )
+            rows.append(table_row(Er, y, task, model, rule, draws_kept(Er), fmt_range(lo, hi), n_boot, seed))
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
@@ -117,18 +107,8 @@ def val_selected_rows(E_val, U_val, y_val, E_test, U_test, y_test, task, model, 
     for rule in decision.RULES:
         lo, hi = select_t_range(E_val, U_val, y_val, rule, t_ranges)
         Er = decision.restrict(E_test, U_test, lo, hi)
-        used = np.isfinite(Er).any(1).sum(1)
-        rows.append(
-            {
-                "task": task,
-                "source": "all",
-                "model": model,
-                "rule": rule,
-                "n_draws": int(np.median(used)),
-                "t_range": f"val-selected {fmt_range(lo, hi)}",
-                **rule_row(Er, y_test, rule, n_boot, seed),
-            }
-        )
+        t_range = f"val-selected {fmt_range(lo, hi)}"
+        rows.append(table_row(Er, y_test, task, model, rule, draws_kept(Er), t_range, n_boot, seed))
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 

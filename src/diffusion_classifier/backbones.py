@@ -54,7 +54,7 @@ def trained_scores(p, splits=("val", "test"), desc: str = "score") -> dict:
     """For a backbone's prepared run (`study.prepare` with `run_overrides`): train its denoiser as notebook 02 does (a
     finished run is loaded) and score the splits with the profile's draws. The draws depend on (seed, image, draw)
     only, so the main run's UNet saw the same timesteps and noises: the comparison is paired on draws too.
-    Returns ({split: Scores}, the training history, `describe` of the model)."""
+    Returns ({split: DrawErrors}, the training history, `describe` of the model)."""
     x, y = p.x, p.y
     model, history = train_denoiser(
         p.cfg, x["train"], y["train"], x["val"], y["val"], p.class_names, p.artifact("denoiser")

@@ -88,7 +88,9 @@ class ScoreSettings:
 
 
 @dataclass
-class Scores:
+class DrawErrors:
+    """What scoring returns: errors (lower is better), not class scores; decision.py turns them into decisions."""
+
     E: np.ndarray  # float32 (N, C, K); NaN where a draw or class was skipped (early stopping, elimination)
     U: np.ndarray  # float32 (N, K): the time u in [0, 1) of each draw
 
@@ -274,7 +276,7 @@ class ScoringEngine:
 
     def score(
         self, x: torch.Tensor, n_classes: int, cache_dir=None, image_offset: int = 0, desc: str = "score"
-    ) -> Scores:
+    ) -> DrawErrors:
         """Score images x (N, C, H, W) in [-1, 1]. With cache_dir, chunks are written there as they finish
         and reused on a re-run; with several processes each scores its share of chunks. The cache folder is
         locked while this runs (a second job gets a CheckpointError)."""
@@ -282,7 +284,7 @@ class ScoringEngine:
         with main_process_lock(cache) if cache is not None else nullcontext():
             return self._score(x, n_classes, cache, image_offset, desc)
 
-    def _score(self, x, n_classes, cache, image_offset, desc) -> Scores:
+    def _score(self, x, n_classes, cache, image_offset, desc) -> DrawErrors:
         state = PartialState()
         N, cs, fingerprint = len(x), self.settings.chunk_size, None
         if cache is not None:
@@ -318,7 +320,7 @@ class ScoringEngine:
                 _read_chunk(cache / f"chunk_{c0:07d}.npz", fingerprint, c0, c1, n_classes, self.settings.n_draws)
                 for c0, c1 in chunks
             ]
-        return Scores(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        return DrawErrors(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
     def _open_cache(self, cache: Path, x: torch.Tensor, n_classes: int) -> tuple[str, int]:
         """A cache directory belongs to one (settings, model, data); anything else is refused, not mixed in.

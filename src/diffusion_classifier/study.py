@@ -148,7 +148,7 @@ def seed_everything(seed: int):
 
 
 def score_splits(p: Prepared, model, settings, splits=("val", "test"), desc: str = "score") -> dict:
-    """{split: Scores} of a prepared task's splits under `settings`, each cached in the run's score cache (keyed by
+    """{split: DrawErrors} of a prepared task's splits under `settings`, each cached in the run's score cache (keyed by
     the settings, the weights and the images, so a re-run reads what was scored)."""
     engine = ScoringEngine(model, settings)
     return {

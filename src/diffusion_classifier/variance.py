@@ -32,7 +32,7 @@ def trained_run(p, n_draws: int, splits=("test",), scoring_seed: int | None = No
     ResNet-18 as notebooks 02 and 03 do (a finished run folder is loaded, not retrained), and score the given splits
     with n_draws draws of `scoring_seed` (default: the task's seed). Training seeds compared with one scoring seed see
     the same draws, so their spread holds no draw-sampling noise (the draw x model interaction remains).
-    Returns ({split: Scores}, {split: ResNet softmax})."""
+    Returns ({split: DrawErrors}, {split: ResNet softmax})."""
     x, y = p.x, p.y
     model, _ = train_denoiser(p.cfg, x["train"], y["train"], x["val"], y["val"], p.class_names, p.artifact("denoiser"))
     resnet, _ = train_baseline(
