@@ -1,15 +1,17 @@
-"""What the benchmarks measure with: a clock that waits for the device, FLOP counts, this machine's matmul peak
-(for model FLOP utilisation), peak GPU memory, and the image shapes of the tasks when their data is absent."""
+"""What the benchmarks measure with: a clock that waits for the device, FLOP counts, this machine's compute peak
+(for model FLOP utilisation), and peak GPU memory."""
 
+import contextlib
+import platform
 import time
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils import flop_counter
 
 from diffusion_classifier.device import default_device
 
-# image channels of the study's tasks: the shapes of random stand-in data
-CHANNELS = {"pneumonia": 1, "chexpert": 1, "melanoma": 3, "melanoma_balanced": 3, "dermamnist": 3, "isic2020": 3}
 PRECISIONS = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 _aten = torch.ops.aten
@@ -47,23 +49,58 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_peak(device: torch.device, precision: str, n: int, repeat: int = 5) -> float:
-    """FLOP/s of a large square matmul at the precision ('no' = fp32): this machine's practical peak. On CUDA the
-    fp32 peak allows TF32, as cuDNN's fp32 convolutions do by default."""
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and its bf16 support (platform.processor() is empty on Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
+    cpu = torch.cpu
+    return f"{model} (AMX {cpu._is_amx_tile_supported()}, AVX512-BF16 {cpu._is_avx512_bf16_supported()})"
+
+
+def _best_seconds(device: torch.device, fn, repeat: int) -> float:
+    fn()  # first use picks the kernel
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = clock(device)
+        fn()
+        best = min(best, clock(device) - t0)
+    return best
+
+
+def compute_peak(device: torch.device, precision: str, n: int, repeat: int = 5) -> float:
+    """FLOP/s of the faster of a large square matmul and a large 3x3 convolution at the precision ('no' = fp32):
+    this machine's practical peak, the denominator of MFU. Both, because the two go through different libraries
+    that may not reach the same peak: on AMD CPUs torch's fp32 matmul (MKL) runs at about 0.4x the fp32 convolution
+    (oneDNN, AVX-512), so a matmul-only peak gave conv nets an MFU above 1. On CUDA the fp32 peak allows TF32, as
+    cuDNN's fp32 convolutions do by default."""
     dtype = PRECISIONS[precision]
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    c, side = n // 4, 32  # 3x3 conv, c -> c channels on a side x side map: 2 * 9 c^2 side^2 FLOPs
+    x, w = torch.randn(1, c, side, side, device=device).to(dtype), torch.randn(c, c, 3, 3, device=device).to(dtype)
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        a @ b  # first use picks the kernel
-        best = float("inf")
-        for _ in range(repeat):
-            t0 = clock(device)
-            a @ b
-            best = min(best, clock(device) - t0)
+        matmul = 2 * n**3 / _best_seconds(device, lambda: a @ b, repeat)
+        conv = 2 * 9 * c**2 * side**2 / _best_seconds(device, lambda: F.conv2d(x, w, padding=1), repeat)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
-    return 2 * n**3 / best
+    return max(matmul, conv)
+
+
+def check_mfu(table, columns=("mfu",)):
+    """Refuse a model FLOP utilisation above 1 (5 % allowed for timer noise between the peak's run and the model's):
+    it means the peak was under-measured or the FLOPs over-counted, and every MFU of the table would mislead."""
+    for col in columns:
+        worst = table[col].max()
+        if worst > 1.05:
+            raise RuntimeError(
+                f"{col} {worst:.2f} > 1: the measured peak is below what a model achieved; measure "
+                "the peak longer or check the FLOP count"
+            )
 
 
 def reset_peak_memory(device: torch.device) -> int:

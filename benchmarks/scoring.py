@@ -3,7 +3,7 @@ naive per-image, per-class, per-draw loop (the reference) and the loop shapes of
 (same checkpoint, draws, precision and evaluations), the raw forward over batch sizes (why the cpu
 profile batches 64, not 512), bf16 vs fp32, and early stopping (exact and sequential). Every row also gives the
 FLOPs per UNet evaluation (torch.utils.flop_counter), the achieved FLOP/s and the model FLOP utilisation (MFU:
-achieved FLOP/s over this machine's matmul peak at the row's precision, measured in the same run), and on a GPU
+achieved FLOP/s over this machine's compute peak at the row's precision, measured in the same run), and on a GPU
 the peak memory.
 
     .venv/bin/python benchmarks/scoring.py [--task pneumonia] [--profile cpu] [--images 128] [--draws 32]
@@ -16,12 +16,20 @@ task's shape when its data is absent. Prints a table and writes results/benchmar
 """
 
 import argparse
-import platform
 
 import numpy as np
 import pandas as pd
 import torch
-from measure import CHANNELS, clock, count_flops, matmul_peak, peak_memory_gb, pick_device, reset_peak_memory
+from measure import (
+    check_mfu,
+    clock,
+    compute_peak,
+    count_flops,
+    device_name,
+    peak_memory_gb,
+    pick_device,
+    reset_peak_memory,
+)
 
 from diffusion_classifier import datasets, decision, profiles, study
 from diffusion_classifier.denoiser import Denoiser, build_network
@@ -56,7 +64,8 @@ def load(task: str, profile: str, n_images: int):
             "random images (no data)",
         )
         res = cfg["data"]["resolution"]
-        x = torch.rand(n_images, CHANNELS[task], res, res, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        shape = (n_images, datasets.TASKS[task].channels, res, res)
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
         ckpt = None
     if ckpt is not None and ckpt.exists():
         return cfg, Denoiser.load(ckpt, names), "trained", x, data
@@ -100,9 +109,9 @@ def main():
     engine = ScoringEngine(model, settings, device)
     n_evals = len(x) * C * K
     rows = []
-    # the matmul peak at the engine's precision and fp32, before and after the timings (the better of the two)
-    n = a.matmul_size or (8192 if device.type == "cuda" else 256 if a.quick else 2048)
-    peaks = {q: matmul_peak(device, q, n) for q in {engine.precision, "no"}}
+    # the compute peak at the engine's precision and fp32, before and after the timings (the better of the two)
+    n = a.matmul_size or (8192 if device.type == "cuda" else 1024 if a.quick else 2048)
+    peaks = {q: compute_peak(device, q, n) for q in {engine.precision, "no"}}
 
     # (a) the ceiling, (b) the engine and (c) the naive reference are timed in interleaved rounds (best of
     # each), so that drifts in the machine's speed hit all three alike and the ratios stay meaningful.
@@ -324,7 +333,7 @@ def main():
 
         attempt(f"raw UNet forward, batch-size sweep (batch {b}, {p})", p, sweep)
 
-    peaks = {q: max(v, matmul_peak(device, q, n)) for q, v in peaks.items()}
+    peaks = {q: max(v, compute_peak(device, q, n)) for q, v in peaks.items()}
     # FLOPs of one UNet evaluation: the forward, linear in the batch, so counted on 2 images
     xf, uf, lf = x[:2].to(device), torch.rand(2, device=device), torch.zeros(2, dtype=torch.long, device=device)
     with torch.inference_mode():
@@ -340,6 +349,7 @@ def main():
     df["gflop_per_eval"] = flops / 1e9
     df["achieved_gflops"] = df.evals_per_s * df.gflop_per_eval
     df["mfu"] = df.achieved_gflops * 1e9 / df.precision.map(peaks)
+    check_mfu(df)
     df["note"] = df.get("note", pd.Series("", index=df.index)).fillna("")
     for col in ("wall_s", "mode", "peak_mem_gb"):
         if col not in df:
@@ -390,12 +400,12 @@ def main():
             f"{p} vs fp32 decisions agree on {agree['mean']:.1%} (mean rule), {agree['vote']:.1%} (vote rule); "
             f"max |dE| {np.nanmax(np.abs(full.E - full32.E)):.2e}"
         )
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = device_name(device)
     df.insert(
         0,
         "setup",
         f"{a.task} {a.profile} ({weights} weights, {data}), {len(x)} images x {C} classes x {K} "
-        f"draws, {name}, {threads} threads, torch {torch.__version__}; matmul peak "
+        f"draws, {name}, {threads} threads, torch {torch.__version__}; compute peak (faster of matmul and 3x3 conv) "
         + ", ".join(f"{'fp32' if q == 'no' else q} {v / 1e9:.0f} GFLOP/s" for q, v in peaks.items()),
     )
     out = results_dir() / "benchmarks" / (a.out or "scoring.csv")

@@ -1,9 +1,10 @@
 """Training speed: steps and images per second of each model's training step in several configurations (fp32,
 bf16 autocast, channels_last, torch.compile), each against the raw forward + backward of the same model at the same
 batch (the ceiling: no batch drawing, noising, optimizer or EMA); FLOPs per step (torch.utils.flop_counter),
-achieved FLOP/s and model FLOP utilisation (MFU: achieved FLOP/s over this machine's matmul peak at the same
-precision, measured in the same run); and whether the fastest configuration trains like the default one (loss
-curves over --loss-steps steps, against the gap between two seeds of the default).
+achieved FLOP/s and model FLOP utilisation (MFU: achieved FLOP/s over this machine's compute peak at the same
+precision, the faster of a large matmul and a large 3x3 convolution, measured in the same run); and whether the
+fastest configuration trains like the default one (loss curves over --loss-steps steps, against the gap between
+two seeds of the default).
 
     .venv/bin/python benchmarks/training.py               # cpu profile: both tasks, every configuration
     .venv/bin/python benchmarks/training.py --quick       # seconds: smoke-size models, a few configurations
@@ -22,7 +23,6 @@ import argparse
 import copy
 import gc
 import itertools
-import platform
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -30,9 +30,18 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from measure import CHANNELS, clock, count_flops, matmul_peak, peak_memory_gb, pick_device, reset_peak_memory
+from measure import (
+    check_mfu,
+    clock,
+    compute_peak,
+    count_flops,
+    device_name,
+    peak_memory_gb,
+    pick_device,
+    reset_peak_memory,
+)
 
-from diffusion_classifier import profiles, seeds
+from diffusion_classifier import datasets, profiles, seeds
 from diffusion_classifier.baseline import build_resnet18, random_shift
 from diffusion_classifier.denoiser import BACKBONES, Denoiser, build_network
 from diffusion_classifier.device import autocast, cap_threads, resolve_precision
@@ -312,11 +321,11 @@ def main():
     a.out = a.out or "training.csv"
     device = pick_device(a.device)
     threads = cap_threads()
-    n = a.matmul_size or (8192 if device.type == "cuda" else 256 if a.quick else 2048)
+    n = a.matmul_size or (8192 if device.type == "cuda" else 1024 if a.quick else 2048)
     precisions = {c.precision for c in configs}
 
     def measure_peaks():
-        return {p: matmul_peak(device, p, n) for p in precisions}
+        return {p: compute_peak(device, p, n) for p in precisions}
 
     peaks = measure_peaks()
     out = results_dir() / "benchmarks" / a.out
@@ -324,7 +333,7 @@ def main():
     frames, curves = [], []
     for task in a.tasks:
         cfg = profiles.get_profile(a.profile, task)
-        channels, res = CHANNELS[task], cfg["data"]["resolution"]
+        channels, res = datasets.TASKS[task].channels, cfg["data"]["resolution"]
         precision = resolve_precision(cfg["train"]["mixed_precision"], device)
         default_name = "fp32" if precision == "no" else precision  # what training runs today: eager, contiguous
         runs = [(kind, None) for kind in a.models if kind != "denoiser" or not a.backbones]
@@ -358,6 +367,7 @@ def write(frames, curves, out, a, device, threads, peaks, final=False):
     df["achieved_gflops"] = df.gflop_per_step * df.steps_per_s
     df["mfu"] = df.achieved_gflops * 1e9 / peak
     df["raw_mfu"] = df.gflop_per_step * df.raw_steps_per_s * 1e9 / peak
+    check_mfu(df, ("mfu", "raw_mfu"))
     cols = [
         "model",
         "config",
@@ -376,12 +386,12 @@ def write(frames, curves, out, a, device, threads, peaks, final=False):
         "note",
     ]
     df = df.reindex(columns=cols)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = device_name(device)
     df.insert(
         0,
         "setup",
         f"{a.profile} profile, {name}, {threads} threads, torch {torch.__version__}, best of "
-        f"{a.rounds} rounds; matmul peak "
+        f"{a.rounds} rounds; compute peak (faster of matmul and 3x3 conv) "
         + ", ".join(f"{'fp32' if p == 'no' else p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()),
     )
     df.round(4).to_csv(out, index=False)

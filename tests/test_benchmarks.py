@@ -4,6 +4,8 @@ counter sees attention on the CPU too."""
 import sys
 from pathlib import Path
 
+import pandas as pd
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_cfg
@@ -35,3 +37,12 @@ def test_flops_of_attention_are_counted_on_the_cpu():
     flops = measure.count_flops(lambda: F.scaled_dot_product_attention(q, q, q).sum().backward())
     forward = 2 * (2 * b * h * s * s * d)  # q k^T and (softmax) v: two matmuls of 2 s^2 d FLOPs per head
     assert flops == forward * 3.5  # the backward is 2.5 forward passes (5 matmuls of the same size)
+
+
+def test_flops_of_a_convolution_are_the_hand_count_and_an_mfu_above_one_is_refused():
+    x, w = torch.randn(2, 8, 10, 10), torch.randn(16, 8, 3, 3)
+    flops = measure.count_flops(lambda: F.conv2d(x, w, padding=1))
+    assert flops == 2 * (2 * 10 * 10) * 16 * (8 * 3 * 3)  # 2 FLOPs per multiply-add, per output pixel and channel
+    measure.check_mfu(pd.DataFrame({"mfu": [0.3, 1.0]}))
+    with pytest.raises(RuntimeError, match="peak is below what a model achieved"):
+        measure.check_mfu(pd.DataFrame({"mfu": [0.3, 1.37]}))

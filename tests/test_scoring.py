@@ -37,6 +37,7 @@ def test_seed_mixing_is_pinned():
     assert seeds.draw_seed(1, 2, 3) == (1 * 1_000_003 + 2) * 100_003 + 3 == 100_003_500_018
     assert seeds.draw_seed(7, 11, -1) == 700_024_200_095  # an image's time grid
     assert seeds.epoch_seed(3, 4) == 3004
+    assert seeds.step_seed(2, 5) == 2_000_511 and seeds.val_seed(1, 2) == 15_839 and seeds.stage_seed(4, 3) == 7
     assert draw_time(ScoreSettings(), 3, 2) == 0.47805051004435983  # the engine's draw (0, image 3, draw 2)
     assert draw_noise(ScoreSettings(), 3, 2, (2,)).tolist() == [0.3489707112312317, 0.32317644357681274]
 

@@ -664,6 +664,7 @@ class Task:
     source: str  # file or folder under the data root
     read: Callable[..., tuple[dict, dict]]
     prompts: tuple = ()  # one text prompt per class for the Stable Diffusion arm (empty: a generic template)
+    channels: int = 1  # image channels the reader returns (1 grey, 3 colour): the shape of the benchmarks' stand-ins
 
 
 def _read_medmnist(filename, label_map=None):
@@ -697,17 +698,18 @@ TASKS: dict[str, Task] = {
         _read_medmnist("pneumoniamnist.npz"),
         ("a normal chest x-ray", "a chest x-ray with pneumonia"),
     ),
-    "melanoma": Task(("benign", "melanoma"), "isic2017", _read_isic2017, _SKIN),
+    "melanoma": Task(("benign", "melanoma"), "isic2017", _read_isic2017, _SKIN, channels=3),
     "melanoma_balanced": Task(
-        ("benign", "melanoma"), "isic_melanoma_64.npz", lambda source, *_: (read_npz(source, 2), {}), _SKIN
+        ("benign", "melanoma"), "isic_melanoma_64.npz", lambda source, *_: (read_npz(source, 2), {}), _SKIN, 3
     ),
     "dermamnist": Task(
         ("nevus", "melanoma"),
         "dermamnist.npz",
         _read_medmnist("dermamnist.npz", {5: 0, 4: 1}),
         ("a dermoscopy image of a melanocytic nevus", "a dermoscopy image of a melanoma"),
+        channels=3,
     ),
-    "isic2020": Task(("benign", "melanoma"), "isic2020", _read_isic2020, _SKIN),
+    "isic2020": Task(("benign", "melanoma"), "isic2020", _read_isic2020, _SKIN, channels=3),
     "chexpert": Task(
         ("no finding", "pleural effusion"),
         "CheXpert-v1.0-small",

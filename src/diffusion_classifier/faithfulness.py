@@ -39,7 +39,7 @@ import torch
 from monai.networks.layers import GaussianFilter
 from scipy.stats import spearmanr
 
-from . import decision
+from . import decision, seeds
 from .metrics import bootstrap
 from .scoring import ScoringEngine
 
@@ -293,7 +293,7 @@ def cascading_randomisation(
     randomised = copy.deepcopy(model)
     rows = []
     for i, (name, modules) in enumerate(stages_of(randomised)):
-        reinitialise(modules, seed + i)
+        reinitialise(modules, seeds.stage_seed(seed, i))
         rho = spearman_per_image(np.abs(map_fn(randomised)), np.abs(trained))
         rows.append({"stage": i + 1, "stage_name": name, "rho": rho})
     return rows

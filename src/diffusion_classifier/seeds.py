@@ -5,7 +5,8 @@ derive       a named stream of a run's seed (e.g. the judge's draws in the faith
 draw_seed    the scoring engine's draw (image, draw)
 epoch_seed   a ResNet-18 training epoch
 step_seed    a denoiser training step (its batch, flips, times, noise and label dropout)
-val_seed     the fixed noise of one class's validation loss (the same at every evaluation)"""
+val_seed     the fixed noise of one class's validation loss (the same at every evaluation)
+stage_seed   the re-initialisation of stage `stage` in the cascading model-randomisation test"""
 
 import hashlib
 
@@ -38,3 +39,8 @@ def step_seed(seed: int, step: int) -> int:
 def val_seed(seed: int, class_index: int) -> int:
     """The generator seed of the validation loss of one class: fixed, so evaluations differ only in the weights."""
     return seed + 7919 * class_index
+
+
+def stage_seed(seed: int, stage: int) -> int:
+    """The generator seed that re-initialises stage `stage` (0 = the top) of the cascading randomisation test."""
+    return seed + stage

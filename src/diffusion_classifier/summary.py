@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from . import ablation, backbones, deviations, explainability, shift, uncertainty, variance
+from . import ablation, backbones, deviations, explainability, rerun, shift, uncertainty, variance
 from .paths import results_dir
 
 
@@ -394,6 +394,31 @@ def build() -> str:
                         "voting_outcomes",
                     ],
                 ),
+                "",
+            ]
+        )
+    for path in sorted(tables.glob("rerun_*.csv")):
+        name = path.stem.removeprefix("rerun_")
+        rr = pd.read_csv(path)
+        heads = {t: prov.get("settings", {}).get(t, {}) for t in rr.task.unique()}
+        sentences = []
+        for task, g in rr.groupby("task", sort=False):
+            cfg = heads[task]
+            head = {
+                "rule": cfg.get("decision", {}).get("rule", "vote"),
+                "n_draws": cfg.get("scoring", {}).get("n_draws"),
+            }
+            sentences += [f"- {s}" for s in rerun.verdict(g, name, head)]
+        out.extend(
+            [
+                f"## The same study re-run: {name} (`rerun_{name}.csv`)",
+                "",
+                f"The `{name}` re-run (same profile, seed and test images; its commit, CPU and wall times in "
+                f"`results/reruns/{name}/provenance.json`, its tables beside it) against the committed models, "
+                "paired on the test images (`python -m diffusion_classifier.rerun`). Rows at the headline rule and "
+                "N, and the ResNet-18:",
+                "",
+                *sentences,
                 "",
             ]
         )

@@ -19,7 +19,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 from . import decision
-from .metrics import binary_metrics, bootstrap, resample_indices
+from .metrics import binary_metrics, bootstrap
 
 # ----------------------------------------------------------------------------- scores
 
@@ -192,24 +192,20 @@ def selective_metrics(uncertainty, correct, confidence=None, confidence_cal=None
 
 
 def with_bootstrap(uncertainty, correct, confidence=None, confidence_cal=None, n_bins=10, n_boot=500, seed=0):
-    """selective_metrics plus 95% percentile-bootstrap CIs (`<metric>_ci_low/high`)."""
-    point = selective_metrics(uncertainty, correct, confidence, confidence_cal, n_bins)
-    samples = [
-        selective_metrics(
-            uncertainty[i],
-            correct[i],
-            None if confidence is None else confidence[i],
-            None if confidence_cal is None else confidence_cal[i],
-            n_bins,
+    """selective_metrics plus 95% percentile-bootstrap CIs (`<metric>_ci_low/high`), from metrics.bootstrap."""
+    given = [a for a in (confidence, confidence_cal) if a is not None]
+
+    def metrics_of(u, c, *conf):
+        it = iter(conf)
+        return selective_metrics(
+            u, c, None if confidence is None else next(it), None if confidence_cal is None else next(it), n_bins
         )
-        for i in resample_indices(len(correct), n_boot, seed)
-    ]
+
+    arrays = (np.asarray(uncertainty), np.asarray(correct), *map(np.asarray, given))
+    point, ci = metrics_of(*arrays), bootstrap(metrics_of, arrays, n_boot, seed)
     out = dict(point)
     for k in point:
-        vals = np.array([s[k] for s in samples], dtype=float)
-        ok = np.isfinite(vals)
-        out[f"{k}_ci_low"] = float(np.quantile(vals[ok], 0.025)) if ok.any() else np.nan
-        out[f"{k}_ci_high"] = float(np.quantile(vals[ok], 0.975)) if ok.any() else np.nan
+        out[f"{k}_ci_low"], out[f"{k}_ci_high"] = ci[k]
     return out
 
 

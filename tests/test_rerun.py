@@ -1,0 +1,61 @@
+"""The re-run comparison (rerun.py): paired on images, signed re-run - committed, refuses mismatched images."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffusion_classifier import rerun
+
+
+def _predictions(y, score, model="diffusion-unet", rule="vote", n_draws=51):
+    return pd.DataFrame(
+        {
+            "task": "toy",
+            "split": "test",
+            "image": np.arange(len(y)),
+            "label": y,
+            "model": model,
+            "rule": rule,
+            "n_draws": n_draws,
+            "prediction": (score > 0.5).astype(int),
+            "score": score,
+        }
+    )
+
+
+@pytest.fixture
+def runs():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    good = 1 / (1 + np.exp(-(4 * (y - 0.5) + rng.normal(0, 1, len(y)))))  # AUC about 0.97
+    worse = 1 / (1 + np.exp(-(1 * (y - 0.5) + rng.normal(0, 1, len(y)))))  # AUC about 0.75
+    return y, _predictions(y, good), _predictions(y, worse)
+
+
+def test_a_worse_rerun_gives_a_negative_paired_difference_outside_the_committed_ci(runs):
+    y, committed, worse = runs
+    row = rerun.compare(committed, worse, n_boot=200).iloc[0]
+    assert row.rerun_auc < row.committed_auc
+    assert row.auc_diff == pytest.approx(row.rerun_auc - row.committed_auc)  # sign: re-run minus committed
+    assert row.auc_diff_ci_high < 0 and row.rerun_auc_outside_committed_ci
+    assert row.only_committed_right > row.only_rerun_right
+    changed = np.mean(committed.prediction.to_numpy() != worse.prediction.to_numpy())
+    assert row.decisions_changed == pytest.approx(changed) and changed > 0.1
+    # the same run read twice: nothing moved
+    same = rerun.compare(committed, committed.sample(frac=1, random_state=1), n_boot=200).iloc[0]
+    assert same.auc_diff == 0 and same.decisions_changed == 0 and not same.rerun_auc_outside_committed_ci
+    (sentence,) = rerun.verdict(rerun.compare(committed, worse, n_boot=200), "fp32", {"rule": "vote", "n_draws": 51})
+    assert "outside that CI" in sentence and "a significant paired difference" in sentence
+
+
+def test_only_rows_in_both_runs_are_compared_and_other_images_are_refused(runs):
+    y, committed, worse = runs
+    other_model = worse.assign(model="resnet18", rule="softmax", n_draws=0)
+    both = rerun.compare(pd.concat([committed, other_model]), pd.concat([worse, other_model]), n_boot=0)
+    assert sorted(both.model) == ["diffusion-unet", "resnet18"]
+    with pytest.raises(ValueError, match="test images or labels differ"):
+        rerun.compare(committed, worse.assign(label=1 - worse.label), n_boot=0)
+    with pytest.raises(ValueError, match="test images or labels differ"):
+        rerun.compare(committed, worse.iloc[:-1], n_boot=0)
+    with pytest.raises(ValueError, match="share no"):
+        rerun.compare(committed, other_model, n_boot=0)
