@@ -17,19 +17,10 @@ task's shape when its data is absent. Prints a table and writes results/benchmar
 
 import argparse
 
+import measure
 import numpy as np
 import pandas as pd
 import torch
-from measure import (
-    check_mfu,
-    clock,
-    compute_peak,
-    count_flops,
-    device_name,
-    peak_memory_gb,
-    pick_device,
-    reset_peak_memory,
-)
 
 from diffusion_classifier import datasets, decision, profiles, study
 from diffusion_classifier.denoiser import Denoiser, build_network
@@ -42,12 +33,12 @@ def timed(fn, device, repeat=1, warmup=None):
     """Best time of `repeat` calls (the least disturbed by other work on the machine), the last output and the
     peak GPU memory of the calls."""
     (warmup or fn)()  # oneDNN picks kernels (and torch.compile compiles) on first use
-    best, base = float("inf"), reset_peak_memory(device)
+    best, base = float("inf"), measure.reset_peak_memory(device)
     for _ in range(repeat):
-        t0 = clock(device)
+        t0 = measure.clock(device)
         out = fn()
-        best = min(best, clock(device) - t0)
-    return best, out, peak_memory_gb(device, base)
+        best = min(best, measure.clock(device) - t0)
+    return best, out, measure.peak_memory_gb(device, base)
 
 
 def load(task: str, profile: str, n_images: int):
@@ -98,7 +89,7 @@ def main():
     if a.quick:
         a.profile, a.images, a.draws, a.naive_evals, a.rounds = "smoke", 8, 4, 16, 1
         a.batch_sizes, a.no_compile, a.out = [1, 16], True, a.out or "scoring_quick.csv"
-    device = pick_device(a.device)
+    device = measure.pick_device(a.device)
     threads = cap_threads()
 
     cfg, model, weights, x, data = load(a.task, a.profile, a.images)
@@ -111,7 +102,7 @@ def main():
     rows = []
     # the compute peak at the engine's precision and fp32, before and after the timings (the better of the two)
     n = a.matmul_size or (8192 if device.type == "cuda" else 1024 if a.quick else 2048)
-    peaks = {q: compute_peak(device, q, n) for q in {engine.precision, "no"}}
+    peaks = {q: measure.compute_peak(device, q, n) for q in {engine.precision, "no"}}
 
     # (a) the ceiling, (b) the engine and (c) the naive reference are timed in interleaved rounds (best of
     # each), so that drifts in the machine's speed hit all three alike and the ratios stay meaningful.
@@ -191,9 +182,9 @@ def main():
     in_forward, forward = [0.0], engine.predict
 
     def clocked_forward(*args):
-        t0 = clock(device)
+        t0 = measure.clock(device)
         out = forward(*args)
-        in_forward[0] += clock(device) - t0
+        in_forward[0] += measure.clock(device) - t0
         return out
 
     engine.predict = clocked_forward
@@ -201,19 +192,19 @@ def main():
     engine.score(x[:4], C)  # warm-ups: oneDNN picks its kernels on first use
     raw(), naive(), authors_loop(), li_loop()
     best, out, forward_share = {k: float("inf") for k in runs}, {}, 0.0
-    base = reset_peak_memory(device)
+    base = measure.reset_peak_memory(device)
     for _ in range(a.rounds):
         for name, fn in runs.items():
             in_forward[0] = 0.0
-            t0 = clock(device)
+            t0 = measure.clock(device)
             out[name] = fn()
-            t = clock(device) - t0
+            t = measure.clock(device) - t0
             if t < best[name]:
                 best[name] = t
                 forward_share = in_forward[0] / t if name == "engine" else forward_share
     engine.predict = forward
     full = out["engine"]
-    p, mem = engine.precision, peak_memory_gb(device, base)  # the three share one window: the largest of them
+    p, mem = engine.precision, measure.peak_memory_gb(device, base)  # the three share one window: the largest of them
     rows.append(
         {
             "method": f"raw UNet forward (batch {bs}, {p})",
@@ -333,11 +324,11 @@ def main():
 
         attempt(f"raw UNet forward, batch-size sweep (batch {b}, {p})", p, sweep)
 
-    peaks = {q: max(v, compute_peak(device, q, n)) for q, v in peaks.items()}
+    peaks = {q: max(v, measure.compute_peak(device, q, n)) for q, v in peaks.items()}
     # FLOPs of one UNet evaluation: the forward, linear in the batch, so counted on 2 images
     xf, uf, lf = x[:2].to(device), torch.rand(2, device=device), torch.zeros(2, dtype=torch.long, device=device)
     with torch.inference_mode():
-        flops = count_flops(lambda: model.predict(xf, uf, lf)) / 2
+        flops = measure.count_flops(lambda: model.predict(xf, uf, lf)) / 2
 
     df = pd.DataFrame(rows)
     df["ratio_vs_raw"] = df.evals_per_s / rows[0]["evals_per_s"]
@@ -349,7 +340,7 @@ def main():
     df["gflop_per_eval"] = flops / 1e9
     df["achieved_gflops"] = df.evals_per_s * df.gflop_per_eval
     df["mfu"] = df.achieved_gflops * 1e9 / df.precision.map(peaks)
-    check_mfu(df)
+    measure.check_mfu(df)
     df["note"] = df.get("note", pd.Series("", index=df.index)).fillna("")
     for col in ("wall_s", "mode", "peak_mem_gb"):
         if col not in df:
@@ -400,7 +391,7 @@ def main():
             f"{p} vs fp32 decisions agree on {agree['mean']:.1%} (mean rule), {agree['vote']:.1%} (vote rule); "
             f"max |dE| {np.nanmax(np.abs(full.E - full32.E)):.2e}"
         )
-    name = device_name(device)
+    name = measure.device_name(device)
     df.insert(
         0,
         "setup",

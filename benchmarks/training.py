@@ -26,20 +26,11 @@ import itertools
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import measure
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from measure import (
-    check_mfu,
-    clock,
-    compute_peak,
-    count_flops,
-    device_name,
-    peak_memory_gb,
-    pick_device,
-    reset_peak_memory,
-)
 
 from diffusion_classifier import datasets, profiles, seeds
 from diffusion_classifier.baseline import build_resnet18, random_shift
@@ -174,10 +165,10 @@ MODELS = {
 
 
 def per_call(fn, device, calls: int) -> float:
-    t0 = clock(device)
+    t0 = measure.clock(device)
     for _ in range(calls):
         fn()
-    return (clock(device) - t0) / calls
+    return (measure.clock(device) - t0) / calls
 
 
 def free(device):
@@ -223,18 +214,18 @@ def loss_check(build, cfg, default, fastest, steps: int) -> tuple[str, list]:
 def bench_model(name, build, cfg, batch, configs, default_name, device, a):
     """Rows of one model: every configuration's step and raw pass, timed in interleaved rounds."""
     counted = build(cfg, parse_config("fp32"), 2)  # FLOPs grow linearly with the batch: count them on 2 images
-    flops = count_flops(counted.raw) * batch / 2
+    flops = measure.count_flops(counted.raw) * batch / 2
     del counted
     trainers, calls, memory, failed = {}, {}, {}, {}
     for config in configs:
         try:
-            base = reset_peak_memory(device)
+            base = measure.reset_peak_memory(device)
             trainer = build(cfg, config)
             for _ in range(2):  # warm-up: kernel choice, compilation (forward and backward), optimizer state
                 trainer.step()
                 trainer.raw()
             calls[config.name] = max(1, round(a.seconds / per_call(trainer.step, device, 1)))
-            memory[config.name] = peak_memory_gb(device, base)
+            memory[config.name] = measure.peak_memory_gb(device, base)
             trainers[config.name] = trainer
         except Exception as exc:  # e.g. out of memory, or a compiler failure: report it, time the others
             failed[config.name] = why(exc)
@@ -319,13 +310,13 @@ def main():
         a.out = a.out or "training_quick.csv"
     configs = [parse_config(c) for c in a.configs or CONFIGS]
     a.out = a.out or "training.csv"
-    device = pick_device(a.device)
+    device = measure.pick_device(a.device)
     threads = cap_threads()
     n = a.matmul_size or (8192 if device.type == "cuda" else 1024 if a.quick else 2048)
     precisions = {c.precision for c in configs}
 
     def measure_peaks():
-        return {p: compute_peak(device, p, n) for p in precisions}
+        return {p: measure.compute_peak(device, p, n) for p in precisions}
 
     peaks = measure_peaks()
     out = results_dir() / "benchmarks" / a.out
@@ -367,7 +358,7 @@ def write(frames, curves, out, a, device, threads, peaks, final=False):
     df["achieved_gflops"] = df.gflop_per_step * df.steps_per_s
     df["mfu"] = df.achieved_gflops * 1e9 / peak
     df["raw_mfu"] = df.gflop_per_step * df.raw_steps_per_s * 1e9 / peak
-    check_mfu(df, ("mfu", "raw_mfu"))
+    measure.check_mfu(df, ("mfu", "raw_mfu"))
     cols = [
         "model",
         "config",
@@ -386,7 +377,7 @@ def write(frames, curves, out, a, device, threads, peaks, final=False):
         "note",
     ]
     df = df.reindex(columns=cols)
-    name = device_name(device)
+    name = measure.device_name(device)
     df.insert(
         0,
         "setup",
