@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     --to) TO=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --extra) EXTRA=1; shift ;;
-    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done

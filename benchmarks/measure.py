@@ -1,10 +1,7 @@
 """What the benchmarks measure with: a clock that waits for the device, FLOP counts, this machine's compute peak
 (for model FLOP utilisation), and peak GPU memory."""
 
-import contextlib
-import platform
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -49,18 +46,6 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model and its bf16 support (platform.processor() is empty on Linux)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.machine()
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
-    cpu = torch.cpu
-    return f"{model} (AMX {cpu._is_amx_tile_supported()}, AVX512-BF16 {cpu._is_avx512_bf16_supported()})"
-
-
 def _best_seconds(device: torch.device, fn, repeat: int) -> float:
     fn()  # first use picks the kernel
     best = float("inf")
@@ -71,24 +56,36 @@ def _best_seconds(device: torch.device, fn, repeat: int) -> float:
     return best
 
 
-def compute_peak(device: torch.device, precision: str, n: int, repeat: int = 5) -> float:
-    """FLOP/s of the faster of a large square matmul and a large 3x3 convolution at the precision ('no' = fp32):
-    this machine's practical peak, the denominator of MFU. Both, because the two go through different libraries
-    that may not reach the same peak: on AMD CPUs torch's fp32 matmul (MKL) runs at about 0.4x the fp32 convolution
-    (oneDNN, AVX-512), so a matmul-only peak gave conv nets an MFU above 1. On CUDA the fp32 peak allows TF32, as
-    cuDNN's fp32 convolutions do by default."""
+def peak_rates(device: torch.device, precision: str, n: int, repeat: int = 5) -> dict:
+    """FLOP/s of three large kernels at the precision ('no' = fp32): an n x n matmul and a 3x3 convolution (n/4
+    channels in and out, 32 x 32 map, padding 1: 2 * 9 (n/4)^2 32^2 FLOPs) in both memory formats. They go through
+    different libraries that need not reach the same rate (on AMD CPUs torch's fp32 matmul is MKL's, the
+    convolutions oneDNN's). On CUDA fp32 allows TF32, as cuDNN's fp32 convolutions do by default."""
     dtype = PRECISIONS[precision]
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    c, side = n // 4, 32  # 3x3 conv, c -> c channels on a side x side map: 2 * 9 c^2 side^2 FLOPs
+    c, side = n // 4, 32
     x, w = torch.randn(1, c, side, side, device=device).to(dtype), torch.randn(c, c, 3, 3, device=device).to(dtype)
+    last = torch.channels_last
+    x_last, w_last = x.contiguous(memory_format=last), w.contiguous(memory_format=last)
+    conv_flops = 2 * 9 * c**2 * side**2
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        matmul = 2 * n**3 / _best_seconds(device, lambda: a @ b, repeat)
-        conv = 2 * 9 * c**2 * side**2 / _best_seconds(device, lambda: F.conv2d(x, w, padding=1), repeat)
+        return {
+            "matmul": 2 * n**3 / _best_seconds(device, lambda: a @ b, repeat),
+            "conv3x3": conv_flops / _best_seconds(device, lambda: F.conv2d(x, w, padding=1), repeat),
+            "conv3x3 channels_last": conv_flops
+            / _best_seconds(device, lambda: F.conv2d(x_last, w_last, padding=1), repeat),
+        }
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
-    return max(matmul, conv)
+
+
+def compute_peak(device: torch.device, precision: str, n: int, repeat: int = 5) -> float:
+    """This machine's practical peak at the precision, the denominator of MFU: the fastest of peak_rates. Not the
+    matmul alone: on this project's AMD CPU torch's fp32 matmul ran at about 0.4x the fp32 convolution
+    (results/benchmarks/peaks.csv), so a matmul-only peak gave conv nets an MFU above 1."""
+    return max(peak_rates(device, precision, n, repeat).values())
 
 
 def check_mfu(table, columns=("mfu",)):
@@ -116,3 +113,27 @@ def peak_memory_gb(device: torch.device, baseline: int = 0) -> float:
     if device.type != "cuda":
         return float("nan")
     return (torch.cuda.max_memory_allocated(device) - baseline) / 1e9
+
+
+if __name__ == "__main__":  # the three kernels' rates at fp32 and bf16: results/benchmarks/peaks.csv
+    import pandas as pd
+
+    from diffusion_classifier.device import cap_threads, device_name
+    from diffusion_classifier.paths import results_dir
+
+    threads, device = cap_threads(), default_device()
+    n = 8192 if device.type == "cuda" else 2048
+    rows = [
+        {
+            "device": device_name(device),
+            "threads": threads,
+            "precision": "fp32" if p == "no" else p,
+            "kernel": k,
+            "gflops": v / 1e9,
+        }
+        for p in ("no", "bf16")
+        for k, v in peak_rates(device, p, n).items()
+    ]
+    out = results_dir() / "benchmarks" / ("peaks_gpu.csv" if device.type == "cuda" else "peaks.csv")
+    pd.DataFrame(rows).round(1).to_csv(out, index=False)
+    print(pd.DataFrame(rows).round(1).to_string(index=False), f"\nwritten: {out}", sep="\n")

@@ -20,7 +20,7 @@ def test_pneumonia_official_counts():
     data = datasets.load_task("pneumonia", REAL_DATA, download=False)
     assert counts(data) == {"train": [1214, 3494], "val": [135, 389], "test": [234, 390]}
     assert data.class_names == ["normal", "pneumonia"]
-    assert data.splits["train"].images.shape[1:] == (28, 28, datasets.TASKS["pneumonia"].channels)
+    assert data.splits["train"].images.shape[1:] == (28, 28, 1) and datasets.TASKS["pneumonia"].channels == 1
 
 
 @pytest.mark.skipif(not (REAL_DATA / "isic2017").exists(), reason="shared data absent")
@@ -35,7 +35,7 @@ def test_melanoma_official_counts_near_duplicates_dropped_and_cache(monkeypatch)
     # 29 pairs: 10 inside train, 2 train-val, 11 train-test, 2 val-test, 4 inside test; the later member goes
     assert data.notes["near_duplicates_dropped"] == {"train": 10, "val": 2, "test": 17}
     assert counts(data) == {"train": [1620, 370], "val": [119, 29], "test": [469, 114]}
-    assert data.splits["test"].images.shape == (583, 32, 32, datasets.TASKS["melanoma"].channels)
+    assert data.splits["test"].images.shape == (583, 32, 32, 3) and datasets.TASKS["melanoma"].channels == 3
     kept = {i for s in data.splits.values() for i in s.ids}
     pairs = datasets.isic2017_near_duplicates()
     assert len(pairs) == 29 and not any(a in kept and b in kept for a, b in pairs)
@@ -660,7 +660,9 @@ def test_a_new_task_is_one_registry_entry(tmp_path, monkeypatch):
     monkeypatch.setitem(
         datasets.TASKS,
         "toy",
-        datasets.Task(("a", "b"), "toy.npz", lambda source, *_: (datasets.read_npz(source, 2), {}), ("an a", "a b")),
+        datasets.Task(
+            ("a", "b"), "toy.npz", lambda source, *_: (datasets.read_npz(source, 2), {}), ("an a", "a b"), channels=1
+        ),
     )
     monkeypatch.setenv("DC_RUNS_DIR", str(tmp_path / "runs"))
     p = study.prepare("toy", "smoke", tmp_path, 0)

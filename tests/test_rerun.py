@@ -17,6 +17,7 @@ def _predictions(y, score, model="diffusion-unet", rule="vote", n_draws=51):
             "model": model,
             "rule": rule,
             "n_draws": n_draws,
+            "seed": 0,
             "prediction": (score > 0.5).astype(int),
             "score": score,
         }
@@ -45,7 +46,7 @@ def test_a_worse_rerun_gives_a_negative_paired_difference_outside_the_committed_
     same = rerun.compare(committed, committed.sample(frac=1, random_state=1), n_boot=200).iloc[0]
     assert same.auc_diff == 0 and same.decisions_changed == 0 and not same.rerun_auc_outside_committed_ci
     (sentence,) = rerun.verdict(rerun.compare(committed, worse, n_boot=200), "fp32", {"rule": "vote", "n_draws": 51})
-    assert "outside that CI" in sentence and "a significant paired difference" in sentence
+    assert "outside that CI" in sentence and "these two models differ significantly" in sentence
 
 
 def test_only_rows_in_both_runs_are_compared_and_other_images_are_refused(runs):
@@ -59,3 +60,13 @@ def test_only_rows_in_both_runs_are_compared_and_other_images_are_refused(runs):
         rerun.compare(committed, worse.iloc[:-1], n_boot=0)
     with pytest.raises(ValueError, match="share no"):
         rerun.compare(committed, other_model, n_boot=0)
+
+
+def test_runs_of_another_profile_or_the_same_models_are_refused(runs):
+    y, committed, worse = runs
+    prov = {"profile": "cpu", "seed": 0}
+    rerun.check_comparable(prov, prov, committed, worse)
+    with pytest.raises(ValueError, match="differ in seed"):
+        rerun.check_comparable(prov, {**prov, "seed": 1}, committed, worse)
+    with pytest.raises(ValueError, match="reused the committed models"):
+        rerun.check_comparable(prov, prov, committed, committed.copy())

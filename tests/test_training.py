@@ -162,6 +162,9 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
         torch.testing.assert_close(rank0[k], one[k], rtol=0, atol=1e-4, msg=k)
     one_log, two_log = (json.loads((tmp_path / d / "log0.json").read_text()) for d in ("one", "two"))
     np.testing.assert_allclose(two_log["loss"], one_log["loss"], rtol=1e-5)  # the logged loss is the global batch's
+    # the gradient each step applies is the global batch's mean, not the sum of the processes' (2x)
+    assert len(two_log["grad_norms"]) == len(one_log["grad_norms"]) == 6
+    np.testing.assert_allclose(two_log["grad_norms"], one_log["grad_norms"], rtol=1e-4)
     assert two_log["threads"] == min(2, max(1, usable_cores() // 2))
 
 

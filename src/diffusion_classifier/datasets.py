@@ -664,7 +664,7 @@ class Task:
     source: str  # file or folder under the data root
     read: Callable[..., tuple[dict, dict]]
     prompts: tuple = ()  # one text prompt per class for the Stable Diffusion arm (empty: a generic template)
-    channels: int = 1  # image channels the reader returns (1 grey, 3 colour): the shape of the benchmarks' stand-ins
+    channels: int = field(kw_only=True)  # image channels the reader returns (1 grey, 3 colour); required
 
 
 def _read_medmnist(filename, label_map=None):
@@ -697,10 +697,11 @@ TASKS: dict[str, Task] = {
         "pneumoniamnist.npz",
         _read_medmnist("pneumoniamnist.npz"),
         ("a normal chest x-ray", "a chest x-ray with pneumonia"),
+        channels=1,
     ),
     "melanoma": Task(("benign", "melanoma"), "isic2017", _read_isic2017, _SKIN, channels=3),
     "melanoma_balanced": Task(
-        ("benign", "melanoma"), "isic_melanoma_64.npz", lambda source, *_: (read_npz(source, 2), {}), _SKIN, 3
+        ("benign", "melanoma"), "isic_melanoma_64.npz", lambda source, *_: (read_npz(source, 2), {}), _SKIN, channels=3
     ),
     "dermamnist": Task(
         ("nevus", "melanoma"),
@@ -715,6 +716,7 @@ TASKS: dict[str, Task] = {
         "CheXpert-v1.0-small",
         _read_chexpert,
         ("a chest x-ray with no finding", "a chest x-ray with pleural effusion"),
+        channels=1,
     ),
 }
 

@@ -1,8 +1,23 @@
 """Device, precision and CPU thread choice, shared by training, scoring and the benchmarks."""
 
+import contextlib
 import os
+import platform
+from pathlib import Path
 
 import torch
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and its bf16 support (platform.processor() is empty on Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
+    cpu = torch.cpu
+    return f"{model} (AMX {cpu._is_amx_tile_supported()}, AVX512-BF16 {cpu._is_avx512_bf16_supported()})"
 
 
 def default_device() -> torch.device:

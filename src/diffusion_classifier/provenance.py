@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from .device import bf16_pays_off
+from .device import bf16_pays_off, default_device, device_name
 from .paths import project_root, results_dir
 from .profiles import get_profile
 
@@ -66,18 +66,14 @@ def environment() -> dict:
             versions[p] = md.version(p)
         except md.PackageNotFoundError:
             versions[p] = None
-    device = (
-        torch.cuda.get_device_name(0)
-        if torch.cuda.is_available()
-        else f"cpu ({platform.processor() or platform.machine()})"
-    )
+    device = device_name(default_device())
     cpu = getattr(torch, "cpu", None)
     cpu_bf16 = {
         "amx": bool(cpu and cpu._is_amx_tile_supported()),
         "avx512_bf16": bool(cpu and cpu._is_avx512_bf16_supported()),
         # DC_NO_BF16=1: 'auto' precision ran in fp32 although the CPU has bf16 (device.bf16_pays_off)
         "forced_fp32": os.environ.get("DC_NO_BF16", "") not in ("", "0"),
-        "auto_precision": "bf16" if bf16_pays_off(torch.device("cpu")) else "fp32",
+        "auto_precision": "bf16" if bf16_pays_off(default_device()) else "fp32",
     }
     return {
         "python": sys.version.split()[0],

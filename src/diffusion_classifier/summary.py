@@ -406,17 +406,17 @@ def build() -> str:
             cfg = heads[task]
             head = {
                 "rule": cfg.get("decision", {}).get("rule", "vote"),
-                "n_draws": cfg.get("scoring", {}).get("n_draws"),
+                # the profile's N; where provenance lacks the task's settings, the top of its grid (as _verdicts)
+                "n_draws": cfg.get("scoring", {}).get("n_draws", g.n_draws.max()),
             }
             sentences += [f"- {s}" for s in rerun.verdict(g, name, head)]
         out.extend(
             [
                 f"## The same study re-run: {name} (`rerun_{name}.csv`)",
                 "",
-                f"The `{name}` re-run (same profile, seed and test images; its commit, CPU and wall times in "
-                f"`results/reruns/{name}/provenance.json`, its tables beside it) against the committed models, "
-                "paired on the test images (`python -m diffusion_classifier.rerun`). Rows at the headline rule and "
-                "N, and the ResNet-18:",
+                f"One `{name}` re-run (same profile, seed and test images, checked; its folder, commit and CPU in the "
+                "table's `rerun_*` columns) against the committed models, paired on the test images "
+                "(`python -m diffusion_classifier.rerun`). Rows at the headline rule and N, and the ResNet-18:",
                 "",
                 *sentences,
                 "",
