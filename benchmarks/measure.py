@@ -83,7 +83,7 @@ def peak_rates(device: torch.device, precision: str, n: int, repeat: int = 5) ->
 
 def compute_peak(device: torch.device, precision: str, n: int, repeat: int = 5) -> float:
     """This machine's practical peak at the precision, the denominator of MFU: the fastest of peak_rates. Not the
-    matmul alone: on this project's AMD CPU torch's fp32 matmul ran at about 0.4x the fp32 convolution
+    matmul alone: on this project's AMD CPU torch's fp32 matmul ran at 0.46x the fp32 convolution
     (results/benchmarks/peaks.csv), so a matmul-only peak gave conv nets an MFU above 1."""
     return max(peak_rates(device, precision, n, repeat).values())
 

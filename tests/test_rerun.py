@@ -70,3 +70,16 @@ def test_runs_of_another_profile_or_the_same_models_are_refused(runs):
         rerun.check_comparable(prov, {**prov, "seed": 1}, committed, worse)
     with pytest.raises(ValueError, match="reused the committed models"):
         rerun.check_comparable(prov, prov, committed, committed.copy())
+
+
+def test_summary_states_each_tasks_headline_rerun_rows(runs, tmp_path, monkeypatch):
+    from diffusion_classifier import summary
+
+    y, committed, worse = runs
+    both = pd.concat([committed, committed.assign(task="other")]), pd.concat([worse, worse.assign(task="other")])
+    monkeypatch.setenv("DC_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "tables").mkdir()
+    rerun.compare(*both, n_boot=50).to_csv(tmp_path / "tables" / "rerun_fp32.csv", index=False)
+    text = summary.build()  # no provenance here: the headline N is the top of each task's grid
+    assert "The same study re-run: fp32" in text
+    assert text.count("the one fp32 re-run's test AUC") == 2  # toy and other: one headline row each

@@ -111,8 +111,10 @@ def verdict(table: pd.DataFrame, name: str, headline: dict) -> list[str]:
     return out
 
 
-def check_against_printed(table: pd.DataFrame, classification_csv: Path, tol: float = 1e-6):
-    """The committed AUCs and CIs recomputed from predictions.csv must be the ones classification.csv prints."""
+def check_against_printed(table: pd.DataFrame, classification_csv: Path, tol: float = 5e-4):
+    """The committed AUCs and CIs recomputed from predictions.csv must be the ones classification.csv prints, up to
+    `tol`: predictions.csv stores scores to 12 significant digits, which merges some of the vote score's tiny
+    tie-breaks (measured: at most 3.4e-4 of AUC, vote rows at small N only)."""
     printed = pd.read_csv(classification_csv)
     printed = printed[(printed.source == "all") & (printed.t_range.isna() | (printed.t_range == FULL_RANGE))]
     m = table.merge(printed, on=KEYS)
