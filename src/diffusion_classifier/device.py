@@ -24,12 +24,17 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def forced_fp32() -> bool:
+    """DC_NO_BF16=1: act as on a CPU without bf16 support (every 'auto' precision resolves to fp32)."""
+    return os.environ.get("DC_NO_BF16", "") not in ("", "0")
+
+
 def bf16_pays_off(device: torch.device) -> bool:
     """bf16 autocast is faster than fp32 on CPUs with AMX/AVX512-BF16 and on Ampere+ GPUs (by how much: the bf16 and
     fp32 engine rows of results/benchmarks/scoring.csv); elsewhere it emulates and is slower than fp32.
     DC_NO_BF16=1 answers no, as on a CPU without bf16 support: every 'auto' precision then runs in fp32 (how the
     README's fp32 wall time of run_all.sh is measured)."""
-    if os.environ.get("DC_NO_BF16", "") not in ("", "0"):
+    if forced_fp32():
         return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()

@@ -11,7 +11,6 @@ import argparse
 import datetime as dt
 import importlib.metadata as md
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 
 import torch
 
-from .device import bf16_pays_off, default_device, device_name
+from .device import bf16_pays_off, default_device, device_name, forced_fp32
 from .paths import project_root, results_dir
 from .profiles import get_profile
 
@@ -72,7 +71,7 @@ def environment() -> dict:
         "amx": bool(cpu and cpu._is_amx_tile_supported()),
         "avx512_bf16": bool(cpu and cpu._is_avx512_bf16_supported()),
         # DC_NO_BF16=1: 'auto' precision ran in fp32 although the CPU has bf16 (device.bf16_pays_off)
-        "forced_fp32": os.environ.get("DC_NO_BF16", "") not in ("", "0"),
+        "forced_fp32": forced_fp32(),
         "auto_precision": "bf16" if bf16_pays_off(default_device()) else "fp32",
     }
     return {
