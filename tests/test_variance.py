@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffusion_classifier import ablation, variance
+from diffusion_classifier import ablation, decision, variance
 
 
 def _errors(n_images=200, n_draws=51, vote_edge=True, seed=0):
@@ -130,3 +130,28 @@ def test_stopping_alpha_is_chosen_on_validation_and_stopping_at_scale_saves_draw
     )  # clear votes stop early, more so at larger N
     assert s.loc[101, "full_evals_per_image"] == 202
     assert "Target" in ablation.stopping_at_scale_verdict(next(s.reset_index().itertuples()))
+
+
+def test_stopping_alpha_never_exceeds_the_target_rate_and_draw_orders_are_resampled():
+    rng = np.random.default_rng(2)
+    # every vote clear: any alpha changes nothing on validation, yet alpha stays at or below the target rate
+    # (alpha bounds the expected share of changed votes; a larger one has only the validation count as guard)
+    clear = np.ones((200, 2, 101), dtype=np.float32)
+    clear[:, 1] = np.where(rng.random((200, 101)) < 0.95, 0.9, 1.1)
+    y = np.ones(200, dtype=int)
+    assert ablation.select_stop_alpha(clear, y, 1, alphas=(0.001, 0.005, 0.05), max_changed_rate=0.005) == 0.005
+    assert ablation.select_stop_alpha(clear, y, 1, alphas=(0.001, 0.05), max_changed_rate=0.002) == 0.001
+    assert ablation.select_stop_alpha(clear, y, 1, alphas=(0.01, 0.05), max_changed_rate=0.005) == 0.0
+    # an order that misleads: the first 21 draws favour class 0, the other 80 class 1. In draw order, stopping
+    # at a loose alpha decides for class 0 and changes every vote; random orders mostly do not
+    E = np.ones((50, 2, 101), dtype=np.float32)
+    E[:, 1, :21], E[:, 1, 21:] = 1.1, 0.9
+    first = decision.replay_early_stop(E, 1, 0.2)
+    assert (decision.predict_vote(first) != decision.predict_vote(E)).all()
+    changed, evals = ablation.changed_over_draw_orders(E, 101, 1, 0.2, n_orders=20, seed=0)
+    assert changed.shape == (20,) and changed.mean() < 25 and (evals < 202).all()
+    exact, _ = ablation.changed_over_draw_orders(E, 101, 1, 0.0, n_orders=5, seed=0)
+    assert (exact == 0).all()  # exact stopping never changes a vote, in any order
+    s = ablation.stopping_at_scale(clear, y, clear, y, "toy", [51, 101], 1, n_orders=4)
+    assert (s.n_draw_orders == 4).all() and (s.changed_max_over_orders >= s.changed_mean_over_orders).all()
+    assert "random orders" in ablation.stopping_at_scale_verdict(next(s.itertuples()))

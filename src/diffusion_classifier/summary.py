@@ -434,6 +434,8 @@ def build() -> str:
             "full_evals_per_image",
             "fraction_of_full",
             "changed_vs_full_vote",
+            "changed_mean_over_orders",
+            "changed_max_over_orders",
             "accuracy",
             "full_accuracy",
             "auc",
