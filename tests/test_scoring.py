@@ -237,6 +237,27 @@ def test_compiled_forward_gives_the_eager_errors(tiny_model, images):
     )
 
 
+def test_a_failing_compilation_falls_back_to_the_eager_forward_and_says_why(tiny_model, images, monkeypatch):
+    calls = []
+
+    def broken_compile(fn):
+        def compiled(*args):
+            calls.append(1)
+            raise RuntimeError("no C++ compiler found\nlong inductor traceback")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    s = {**S, "batch_size": 16, "chunk_size": 4}
+    eager = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
+    with pytest.warns(
+        UserWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler found\); scoring eagerly"
+    ):
+        fallen = ScoringEngine(tiny_model, ScoreSettings(**s, compile=True), "cpu").score(images, 2)
+    assert len(calls) == 1  # tried once, then eager for good
+    np.testing.assert_array_equal(fallen.E, eager.E)
+
+
 # --------------------------------------------------------------------------- corrupt or mismatched score caches
 
 refused = one_line_checkpoint_error

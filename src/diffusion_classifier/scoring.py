@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,6 +188,26 @@ def draw_policy(settings: ScoreSettings):
 # ----------------------------------------------------------------------------- the engine
 
 
+def _compiled_or_eager(forward):
+    """torch.compile(forward), falling back for good to the eager forward, with a warning that says why, when a
+    compiled call fails (torch.compile is lazy: a missing compiler, an unsupported op or a failed recompilation for
+    a new batch shape shows only at a call). An error of the eager forward itself is raised as usual."""
+    state = {"use": torch.compile(forward)}
+
+    def predict(*args):
+        if state["use"] is forward:
+            return forward(*args)
+        try:
+            return state["use"](*args)
+        except Exception as exc:  # inductor raises many types (BackendCompilerFailed, OSError, ...)
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {first}); scoring eagerly", stacklevel=2)
+            state["use"] = forward
+            return forward(*args)
+
+    return predict
+
+
 class ScoringEngine:
     def __init__(self, model, settings: ScoreSettings, device=None):
         self.device = torch.device(device) if device else default_device()
@@ -197,7 +218,7 @@ class ScoringEngine:
             # the layout bf16 CPU and GPU convolution kernels prefer (engine speeds: results/benchmarks/scoring.csv)
             self.model.to(memory_format=torch.channels_last)
         # a compiled copy of the forward: the caller's model itself stays eager
-        self.predict = torch.compile(self.model.predict) if settings.compile else self.model.predict
+        self.predict = _compiled_or_eager(self.model.predict) if settings.compile else self.model.predict
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
