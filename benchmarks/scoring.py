@@ -263,6 +263,8 @@ def main():
     def compiled():
         comp = ScoringEngine(model, ScoreSettings.from_profile(cfg, n_draws=K, compile=True), device)
         t, scores, mem = timed(lambda: comp.score(x, C), device, repeat=2, warmup=lambda: comp.score(x[:4], C))
+        if comp.predict.error is not None:  # the engine fell back to eager: not a compiled timing
+            raise RuntimeError(comp.predict.error)
         rows.append(
             {
                 "method": f"engine + torch.compile (batch {bs}, {p})",

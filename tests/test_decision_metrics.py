@@ -84,6 +84,22 @@ def test_replayed_exact_stopping_keeps_every_vote_and_saves_less_than_half():
     assert (loose <= evaluated).all() and loose.mean() < evaluated.mean()
 
 
+def test_replay_stops_each_image_at_the_first_round_its_votes_so_far_are_decided():
+    """The replay counts votes incrementally; the definition checks `vote_decided` on all draws so far."""
+    rng = np.random.default_rng(4)
+    E = rng.random((60, 3, 30)).astype(np.float32)
+    E[:20, 0] *= 0.5  # some clear winners
+    E[20:30, 2, 12:] = np.nan  # a class dropped after 12 draws (successive elimination)
+    for round_size, alpha in [(1, 0.0), (1, 0.05), (4, 0.01), (7, 0.2)]:
+        stops = np.full(len(E), E.shape[2])
+        for stop in reversed(decision.round_ends(E.shape[2], round_size)):
+            decided = decision.vote_decided(E[:, :, :stop], E.shape[2] - stop, alpha)
+            stops[decided] = stop
+        replay = decision.replay_early_stop(E, round_size, alpha)
+        drawn = np.isfinite(replay).any(1).sum(1)
+        assert (drawn == stops).all(), (round_size, alpha)
+
+
 def test_scores_for_auc_rank_the_right_way():
     E = E_from([[[1.0, 1.0], [2.0, 2.0]], [[2.0, 2.0], [1.0, 1.0]]])
     for rule in ("mean", "vote"):

@@ -123,6 +123,8 @@ def test_extra_seeds_notebook_extends_the_main_draws_and_trains_new_seeds(tmp_pa
     assert (tables / "seed_spread.csv").exists()
     stop = pd.read_csv(tables / "early_stopping_large_n.csv")
     assert (stop.n_draws > 11).all() and (stop.unet_evals_per_image <= stop.full_evals_per_image).all()
+    cal = pd.read_csv(tables / "early_stopping_calibration.csv")
+    assert set(cal.split) == {"val", "test"} and set(cal.n_draws) == set(stop.n_draws)
 
 
 @pytest.mark.skipif(not (REAL_DATA / "isic2017").exists(), reason="shared data absent")

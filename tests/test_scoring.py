@@ -231,31 +231,55 @@ def test_compiled_forward_gives_the_eager_errors(tiny_model, images):
     eager = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
     compiled = ScoringEngine(tiny_model, ScoreSettings(**s, compile=True), "cpu")
     np.testing.assert_allclose(compiled.score(images, 2).E, eager.E, rtol=1e-4, atol=1e-6)
-    assert (
-        compiled.predict is not tiny_model.predict
-        and ScoreSettings(**s, compile=True).key() == ScoreSettings(**s).key()
-    )
+    # really compiled: a fallback to eager would compare eager with eager
+    assert compiled.predict.error is None and ScoreSettings(**s, compile=True).key() == ScoreSettings(**s).key()
 
 
 def test_a_failing_compilation_falls_back_to_the_eager_forward_and_says_why(tiny_model, images, monkeypatch):
+    from torch._dynamo.exc import BackendCompilerFailed
+
     calls = []
+
+    def inductor(*a):
+        pass
 
     def broken_compile(fn):
         def compiled(*args):
-            calls.append(1)
-            raise RuntimeError("no C++ compiler found\nlong inductor traceback")
+            calls.append(1)  # dynamo wraps the backend's error; its own first line says only which backend raised
+            raise BackendCompilerFailed(inductor, RuntimeError("no C++ compiler found\nlong traceback"), None)
 
         return compiled
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     s = {**S, "batch_size": 16, "chunk_size": 4}
     eager = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
-    with pytest.warns(
-        UserWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler found\); scoring eagerly"
-    ):
-        fallen = ScoringEngine(tiny_model, ScoreSettings(**s, compile=True), "cpu").score(images, 2)
-    assert len(calls) == 1  # tried once, then eager for good
+    engine = ScoringEngine(tiny_model, ScoreSettings(**s, compile=True), "cpu")
+    with pytest.warns(UserWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler found\); scoring"):
+        fallen = engine.score(images, 2)
+    assert len(calls) == 1 and engine.predict.error == "RuntimeError: no C++ compiler found"  # then eager for good
     np.testing.assert_array_equal(fallen.E, eager.E)
+
+    # a failure at torch.compile itself falls back too
+    def no_compile(fn):
+        raise RuntimeError("Python 3.99 is not supported")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    with pytest.warns(UserWarning, match="Python 3.99 is not supported"):
+        engine = ScoringEngine(tiny_model, ScoreSettings(**s, compile=True), "cpu")
+    np.testing.assert_array_equal(engine.score(images, 2).E, eager.E)
+
+
+def test_an_error_the_eager_forward_repeats_is_not_blamed_on_the_compiler(monkeypatch):
+    from diffusion_classifier.scoring import CompiledOrEager
+
+    def forward(x):
+        raise ValueError("bad input shape")
+
+    monkeypatch.setattr(torch, "compile", lambda fn: fn)
+    predict = CompiledOrEager(forward)
+    with pytest.raises(ValueError, match="bad input shape"):
+        predict(torch.zeros(1))
+    assert predict.error is None  # still compiled: the compiler was not at fault
 
 
 # --------------------------------------------------------------------------- corrupt or mismatched score caches

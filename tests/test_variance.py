@@ -117,13 +117,14 @@ def test_stopping_alpha_is_chosen_on_validation_and_stopping_at_scale_saves_draw
     alpha = ablation.select_stop_alpha(Ev, yv, 1, max_changed_rate=0.005)
     t = ablation.early_stopping_table(Ev, yv, "", "val", 1, (alpha,))
     assert t[t.stopping == "sequential"].changed_vs_full_vote.iloc[0] <= 0.005 * 300  # the rule it was chosen by
+    assert 0 < alpha < 0.005  # a validation veto: at the cap (0.005) this validation set changes too many votes
     assert ablation.select_stop_alpha(Ev, yv, 1, alphas=(0.9999,), max_changed_rate=0.0) == 0.0  # nothing qualifies
     # chosen on validation: where every validation vote is a coin flip only exact stopping keeps them, even though
     # the test votes are clear enough for any alpha
     flips = np.ones((300, 2, 101), dtype=np.float32)
     flips[:, 1] = np.where(rng.random((300, 101)) < 0.5, 0.9, 1.1)
-    exact = ablation.stopping_at_scale(flips, yv, Et, yt, "toy", [51, 101], 1, max_changed_rate=0.0)
-    assert (exact.alpha_selected_on_val == 0.0).all() and exact.changed_vs_full_vote.eq(0).all()
+    exact = ablation.stopping_at_scale(flips, yv, Et, yt, "toy", [51, 101], 1, alphas=(0.001, 0.005), n_orders=2)
+    assert (exact.alpha_selected_on_val == 0.0).all() and exact.changed_vs_full_vote.eq(0).all()  # vetoed
     s = ablation.stopping_at_scale(Ev, yv, Et, yt, "toy", [51, 101], 1).set_index("n_draws")
     assert (
         s.loc[101, "fraction_of_full"] < s.loc[51, "fraction_of_full"] < 0.5
@@ -155,3 +156,27 @@ def test_stopping_alpha_never_exceeds_the_target_rate_and_draw_orders_are_resamp
     s = ablation.stopping_at_scale(clear, y, clear, y, "toy", [51, 101], 1, n_orders=4)
     assert (s.n_draw_orders == 4).all() and (s.changed_max_over_orders >= s.changed_mean_over_orders).all()
     assert "random orders" in ablation.stopping_at_scale_verdict(next(s.itertuples()))
+
+
+def test_stopping_calibration_flags_images_nearer_a_tie_than_the_prior():
+    from scipy.stats import beta
+
+    assert ablation.JEFFREYS_NEAR_TIE == pytest.approx(beta.cdf(0.65, 0.5, 0.5) - beta.cdf(0.35, 0.5, 0.5))
+    rng = np.random.default_rng(3)
+
+    def errors(n, K, p):
+        E = np.ones((n, 2, K), dtype=np.float32)
+        E[:, 1] = np.where(rng.random((n, K)) < p, 0.9, 1.1)  # class 1 wins a draw with probability p
+        return E
+
+    # coin flips: every image near a tie, far more than the prior's 19 %: stopping changes more than alpha
+    # of them; clear images (p = 0.95): none near a tie, and fewer than alpha changed
+    cal = ablation.stopping_calibration(
+        {"val": errors(200, 101, 0.95), "test": errors(200, 101, 0.5)}, "toy", [101], 1, alphas=(0.01,), n_orders=5
+    ).set_index("split")
+    assert cal.loc["test", "near_tie_share"] > 0.9 > ablation.JEFFREYS_NEAR_TIE > cal.loc["val", "near_tie_share"]
+    assert cal.loc["test", "changed_share_mean_over_orders"] > 0.01 >= cal.loc["val", "changed_share_mean_over_orders"]
+    line = ablation.stopping_calibration_verdict(cal.reset_index(), 101, 0.01)
+    assert "exceeds α on test" in line and "19.4%" in line
+    with pytest.raises(ValueError, match="need at least as many stored draws"):
+        ablation.changed_over_draw_orders(errors(5, 11, 0.5), 21, 1, 0.01, 2, 0)

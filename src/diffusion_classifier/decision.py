@@ -121,9 +121,9 @@ def positive_score(E: np.ndarray, rule: str) -> np.ndarray:
     return scores[:, 1] - scores[:, 0]
 
 
-def _leader_and_runner_up(E: np.ndarray):
-    """(N,) vote counts of the leading class and of the runner-up (None for a single class)."""
-    v = np.sort(votes(E), axis=1)
+def _leader_and_runner_up(counts: np.ndarray):
+    """(N,) vote counts of the leading class and of the runner-up (None for a single class), from (N, C) votes."""
+    v = np.sort(counts, axis=1)
     return (v[:, -1], v[:, -2]) if v.shape[1] > 1 else (v[:, -1], None)
 
 
@@ -142,7 +142,7 @@ def vote_flip_probability(E: np.ndarray, remaining: int) -> np.ndarray:
     b + 1/2) (Jeffreys prior) and its future votes X the matching beta-binomial: the leader fails to win
     strictly when a + X <= b + remaining - X. Exact for two classes; for more, the other classes are ignored
     and every remaining draw is counted as contested between the two (an approximation)."""
-    a, b = _leader_and_runner_up(E)
+    a, b = _leader_and_runner_up(votes(E))
     return np.zeros(len(a)) if b is None else _flip_probability(a, b, remaining)
 
 
@@ -155,7 +155,12 @@ def vote_decided(E: np.ndarray, remaining: int, alpha: float = 0.0) -> np.ndarra
     alpha > 0 (sequential): also stop when the probability that the full vote would end otherwise
     (`vote_flip_probability`) is at most alpha; predictions then differ from the full vote's with a small,
     measured probability instead of never."""
-    a, b = _leader_and_runner_up(E)
+    return _decided(votes(E), remaining, alpha)
+
+
+def _decided(counts: np.ndarray, remaining: int, alpha: float) -> np.ndarray:
+    """`vote_decided` from (N, C) vote counts."""
+    a, b = _leader_and_runner_up(counts)
     if b is None:
         return np.ones(len(a), dtype=bool)
     decided = (a - b) > remaining
@@ -176,9 +181,12 @@ def replay_early_stop(E: np.ndarray, round_size: int, alpha: float = 0.0) -> np.
     N, C, K = E.shape
     out = np.full_like(E, np.nan)
     active = np.ones(N, dtype=bool)
+    counts = np.zeros((N, C), dtype=np.int64)  # votes are additive over draws: count each round's draws once
     start = 0
     for stop in round_ends(K, round_size):
         out[active, :, start:stop] = E[active, :, start:stop]
-        active &= ~vote_decided(out[:, :, :stop], K - stop, alpha)
+        counts[active] += votes(E[active, :, start:stop])
+        idx = np.flatnonzero(active)
+        active[idx[_decided(counts[idx], K - stop, alpha)]] = False
         start = stop
     return out

@@ -188,24 +188,42 @@ def draw_policy(settings: ScoreSettings):
 # ----------------------------------------------------------------------------- the engine
 
 
-def _compiled_or_eager(forward):
-    """torch.compile(forward), falling back for good to the eager forward, with a warning that says why, when a
-    compiled call fails (torch.compile is lazy: a missing compiler, an unsupported op or a failed recompilation for
-    a new batch shape shows only at a call). An error of the eager forward itself is raised as usual."""
-    state = {"use": torch.compile(forward)}
+def _why(exc: BaseException) -> str:
+    """A compile failure's reason in one line: the backend's own exception where dynamo wraps it
+    (BackendCompilerFailed says only "backend='inductor' raised:" on its first line), else the message."""
+    inner = getattr(exc, "inner_exception", None) or exc
+    lines = [line for line in str(inner).splitlines() if line.strip()]
+    return f"{type(inner).__name__}: {lines[0][:200] if lines else ''}"
 
-    def predict(*args):
-        if state["use"] is forward:
-            return forward(*args)
+
+class CompiledOrEager:
+    """torch.compile(forward), falling back for good to the eager forward, with a warning that says why, when
+    compiling fails: at torch.compile itself, or lazily at a call (a missing compiler, an unsupported op, a failed
+    recompilation for a new batch shape). A failure the eager forward repeats (bad input) or out of memory is
+    raised as it is, not blamed on the compiler. `error` holds the reason once it has fallen back."""
+
+    def __init__(self, forward):
+        self.forward, self.error = forward, None
         try:
-            return state["use"](*args)
-        except Exception as exc:  # inductor raises many types (BackendCompilerFailed, OSError, ...)
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {first}); scoring eagerly", stacklevel=2)
-            state["use"] = forward
-            return forward(*args)
+            self.compiled = torch.compile(forward)
+        except Exception as exc:
+            self._fall_back(exc)
 
-    return predict
+    def _fall_back(self, exc):
+        self.error = _why(exc)
+        warnings.warn(f"torch.compile failed ({self.error}); scoring eagerly", stacklevel=4)
+
+    def __call__(self, *args):
+        if self.error is not None:
+            return self.forward(*args)
+        try:
+            return self.compiled(*args)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # inductor raises many types (BackendCompilerFailed, OSError, ...)
+            out = self.forward(*args)  # raises if the eager forward fails too: then it was not the compiler
+            self._fall_back(exc)
+            return out
 
 
 class ScoringEngine:
@@ -218,7 +236,7 @@ class ScoringEngine:
             # the layout bf16 CPU and GPU convolution kernels prefer (engine speeds: results/benchmarks/scoring.csv)
             self.model.to(memory_format=torch.channels_last)
         # a compiled copy of the forward: the caller's model itself stays eager
-        self.predict = _compiled_or_eager(self.model.predict) if settings.compile else self.model.predict
+        self.predict = CompiledOrEager(self.model.predict) if settings.compile else self.model.predict
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

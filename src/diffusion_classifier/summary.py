@@ -105,10 +105,15 @@ def _verdicts(tables, prov, seed_runs: pd.DataFrame | None = None) -> list[str]:
                     f"sequence) {ablation.voting_verdict(pairs, head.iloc[0], task)}"
                 )
     if (tables / "early_stopping_large_n.csv").exists():
-        out += [
-            f"- (notebook 09) {ablation.stopping_at_scale_verdict(r)}"
-            for r in pd.read_csv(tables / "early_stopping_large_n.csv").itertuples()
-        ]
+        stopping = pd.read_csv(tables / "early_stopping_large_n.csv")
+        out += [f"- (notebook 09) {ablation.stopping_at_scale_verdict(r)}" for r in stopping.itertuples()]
+        if (tables / "early_stopping_calibration.csv").exists():
+            cal = pd.read_csv(tables / "early_stopping_calibration.csv")
+            out += [
+                f"- (notebook 09) {ablation.stopping_calibration_verdict(cal, r.n_draws, r.alpha_selected_on_val)}"
+                for r in stopping.itertuples()
+                if r.alpha_selected_on_val > 0
+            ]
     if (tables / "backbones.csv").exists() and (tables / "backbones_paired.csv").exists():
         models, pairs = (pd.read_csv(tables / f"{n}.csv") for n in ("backbones", "backbones_paired"))
         out += [f"- (notebook 10) {line}" for line in backbones.verdicts(models, pairs)]
@@ -441,6 +446,25 @@ def build() -> str:
             "auc",
             "full_auc",
         ],
+    )
+    section(
+        "Is α what it says? Votes changed by sequential stopping against α, both splits (notebook 09)",
+        "early_stopping_calibration.csv",
+        [
+            "split",
+            "n_draws",
+            "alpha",
+            "n_images",
+            "changed_share",
+            "changed_share_mean_over_orders",
+            "changed_max_over_orders",
+            "fraction_of_full_mean_over_orders",
+            "near_tie_share",
+            "jeffreys_near_tie_share",
+        ],
+        note="changed_share: on the stored draw order; mean over orders: the same stored draws in random orders; "
+        "near_tie_share: images whose full vote share of class 1 lies in 0.35–0.65 (the Jeffreys prior's mass there "
+        "beside it). Validation rows are the table the α was chosen from.",
     )
     section(
         "Majority vote − mean error up to the paper's regime (notebook 09, one long draw sequence)",
