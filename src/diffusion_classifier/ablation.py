@@ -401,7 +401,8 @@ def stopping_at_scale(
     n_orders: int = 50,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Sequential stopping at large N: per N (the first N draws), alpha selected on validation, then on test the UNet
+    """Sequential stopping at large N: per N (the first N draws), alpha by `select_stop_alpha` (capped at the target
+    rate, vetoed by validation), then on test the UNet
     evaluations per image against the full N, the votes changed against the full vote, and accuracy and AUC of the
     stopped vote beside the full vote's. The changed votes and evaluations are also given over n_orders random
     orders of the stored draws (`changed_over_draw_orders`; needs at least N stored draws), so a target is judged

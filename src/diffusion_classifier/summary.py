@@ -428,7 +428,7 @@ def build() -> str:
             ]
         )
     section(
-        "Sequential early stopping at large N, alpha chosen on validation (notebook 09)",
+        "Sequential early stopping at large N, alpha capped at the target rate, validation veto (notebook 09)",
         "early_stopping_large_n.csv",
         [
             "task",
