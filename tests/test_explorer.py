@@ -235,15 +235,27 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
             page.goto(f"http://127.0.0.1:{port}/lab/tree/explore.ipynb?token={token}", timeout=120_000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-            page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-            page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
-            try:
-                page.wait_for_selector("#dc-explorer-table", state="attached", timeout=300_000)
-            except Exception:
+
+            def run_all_cells():
+                page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+                page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+
+            run_all_cells()
+            # JupyterLab sometimes asks which kernel to use even though the notebook's own one has started (a race
+            # of its session dialog): accept the preselected kernel (the notebook's) and run all cells again
+            table, deadline = page.locator("#dc-explorer-table"), time.monotonic() + 300
+            while not table.count() and time.monotonic() < deadline:
+                accept = page.locator(".jp-Dialog .jp-mod-accept")
+                if accept.count() and accept.first.is_visible():
+                    accept.first.click()
+                    page.wait_for_timeout(2000)
+                    run_all_cells()
+                page.wait_for_timeout(1000)
+            if not table.count():
                 page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
                 raise AssertionError(
                     f"no explorer table; screenshot {tmp_path / 'failed.png'}, server log {tmp_path / 'jupyter.log'}"
-                ) from None
+                )
             before = _cell_value(page, "diffusion auc")
             default = explorer.classification_row(run, rule=run.cfg["decision"]["rule"], n_boot=0)["auc"]
             assert before == f"{default:.4f}"
