@@ -305,6 +305,14 @@ def select_stop_alpha(
     return float(ok.alpha.max()) if len(ok) else 0.0
 
 
+def _stopped(full: np.ndarray, round_size: int, alpha: float):
+    """Stopping replayed on the draws of `full`: (stopped E, votes changed against full's own vote, UNet
+    evaluations per image)."""
+    Es = decision.replay_early_stop(full, round_size, alpha)
+    changed = int((decision.predict_vote(Es) != decision.predict_vote(full)).sum())
+    return Es, changed, float(np.isfinite(Es).sum((1, 2)).mean())
+
+
 def changed_over_draw_orders(E: np.ndarray, n_draws: int, round_size: int, alpha: float, n_orders: int, seed: int):
     """Votes changed by stopping (against each order's own full vote) and UNet evaluations per image, over n_orders
     random orders of E's draws, each cut to its first n_draws. Valid because the engine's draws are i.i.d. given the
@@ -316,10 +324,7 @@ def changed_over_draw_orders(E: np.ndarray, n_draws: int, round_size: int, alpha
     rng = np.random.default_rng(seed)
     changed, evals = np.empty(n_orders, dtype=int), np.empty(n_orders)
     for i in range(n_orders):
-        full = E[:, :, rng.permutation(E.shape[2])[:n_draws]]
-        Es = decision.replay_early_stop(full, round_size, alpha)
-        changed[i] = int((decision.predict_vote(Es) != decision.predict_vote(full)).sum())
-        evals[i] = float(np.isfinite(Es).sum((1, 2)).mean())
+        _, changed[i], evals[i] = _stopped(E[:, :, rng.permutation(E.shape[2])[:n_draws]], round_size, alpha)
     return changed, evals
 
 
@@ -343,7 +348,7 @@ def stopping_calibration(
             share = decision.votes(full)[:, 1] / k
             near = float(((share >= NEAR_TIE[0]) & (share <= NEAR_TIE[1])).mean())
             for alpha in alphas:
-                Es = decision.replay_early_stop(full, round_size, alpha)
+                _, stored_changed, _ = _stopped(full, round_size, alpha)
                 changed, evals = changed_over_draw_orders(E, k, round_size, alpha, n_orders, seed)
                 rows.append(
                     {
@@ -352,7 +357,7 @@ def stopping_calibration(
                         "n_draws": k,
                         "alpha": alpha,
                         "n_images": len(E),
-                        "changed_share": float((decision.predict_vote(Es) != decision.predict_vote(full)).mean()),
+                        "changed_share": stored_changed / len(E),
                         "changed_share_mean_over_orders": float(changed.mean() / len(E)),
                         "changed_max_over_orders": int(changed.max()),
                         "fraction_of_full_mean_over_orders": float(evals.mean() / (E.shape[1] * k)),
@@ -410,8 +415,9 @@ def stopping_at_scale(
     rows = []
     for k in n_draws_list:
         alpha = select_stop_alpha(E_val[:, :, :k], y_val, round_size, alphas, max_changed_rate)
-        full, Es = E_test[:, :, :k], decision.replay_early_stop(E_test[:, :, :k], round_size, alpha)
-        evals, full_evals = float(np.isfinite(Es).sum((1, 2)).mean()), float(np.isfinite(full).sum((1, 2)).mean())
+        full = E_test[:, :, :k]
+        Es, stored_changed, evals = _stopped(full, round_size, alpha)
+        full_evals = float(np.isfinite(full).sum((1, 2)).mean())
         stopped, whole = (
             binary_metrics(y_test, decision.predict(e, "vote"), decision.positive_score(e, "vote")) for e in (Es, full)
         )
@@ -426,7 +432,7 @@ def stopping_at_scale(
                 "unet_evals_per_image": evals,
                 "full_evals_per_image": full_evals,
                 "fraction_of_full": evals / full_evals,
-                "changed_vs_full_vote": int((decision.predict(Es, "vote") != decision.predict(full, "vote")).sum()),
+                "changed_vs_full_vote": stored_changed,
                 "accuracy": stopped["accuracy"],
                 "full_accuracy": whole["accuracy"],
                 "auc": stopped["auc"],

@@ -184,9 +184,9 @@ def replay_early_stop(E: np.ndarray, round_size: int, alpha: float = 0.0) -> np.
     counts = np.zeros((N, C), dtype=np.int64)  # votes are additive over draws: count each round's draws once
     start = 0
     for stop in round_ends(K, round_size):
-        out[active, :, start:stop] = E[active, :, start:stop]
-        counts[active] += votes(E[active, :, start:stop])
         idx = np.flatnonzero(active)
+        out[idx, :, start:stop] = E[idx, :, start:stop]
+        counts[idx] += votes(E[idx, :, start:stop])
         active[idx[_decided(counts[idx], K - stop, alpha)]] = False
         start = stop
     return out
