@@ -124,7 +124,11 @@ def test_extra_seeds_notebook_extends_the_main_draws_and_trains_new_seeds(tmp_pa
     stop = pd.read_csv(tables / "early_stopping_large_n.csv")
     assert (stop.n_draws > 11).all() and (stop.unet_evals_per_image <= stop.full_evals_per_image).all()
     cal = pd.read_csv(tables / "early_stopping_calibration.csv")
-    assert set(cal.split) == {"val", "test"} and set(cal.n_draws) == set(stop.n_draws)
+    assert set(cal.split) == {"val", "test", "test_fresh_draws"} and set(cal.n_draws) == set(stop.n_draws)
+    # the confirmatory rows read other draws of the same test images: same cap, same alpha, their own votes
+    assert stop.draws.nunique() == 2 and stop.alpha_cap.nunique() == 1
+    per_split = cal.set_index(["split", "n_draws", "alpha"]).fraction_of_full_mean_over_orders
+    assert not np.allclose(per_split["test_fresh_draws"], per_split["test"])
 
 
 @pytest.mark.skipif(not (REAL_DATA / "isic2017").exists(), reason="shared data absent")

@@ -1,5 +1,7 @@
 """Notebook 09's statistics: draw replicates, one run's paired numbers, the spread over runs and the verdicts."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,6 +136,7 @@ def test_stopping_alpha_is_chosen_on_validation_and_stopping_at_scale_saves_draw
         s.loc[101, "fraction_of_full"] < s.loc[51, "fraction_of_full"] < 0.5
     )  # clear votes stop early, more so at larger N
     assert s.loc[101, "full_evals_per_image"] == 202
+    assert (s.alpha_cap == ablation.alpha_cap(len(yt), 0.005)).all() and (s.alpha_selected_on_val <= s.alpha_cap).all()
     assert "Target" in ablation.stopping_at_scale_verdict(next(s.reset_index().itertuples()))
 
 
@@ -144,8 +147,13 @@ def test_stopping_alpha_never_exceeds_the_target_rate_and_draw_orders_are_resamp
     clear = np.ones((200, 2, 101), dtype=np.float32)
     clear[:, 1] = np.where(rng.random((200, 101)) < 0.95, 0.9, 1.1)
     y = np.ones(200, dtype=int)
-    assert ablation.select_stop_alpha(clear, y, 1, alphas=(0.001, 0.005, 0.05), max_changed_rate=0.005) == 0.005
-    assert ablation.select_stop_alpha(clear, y, 1, alphas=(0.001, 0.05), max_changed_rate=0.002) == 0.001
+    # (at a loose confidence the cap is the target rate itself; at 95 % one run on 200 images allows 1 changed vote,
+    # and Poisson(0.005 * 200) exceeds 1 with chance 0.26, so the cap drops to 0.001)
+    assert ablation.select_stop_alpha(clear, y, 1, (0.001, 0.005, 0.05), 0.005, confidence=0.5) == 0.005
+    assert ablation.select_stop_alpha(clear, y, 1, alphas=(0.001, 0.005, 0.05), max_changed_rate=0.005) == 0.001
+    assert (
+        ablation.select_stop_alpha(clear, y, 1, alphas=(0.001, 0.05), max_changed_rate=0.002, confidence=0.5) == 0.001
+    )
     assert ablation.select_stop_alpha(clear, y, 1, alphas=(0.01, 0.05), max_changed_rate=0.005) == 0.0
     # an order that misleads: the first 21 draws favour class 0, the other 80 class 1. In draw order, stopping
     # at a loose alpha decides for class 0 and changes every vote; random orders mostly do not
@@ -160,6 +168,30 @@ def test_stopping_alpha_never_exceeds_the_target_rate_and_draw_orders_are_resamp
     s = ablation.stopping_at_scale(clear, y, clear, y, "toy", [51, 101], 1, n_orders=4)
     assert (s.n_draw_orders == 4).all() and (s.changed_max_over_orders >= s.changed_mean_over_orders).all()
     assert "random orders" in ablation.stopping_at_scale_verdict(next(s.itertuples()))
+
+
+def test_alpha_cap_makes_one_run_meet_the_target_with_the_stated_confidence():
+    # 624 test images, target 0.5 %: 3 changed votes allowed. Simulated runs whose changed count is a sum of
+    # independent per-image events with mean alpha * 624 (a tenth of the images near a tie carry all of it):
+    # at the cap the target holds in >= 95 % of runs; at the next alpha up, the target rate itself, it does not
+    n, rate = 624, 0.005
+    cap = ablation.alpha_cap(n, rate)
+    assert cap == 0.002 and cap < rate
+    rng = np.random.default_rng(4)
+    near = n // 10
+
+    def share_of_runs_within(alpha):
+        changed = (rng.random((20_000, near)) < alpha * n / near).sum(1)
+        return float((changed <= math.floor(rate * n)).mean())
+
+    assert share_of_runs_within(cap) >= 0.95
+    assert share_of_runs_within(0.005) < 0.8  # the old cap: the target as the expected count fails often
+    # more images allow a larger count and so a larger alpha; none when no alpha qualifies; never above the rate
+    assert ablation.alpha_cap(200, rate) == 0.001 and ablation.alpha_cap(20, rate, alphas=(0.01, 0.05)) == 0.0
+    # a million images: the count's spread is small beside its mean, so alpha may come close to the rate
+    # (Poisson(4,900) exceeds 5,000 with chance 0.076, Poisson(4,800) with 0.002)
+    assert ablation.alpha_cap(10**6, rate, alphas=(0.004, 0.0048, 0.0049, 0.006)) == 0.0048
+    assert ablation.alpha_cap(10**6, rate, alphas=(0.004, 0.0048, 0.0049), confidence=0.9) == 0.0049
 
 
 def test_stopping_calibration_flags_images_nearer_a_tie_than_the_prior():

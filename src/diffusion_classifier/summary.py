@@ -111,7 +111,7 @@ def _verdicts(tables, prov, seed_runs: pd.DataFrame | None = None) -> list[str]:
             cal = pd.read_csv(tables / "early_stopping_calibration.csv")
             out += [
                 f"- (notebook 09) {ablation.stopping_calibration_verdict(cal, r.n_draws, r.alpha_selected_on_val)}"
-                for r in stopping.itertuples()
+                for r in stopping.drop_duplicates(["n_draws", "alpha_selected_on_val"]).itertuples()
                 if r.alpha_selected_on_val > 0
             ]
     if (tables / "backbones.csv").exists() and (tables / "backbones_paired.csv").exists():
@@ -428,11 +428,14 @@ def build() -> str:
             ]
         )
     section(
-        "Sequential early stopping at large N, alpha capped at the target rate, validation veto (notebook 09)",
+        "Sequential early stopping at large N, alpha capped for one run at 95 % confidence, validation veto; "
+        "the fresh draws are the confirmatory reading (notebook 09)",
         "early_stopping_large_n.csv",
         [
             "task",
+            "draws",
             "n_draws",
+            "alpha_cap",
             "alpha_selected_on_val",
             "n_images",
             "unet_evals_per_image",
