@@ -115,7 +115,7 @@ def test_stopping_alpha_is_chosen_on_validation_and_stopping_at_scale_saves_draw
         return E, (p > 0.5).astype(int)
 
     Ev, yv = errors(300, 101, 0.1)
-    Et, yt = errors(300, 101, 0.1)
+    Et, yt = errors(624, 101, 0.1)  # the cap is set for the test set: 624 images allow 0.002, 300 only 0.001
     alpha = ablation.select_stop_alpha(Ev, yv, 1, max_changed_rate=0.005)
     t = ablation.early_stopping_table(Ev, yv, "", "val", 1, (alpha,))
     assert t[t.stopping == "sequential"].changed_vs_full_vote.iloc[0] <= 0.005 * 300  # the rule it was chosen by
@@ -123,20 +123,32 @@ def test_stopping_alpha_is_chosen_on_validation_and_stopping_at_scale_saves_draw
     assert ablation.select_stop_alpha(Ev, yv, 1, alphas=(0.9999,), max_changed_rate=0.0) == 0.0  # nothing qualifies
     # chosen on validation: where every validation vote is a coin flip only exact stopping keeps them, even though
     # the test votes are clear enough for any alpha
-    # (1000 coin flips: at alpha = 0.005 about 3 % of the votes change, against the 5 allowed: a veto by many votes)
+    # (1000 coin flips: at alpha = 0.004 about 3 % of the votes change, against the 5 allowed: a veto by many votes)
     flips = np.ones((1000, 2, 101), dtype=np.float32)
     flips[:, 1] = np.where(rng.random((1000, 101)) < 0.5, 0.9, 1.1)
     yf = np.zeros(1000, dtype=int)
-    t = ablation.early_stopping_table(flips, yf, "", "val", 1, (0.005,))
+    t = ablation.early_stopping_table(flips, yf, "", "val", 1, (0.004,))
     assert t[t.stopping == "sequential"].changed_vs_full_vote.iloc[0] >= 15  # far above the 5 allowed
-    exact = ablation.stopping_at_scale(flips, yf, Et, yt, "toy", [51, 101], 1, alphas=(0.005,), n_orders=2)
-    assert (exact.alpha_selected_on_val == 0.0).all() and exact.changed_vs_full_vote.eq(0).all()  # vetoed
+    # (at 50 % confidence 0.004 is under the cap for 624 test images, so only the veto can make stopping exact)
+    exact = ablation.stopping_at_scale(flips, yf, Et, yt, "toy", [51, 101], 1, (0.004,), n_orders=2, confidence=0.5)
+    assert (exact.alpha_cap == 0.004).all() and (exact.val_changed_at_cap >= exact.val_veto_needs).all()  # vetoed
+    assert (exact.alpha_selected_on_val == 0.0).all() and exact.changed_vs_full_vote.eq(0).all()
+    assert "validation votes" in ablation.stopping_at_scale_verdict(next(exact.itertuples()))
+    # where no alpha on the grid meets the cap, stopping is exact for that reason, not validation's
+    capless = ablation.stopping_at_scale(Ev, yv, Et, yt, "toy", [51], 1, (0.005,), n_orders=2)
+    assert capless.alpha_cap.eq(0).all() and "meets the cap" in ablation.stopping_at_scale_verdict(
+        next(capless.itertuples())
+    )
     s = ablation.stopping_at_scale(Ev, yv, Et, yt, "toy", [51, 101], 1).set_index("n_draws")
     assert (
         s.loc[101, "fraction_of_full"] < s.loc[51, "fraction_of_full"] < 0.5
     )  # clear votes stop early, more so at larger N
     assert s.loc[101, "full_evals_per_image"] == 202
-    assert (s.alpha_cap == ablation.alpha_cap(len(yt), 0.005)).all() and (s.alpha_selected_on_val <= s.alpha_cap).all()
+    assert (s.alpha_cap == 0.002).all() and (s.alpha_selected_on_val <= 0.002).all()
+    assert (s.val_veto_needs == 2).all() and (
+        s.val_changed_at_cap < s.val_veto_needs
+    ).all()  # 1 of 300 allowed; not vetoed
+    assert ablation.select_stop_alpha(Ev, yv, 1) <= 0.001  # capped for its own 300 images by default
     assert "Target" in ablation.stopping_at_scale_verdict(next(s.reset_index().itertuples()))
 
 
@@ -163,6 +175,10 @@ def test_stopping_alpha_never_exceeds_the_target_rate_and_draw_orders_are_resamp
     assert (decision.predict_vote(first) != decision.predict_vote(E)).all()
     changed, evals = ablation.changed_over_draw_orders(E, 101, 1, 0.2, n_orders=20, seed=0)
     assert changed.shape == (20,) and changed.mean() < 25 and (evals < 202).all()
+    # the orders replay as one stack; each order alone gives the same counts
+    rng = np.random.default_rng(0)
+    one_by_one = [ablation._stopped(E[:, :, rng.permutation(101)], 1, 0.2) for _ in range(20)]
+    assert changed.tolist() == [c for _, c, _ in one_by_one] and evals.tolist() == [e for _, _, e in one_by_one]
     exact, _ = ablation.changed_over_draw_orders(E, 101, 1, 0.0, n_orders=5, seed=0)
     assert (exact == 0).all()  # exact stopping never changes a vote, in any order
     s = ablation.stopping_at_scale(clear, y, clear, y, "toy", [51, 101], 1, n_orders=4)
@@ -186,12 +202,39 @@ def test_alpha_cap_makes_one_run_meet_the_target_with_the_stated_confidence():
 
     assert share_of_runs_within(cap) >= 0.95
     assert share_of_runs_within(0.005) < 0.8  # the old cap: the target as the expected count fails often
-    # more images allow a larger count and so a larger alpha; none when no alpha qualifies; never above the rate
+    # the allowed count is floor(rate * n) = 3 (ceil would allow 4 and pass 0.003: Poisson(1.87) > 4 has chance 0.04)
+    assert ablation.alpha_cap(n, rate, alphas=(0.002, 0.003)) == 0.002
+    assert ablation.alpha_cap(n, rate, alphas=(0.003, 0.005)) == 0.0  # both under the rate, neither confident
+    # the cap moves with the count allowed (not monotone in n); none above the rate; Markov where none is allowed
+    # (10 images: P(any change) <= the expected count 10 alpha, so 0.005 passes at 95 % and 0.001 at 99 %)
     assert ablation.alpha_cap(200, rate) == 0.001 and ablation.alpha_cap(20, rate, alphas=(0.01, 0.05)) == 0.0
+    assert ablation.alpha_cap(10, rate) == 0.005 and ablation.alpha_cap(10, rate, confidence=0.99) == 0.001
+    with pytest.raises(ValueError, match="at least one image"):
+        ablation.alpha_cap(0, rate)
     # a million images: the count's spread is small beside its mean, so alpha may come close to the rate
     # (Poisson(4,900) exceeds 5,000 with chance 0.076, Poisson(4,800) with 0.002)
     assert ablation.alpha_cap(10**6, rate, alphas=(0.004, 0.0048, 0.0049, 0.006)) == 0.0048
     assert ablation.alpha_cap(10**6, rate, alphas=(0.004, 0.0048, 0.0049), confidence=0.9) == 0.0049
+
+
+def test_stopping_at_the_cap_meets_the_target_where_vote_shares_follow_the_prior():
+    # the cap's premise: images whose class-1 win chance follows the stopping rule's Jeffreys prior change, on
+    # average, at most alpha of their votes, so 50 simulated runs of 624 images at N = 101 change <= 624 alpha on
+    # average and stay within the 3 allowed in >= 95 % of runs; alpha = 0.05 (above the cap) does not
+    rng = np.random.default_rng(5)
+    n, runs = 624, 50
+    p = rng.beta(0.5, 0.5, n * runs)
+    E = np.ones((n * runs, 2, 101), dtype=np.float32)
+    E[:, 1] = np.where(rng.random((n * runs, 101)) < p[:, None], 0.9, 1.1)
+    full = decision.predict_vote(E)
+
+    def changed(alpha):
+        return (decision.predict_vote(decision.replay_early_stop(E, 1, alpha)) != full).reshape(runs, n).sum(1)
+
+    cap = ablation.alpha_cap(n, 0.005)
+    at_cap, loose = changed(cap), changed(0.05)
+    assert at_cap.mean() <= cap * n and (at_cap <= 3).mean() >= 0.95
+    assert loose.mean() > 3 and (loose <= 3).mean() < 0.5
 
 
 def test_stopping_calibration_flags_images_nearer_a_tie_than_the_prior():

@@ -289,20 +289,32 @@ SCALE_ALPHAS = (0.0001, 0.001, 0.002, 0.005, 0.01, 0.05)
 STOP_TARGET_CONFIDENCE = 0.95
 
 
+def changed_tail_bound(allowed: int, mean: float) -> float:
+    """An upper bound on P(count > allowed) for a sum of independent per-image events whose expected total is at most
+    `mean`: the Poisson tail where allowed >= mean (for counts of at least the mean + 1 such a sum's tail is at most
+    the binomial's of the same mean, Hoeffding 1956, and that at most the Poisson's, Anderson & Samuels 1967; the
+    Poisson tail grows with its mean, so a smaller true mean only helps), else Markov's mean / (allowed + 1)."""
+    if allowed >= mean:
+        return float(poisson.sf(allowed, mean))
+    return min(1.0, mean / (allowed + 1))
+
+
 def alpha_cap(
     n_images: int, max_changed_rate: float, alphas=SCALE_ALPHAS, confidence: float = STOP_TARGET_CONFIDENCE
 ) -> float:
-    """The largest alpha at which one run on n_images changes at most max_changed_rate of its votes with the given
-    confidence, 0 if none does: P(Poisson(alpha * n_images) > floor(max_changed_rate * n_images)) <= 1 - confidence.
+    """The largest alpha of `alphas` at which one run on n_images changes at most max_changed_rate of its votes
+    with the given confidence, *if* alpha bounds the expected share of changed votes; 0 if none qualifies:
+    `changed_tail_bound(floor(max_changed_rate * n_images), alpha * n_images) <= 1 - confidence`.
 
-    Why: alpha bounds the *expected* share of changed votes (a prior-averaged bound, see `select_stop_alpha`), so an
-    alpha at the target rate makes the target the expected count, which one run exceeds often (at 624 images and
-    0.5 %: mean 3.1 changed against 3 allowed, exceeded with chance 0.38). The changed count is a sum of independent
-    per-image events; for counts above its mean + 1 the tail of such a sum is at most the binomial's of the same
-    mean (Hoeffding 1956), which is at most the Poisson's (Anderson & Samuels 1967). Depends on the number of
-    images only, not on any score, so it can be fixed before a split is read."""
+    Why: alpha bounds the expected share of changed votes only as an average over images whose vote shares follow
+    the prior (see `select_stop_alpha`), so an alpha at the target rate makes the target the expected count, which
+    one run can exceed often (at 624 images and 0.5 %: a mean of up to 3.1 changed against 3 allowed; a Poisson count
+    of that mean exceeds 3 with chance 0.38). Depends on the number of images only, not on any score, so it can be
+    fixed before a split is read."""
+    if n_images <= 0:
+        raise ValueError(f"alpha_cap needs at least one image, got n_images = {n_images}")
     allowed = math.floor(max_changed_rate * n_images + 1e-9)
-    ok = [a for a in alphas if a <= max_changed_rate and poisson.sf(allowed, a * n_images) <= 1 - confidence]
+    ok = [a for a in alphas if a <= max_changed_rate and changed_tail_bound(allowed, a * n_images) <= 1 - confidence]
     return float(max(ok, default=0.0))
 
 
@@ -325,7 +337,7 @@ def select_stop_alpha(
     a tie than the prior puts them change more often, and a set of them (a harder test set) can exceed alpha. The
     cap turns the expected bound into one that a single run meets with the given confidence (`alpha_cap`).
     Validation can only veto an alpha under the cap; `stopping_calibration` shows how the realised share compares
-    with alpha on both splits (README: two earlier readings of test, before this cap)."""
+    with alpha on both splits (README: three earlier readings of test, before this cap)."""
     cap = alpha_cap(len(y_val) if n_images is None else n_images, max_changed_rate, alphas, confidence)
     t = early_stopping_table(E_val, y_val, "", "val", round_size, [a for a in alphas if a <= cap])
     ok = t[(t.stopping == "sequential") & (t.changed_vs_full_vote <= max_changed_rate * t.n_images)]
@@ -349,10 +361,11 @@ def changed_over_draw_orders(E: np.ndarray, n_draws: int, round_size: int, alpha
     if E.shape[2] < n_draws:
         raise ValueError(f"{n_draws} draws per order need at least as many stored draws; E has {E.shape[2]}")
     rng = np.random.default_rng(seed)
-    changed, evals = np.empty(n_orders, dtype=int), np.empty(n_orders)
-    for i in range(n_orders):
-        _, changed[i], evals[i] = _stopped(E[:, :, rng.permutation(E.shape[2])[:n_draws]], round_size, alpha)
-    return changed, evals
+    # images stop independently, so all orders replay at once as one stack of n_orders copies of the images
+    full = np.concatenate([E[:, :, rng.permutation(E.shape[2])[:n_draws]] for _ in range(n_orders)])
+    Es = decision.replay_early_stop(full, round_size, alpha)
+    changed = (decision.predict_vote(Es) != decision.predict_vote(full)).reshape(n_orders, len(E)).sum(1)
+    return changed, np.isfinite(Es).sum((1, 2)).reshape(n_orders, len(E)).mean(1)
 
 
 # the band of vote shares near a tie, and the Jeffreys prior's mass in it (Beta(1/2, 1/2): 2/pi asin(sqrt(p)))
@@ -433,18 +446,22 @@ def stopping_at_scale(
     n_orders: int = 50,
     seed: int = 0,
     draws: str = "",
+    scoring_seed: int | None = None,
+    confidence: float = STOP_TARGET_CONFIDENCE,
 ) -> pd.DataFrame:
     """Sequential stopping at large N: per N (the first N draws), alpha by `select_stop_alpha` (capped by
     `alpha_cap` for one run on the test images, vetoed by validation), then on test the UNet
     evaluations per image against the full N, the votes changed against the full vote, and accuracy and AUC of the
     stopped vote beside the full vote's. The changed votes and evaluations are also given over n_orders random
     orders of the stored draws (`changed_over_draw_orders`; needs at least N stored draws), so a target is judged
-    against the draws' spread as well as the one order the engine drew. `draws` names the test draws in the
-    table (e.g. which scoring seed, and whether they were read before the rule was fixed)."""
+    against the draws' spread as well as the one order the engine drew. `draws` describes the test draws in the
+    table (e.g. whether they were read before the rule was fixed), `scoring_seed` names them. The validation
+    votes changed at the cap are given beside the count a veto needs, to show the veto's power."""
     rows = []
-    cap = alpha_cap(len(y_test), max_changed_rate, alphas)
+    cap = alpha_cap(len(y_test), max_changed_rate, alphas, confidence)
     for k in n_draws_list:
-        alpha = select_stop_alpha(E_val[:, :, :k], y_val, round_size, alphas, max_changed_rate, len(y_test))
+        alpha = select_stop_alpha(E_val[:, :, :k], y_val, round_size, alphas, max_changed_rate, len(y_test), confidence)
+        _, val_changed, _ = _stopped(E_val[:, :, :k], round_size, cap)  # what the veto saw at the cap
         full = E_test[:, :, :k]
         Es, stored_changed, evals = _stopped(full, round_size, alpha)
         full_evals = float(np.isfinite(full).sum((1, 2)).mean())
@@ -455,10 +472,15 @@ def stopping_at_scale(
         rows.append(
             {
                 "task": task,
+                "scoring_seed": scoring_seed,
                 "draws": draws,
                 "n_draws": k,
+                "confidence": confidence,
                 "alpha_cap": cap,
                 "alpha_selected_on_val": alpha,
+                "val_changed_at_cap": val_changed,
+                "val_veto_needs": math.floor(max_changed_rate * len(y_val) + 1e-9) + 1,
+                "n_val_images": len(y_val),
                 "max_changed_rate": max_changed_rate,
                 "n_images": len(y_test),
                 "unet_evals_per_image": evals,
@@ -488,18 +510,33 @@ def stopping_at_scale_verdict(row) -> str:
     limit = row.max_changed_rate * row.n_images
     met = row.fraction_of_full <= 0.25 and row.changed_vs_full_vote <= limit
     capped = hasattr(row, "alpha_cap") and row.alpha_cap == row.alpha_cap  # absent or NaN in older tables
-    bound = (
-        f"≤ its cap {row.alpha_cap:g}, the largest at which one run on {row.n_images} images stays within the target "
-        f"with {STOP_TARGET_CONFIDENCE:.0%} confidence if α bounds the expected changed share"
-        if capped
-        else f"≤ {row.max_changed_rate:.1%}, a prior-averaged bound on the changed share"
-    )
-    how = (
-        f"sequential stopping at α = {row.alpha_selected_on_val:g} (the largest α {bound}, that validation did not "
-        f"veto by changing more than {row.max_changed_rate:.1%} of its votes)"
-        if row.alpha_selected_on_val > 0
-        else f"exact stopping (no α under the cap changed ≤ {row.max_changed_rate:.1%} of the validation votes)"
-    )
+    if row.alpha_selected_on_val <= 0:
+        how = (
+            "exact stopping (no α on the grid meets the cap)"
+            if capped and row.alpha_cap <= 0
+            else f"exact stopping (no α under the cap changed ≤ {row.max_changed_rate:.1%} of the validation votes)"
+        )
+    elif capped:
+        cap = (
+            f"the cap {row.alpha_cap:g}: the largest α on the grid with which one run on {row.n_images} images stays "
+            f"within the target with {row.confidence:.0%} confidence, if α bounds the expected changed share"
+        )
+        veto = (
+            f"validation changed {row.val_changed_at_cap:.0f} of {row.n_val_images:.0f} votes at the cap, where a "
+            f"veto needs {row.val_veto_needs:.0f}"
+        )
+        how = (
+            f"sequential stopping at α = {row.alpha_selected_on_val:g} ({cap}; {veto})"
+            if row.alpha_selected_on_val == row.alpha_cap
+            else f"sequential stopping at α = {row.alpha_selected_on_val:g} (the largest α under {cap}, that "
+            f"validation did not veto; {veto})"
+        )
+    else:  # a table from before the cap
+        how = (
+            f"sequential stopping at α = {row.alpha_selected_on_val:g} (the largest α ≤ {row.max_changed_rate:.1%}, "
+            f"a prior-averaged bound on the changed share, that validation did not veto by changing more than "
+            f"{row.max_changed_rate:.1%} of its votes)"
+        )
     drawn = f", {row.draws}" if hasattr(row, "draws") and isinstance(row.draws, str) and row.draws else ""
     orders = ""
     if hasattr(row, "n_draw_orders") and row.n_draw_orders == row.n_draw_orders:  # absent or NaN in older tables
@@ -513,7 +550,8 @@ def stopping_at_scale_verdict(row) -> str:
     return (
         f"**{row.task}**, N = {row.n_draws} (test, {row.n_images} images{drawn}): {how} "
         f"uses {row.unet_evals_per_image:.1f} of {row.full_evals_per_image:.0f} UNet evaluations per image "
-        f"({row.fraction_of_full:.1%}) and changes {row.changed_vs_full_vote} votes; accuracy {row.accuracy:.3f} vs "
+        f"({row.fraction_of_full:.1%}) and changes {row.changed_vs_full_vote} "
+        f"vote{'' if row.changed_vs_full_vote == 1 else 's'}; accuracy {row.accuracy:.3f} vs "
         f"{row.full_accuracy:.3f}, AUC {row.auc:.3f} vs {row.full_auc:.3f} with every draw. Target (≤ 25% of the "
         f"evaluations, ≤ {row.max_changed_rate:.1%} changed): **{'met' if met else 'not met'}**." + orders
     )

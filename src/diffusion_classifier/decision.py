@@ -130,8 +130,11 @@ def _leader_and_runner_up(counts: np.ndarray):
 def _flip_probability(a: np.ndarray, b: np.ndarray, remaining: int) -> np.ndarray:
     if remaining <= 0:
         return np.zeros(len(a))
+    # images share few distinct vote counts (a + b <= draws so far): one beta-binomial per distinct pair
+    pairs, inverse = np.unique(np.stack([a, b], 1), axis=0, return_inverse=True)
+    a, b = pairs[:, 0], pairs[:, 1]
     worst = np.floor((b + remaining - a) / 2)  # the most future leader votes that still lose or tie
-    return np.where(worst < 0, 0.0, betabinom.cdf(worst, remaining, a + 0.5, b + 0.5))
+    return np.where(worst < 0, 0.0, betabinom.cdf(worst, remaining, a + 0.5, b + 0.5))[inverse.ravel()]
 
 
 def vote_flip_probability(E: np.ndarray, remaining: int) -> np.ndarray:

@@ -179,8 +179,9 @@ def build() -> str:
         df = pd.read_csv(path)
         if where is not None:
             df = df[where(df)]
-        if "alpha" in df.columns:  # 0.0001 must not print as 0.000
-            df["alpha"] = df.alpha.map("{:g}".format)
+        for col in ("alpha", "alpha_cap", "alpha_selected_on_val"):  # 0.0001 must not print as 0.000
+            if col in df.columns:
+                df[col] = df[col].map("{:g}".format)
         for m in ci:
             df = _ci(df, m)
         out.extend(
@@ -433,10 +434,12 @@ def build() -> str:
         "early_stopping_large_n.csv",
         [
             "task",
+            "scoring_seed",
             "draws",
             "n_draws",
             "alpha_cap",
             "alpha_selected_on_val",
+            "val_changed_at_cap",
             "n_images",
             "unet_evals_per_image",
             "full_evals_per_image",
