@@ -538,7 +538,7 @@ def stopping_at_scale_verdict(row) -> str:
             f"{row.max_changed_rate:.1%} of its votes)"
         )
     drawn = f", {row.draws}" if hasattr(row, "draws") and isinstance(row.draws, str) and row.draws else ""
-    if hasattr(row, "scoring_seed") and row.scoring_seed == row.scoring_seed:  # absent or NaN in older tables
+    if pd.notna(getattr(row, "scoring_seed", None)):  # absent, None or NaN: not named
         drawn = f", scoring seed {row.scoring_seed:.0f}{drawn}"
     orders = ""
     if hasattr(row, "n_draw_orders") and row.n_draw_orders == row.n_draw_orders:  # absent or NaN in older tables
