@@ -4,6 +4,7 @@ value the package gives."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -240,9 +241,14 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
                 page.locator(".lm-MenuBar-item", has_text="Run").first.click()
                 page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
 
+            # a cell that has run, or is running, shows a number or * in its prompt
+            ran = page.locator(".jp-CodeCell .jp-InputPrompt", has_text=re.compile(r"\[[0-9*]+\]"))
             run_all_cells()
+            clicked = time.monotonic()
             # JupyterLab sometimes asks which kernel to use even though the notebook's own one has started (a race
-            # of its session dialog): accept the preselected kernel (the notebook's) and run all cells again
+            # of its session dialog): accept the preselected kernel (the notebook's) and run all cells again. And a
+            # click on the menu can come before the menu acts on it (a CI run once ended with no cell run at all):
+            # if no cell has started 30 s after a click, click again
             table, deadline = page.locator("#dc-explorer-table"), time.monotonic() + 300
             while not table.count() and time.monotonic() < deadline:
                 accept = page.locator(".jp-Dialog .jp-mod-accept")
@@ -250,11 +256,18 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
                     accept.first.click()
                     page.wait_for_timeout(2000)
                     run_all_cells()
+                    clicked = time.monotonic()
+                elif not ran.count() and time.monotonic() - clicked > 30:
+                    run_all_cells()
+                    clicked = time.monotonic()
                 page.wait_for_timeout(1000)
             if not table.count():
                 page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+                errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
                 raise AssertionError(
-                    f"no explorer table; screenshot {tmp_path / 'failed.png'}, server log {tmp_path / 'jupyter.log'}"
+                    f"no explorer table ({ran.count()} code cells started; stderr: "
+                    f"{errors.first.inner_text()[-500:] if errors.count() else 'none'}); screenshot "
+                    f"{tmp_path / 'failed.png'}, server log {tmp_path / 'jupyter.log'}"
                 )
             before = _cell_value(page, "diffusion auc")
             default = explorer.classification_row(run, rule=run.cfg["decision"]["rule"], n_boot=0)["auc"]

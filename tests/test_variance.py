@@ -150,6 +150,14 @@ def test_stopping_alpha_is_chosen_on_validation_and_stopping_at_scale_saves_draw
     ).all()  # 1 of 300 allowed; not vetoed
     assert ablation.select_stop_alpha(Ev, yv, 1) <= 0.001  # capped for its own 300 images by default
     assert "Target" in ablation.stopping_at_scale_verdict(next(s.reset_index().itertuples()))
+    # a scoring seed named in the table is named in the sentence; a veto below the cap says so
+    named = ablation.stopping_at_scale(Ev, yv, Et, yt, "toy", [51], 1, n_orders=2, draws="fresh", scoring_seed=7)
+    assert ", scoring seed 7, fresh)" in ablation.stopping_at_scale_verdict(next(named.itertuples()))
+    half = np.concatenate([flips[:150], Ev[:150]])  # 75 coin flips among 300: 0.002 vetoed, 0.0001 not
+    partial = ablation.stopping_at_scale(half, yv, Et, yt, "toy", [101], 1, (0.0001, 0.002), n_orders=2)
+    r = next(partial.itertuples())
+    assert r.alpha_cap == 0.002 and 0 < r.alpha_selected_on_val < r.alpha_cap and r.val_changed_at_cap >= 2
+    assert "the largest α under the cap" in ablation.stopping_at_scale_verdict(r)
 
 
 def test_stopping_alpha_never_exceeds_the_target_rate_and_draw_orders_are_resampled():
@@ -211,6 +219,12 @@ def test_alpha_cap_makes_one_run_meet_the_target_with_the_stated_confidence():
     assert ablation.alpha_cap(10, rate) == 0.005 and ablation.alpha_cap(10, rate, confidence=0.99) == 0.001
     with pytest.raises(ValueError, match="at least one image"):
         ablation.alpha_cap(0, rate)
+    # Poisson only where the count allowed is at least the mean (Hoeffding's condition), Markov's mean / (k + 1)
+    # otherwise: at 10 images and 95.1 % Poisson would pass 0.005 (P(count > 0) = 0.049), Markov does not (0.05)
+    assert ablation.changed_tail_bound(0, 0.05) == pytest.approx(0.05)
+    assert ablation.changed_tail_bound(3, 3.12) == pytest.approx(0.78)
+    assert ablation.changed_tail_bound(3, 1.248) == pytest.approx(0.0381, abs=1e-4)
+    assert ablation.alpha_cap(10, rate, alphas=(0.005,), confidence=0.951) == 0.0
     # a million images: the count's spread is small beside its mean, so alpha may come close to the rate
     # (Poisson(4,900) exceeds 5,000 with chance 0.076, Poisson(4,800) with 0.002)
     assert ablation.alpha_cap(10**6, rate, alphas=(0.004, 0.0048, 0.0049, 0.006)) == 0.0048

@@ -514,7 +514,9 @@ def stopping_at_scale_verdict(row) -> str:
         how = (
             "exact stopping (no α on the grid meets the cap)"
             if capped and row.alpha_cap <= 0
-            else f"exact stopping (no α under the cap changed ≤ {row.max_changed_rate:.1%} of the validation votes)"
+            else f"exact stopping (no α under the cap changed ≤ {row.max_changed_rate:.1%} of the validation votes"
+            + (f"; {row.val_changed_at_cap:.0f} of {row.n_val_images:.0f} at the cap" if capped else "")
+            + ")"
         )
     elif capped:
         cap = (

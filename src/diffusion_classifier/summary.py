@@ -429,8 +429,8 @@ def build() -> str:
             ]
         )
     section(
-        "Sequential early stopping at large N, alpha capped for one run at 95 % confidence, validation veto; "
-        "the fresh draws are the confirmatory reading (notebook 09)",
+        "Sequential early stopping at large N, alpha capped for one run at 95 % confidence if alpha bounds the "
+        "expected changed share, validation veto; the fresh draws are the confirmatory reading (notebook 09)",
         "early_stopping_large_n.csv",
         [
             "task",
@@ -440,6 +440,7 @@ def build() -> str:
             "alpha_cap",
             "alpha_selected_on_val",
             "val_changed_at_cap",
+            "val_veto_needs",
             "n_images",
             "unet_evals_per_image",
             "full_evals_per_image",
@@ -454,7 +455,8 @@ def build() -> str:
         ],
     )
     section(
-        "Is α what it says? Votes changed by sequential stopping against α, both splits (notebook 09)",
+        "Is α what it says? Votes changed by sequential stopping against α, validation and both test draw sets "
+        "(notebook 09)",
         "early_stopping_calibration.csv",
         [
             "split",
