@@ -289,6 +289,11 @@ SCALE_ALPHAS = (0.0001, 0.001, 0.002, 0.005, 0.01, 0.05)
 STOP_TARGET_CONFIDENCE = 0.95
 
 
+def allowed_changes(n_images: int, max_changed_rate: float) -> int:
+    """The most changed votes a target of max_changed_rate allows on n_images (the guard keeps 0.29 * 100 at 29)."""
+    return math.floor(max_changed_rate * n_images + 1e-9)
+
+
 def changed_tail_bound(allowed: int, mean: float) -> float:
     """An upper bound on P(count > allowed) for a sum of independent per-image events whose expected total is at most
     `mean`: the Poisson tail where allowed >= mean (for counts of at least the mean + 1 such a sum's tail is at most
@@ -313,7 +318,7 @@ def alpha_cap(
     fixed before a split is read."""
     if n_images <= 0:
         raise ValueError(f"alpha_cap needs at least one image, got n_images = {n_images}")
-    allowed = math.floor(max_changed_rate * n_images + 1e-9)
+    allowed = allowed_changes(n_images, max_changed_rate)
     ok = [a for a in alphas if a <= max_changed_rate and changed_tail_bound(allowed, a * n_images) <= 1 - confidence]
     return float(max(ok, default=0.0))
 
@@ -479,7 +484,7 @@ def stopping_at_scale(
                 "alpha_cap": cap,
                 "alpha_selected_on_val": alpha,
                 "val_changed_at_cap": val_changed,
-                "val_veto_needs": math.floor(max_changed_rate * len(y_val) + 1e-9) + 1,
+                "val_veto_needs": allowed_changes(len(y_val), max_changed_rate) + 1,
                 "n_val_images": len(y_val),
                 "max_changed_rate": max_changed_rate,
                 "n_images": len(y_test),
@@ -509,16 +514,14 @@ def stopping_at_scale_verdict(row) -> str:
     spread over random orders of the same draws beside it."""
     limit = row.max_changed_rate * row.n_images
     met = row.fraction_of_full <= 0.25 and row.changed_vs_full_vote <= limit
-    capped = hasattr(row, "alpha_cap") and row.alpha_cap == row.alpha_cap  # absent or NaN in older tables
     if row.alpha_selected_on_val <= 0:
         how = (
             "exact stopping (no α on the grid meets the cap)"
-            if capped and row.alpha_cap <= 0
-            else f"exact stopping (no α under the cap changed ≤ {row.max_changed_rate:.1%} of the validation votes"
-            + (f"; {row.val_changed_at_cap:.0f} of {row.n_val_images:.0f} at the cap" if capped else "")
-            + ")"
+            if row.alpha_cap <= 0
+            else f"exact stopping (no α under the cap changed ≤ {row.max_changed_rate:.1%} of the validation votes; "
+            f"{row.val_changed_at_cap:.0f} of {row.n_val_images:.0f} at the cap)"
         )
-    elif capped:
+    else:
         cap = (
             f"the cap {row.alpha_cap:g}: the largest α on the grid with which one run on {row.n_images} images stays "
             f"within the target with {row.confidence:.0%} confidence, if α bounds the expected changed share"
@@ -533,24 +536,16 @@ def stopping_at_scale_verdict(row) -> str:
             else f"sequential stopping at α = {row.alpha_selected_on_val:g} (the largest α under {cap}, that "
             f"validation did not veto; {veto})"
         )
-    else:  # a table from before the cap
-        how = (
-            f"sequential stopping at α = {row.alpha_selected_on_val:g} (the largest α ≤ {row.max_changed_rate:.1%}, "
-            f"a prior-averaged bound on the changed share, that validation did not veto by changing more than "
-            f"{row.max_changed_rate:.1%} of its votes)"
-        )
-    drawn = f", {row.draws}" if hasattr(row, "draws") and isinstance(row.draws, str) and row.draws else ""
-    if pd.notna(getattr(row, "scoring_seed", None)):  # absent, None or NaN: not named
+    drawn = f", {row.draws}" if isinstance(row.draws, str) and row.draws else ""  # "" reads back from CSV as NaN
+    if pd.notna(row.scoring_seed):  # None, or NaN from CSV: not named
         drawn = f", scoring seed {row.scoring_seed:.0f}{drawn}"
-    orders = ""
-    if hasattr(row, "n_draw_orders") and row.n_draw_orders == row.n_draw_orders:  # absent or NaN in older tables
-        orders = (
-            f" Over {row.n_draw_orders:.0f} random orders of the same stored draws (a spread given these draws, "
-            f"not of independent runs): {row.changed_mean_over_orders:.1f} "
-            f"votes changed on average (at most {row.changed_max_over_orders:.0f}; target met in "
-            f"{row.share_of_orders_meeting_target:.0%} of orders), {row.fraction_of_full_mean_over_orders:.1%} "
-            "of the evaluations."
-        )
+    orders = (
+        f" Over {row.n_draw_orders:.0f} random orders of the same stored draws (a spread given these draws, "
+        f"not of independent runs): {row.changed_mean_over_orders:.1f} "
+        f"votes changed on average (at most {row.changed_max_over_orders:.0f}; target met in "
+        f"{row.share_of_orders_meeting_target:.0%} of orders), {row.fraction_of_full_mean_over_orders:.1%} "
+        "of the evaluations."
+    )
     return (
         f"**{row.task}**, N = {row.n_draws} (test, {row.n_images} images{drawn}): {how} "
         f"uses {row.unet_evals_per_image:.1f} of {row.full_evals_per_image:.0f} UNet evaluations per image "

@@ -472,7 +472,7 @@ def build() -> str:
         ],
         note="changed_share: on the stored draw order; mean over orders: the same stored draws in random orders; "
         "near_tie_share: images whose full vote share of class 1 lies in 0.35–0.65 (the Jeffreys prior's mass there "
-        "beside it). Validation rows are the table the α was chosen from.",
+        "beside it). Validation rows are the table the veto read under the cap.",
     )
     section(
         "Majority vote − mean error up to the paper's regime (notebook 09, one long draw sequence)",
