@@ -122,8 +122,8 @@ def test_provenance_keeps_superseded_records_across_partial_runs(tmp_path, monke
     assert "from scratch: 10.0 min" in summary.build()
 
 
-def test_readme_deviations_table_matches_the_profiles():
-    """Every setting the README's deviations table names holds in the profile of its column, every `paper` cell that
+def test_deviations_table_matches_the_profiles():
+    """Every setting the deviations table (docs/deviations.md) names holds in the profile of its column, every `paper` cell that
     is not fully the authors' setting has a reason, and the rows with a known detail of difference say so."""
     from diffusion_classifier import deviations
 

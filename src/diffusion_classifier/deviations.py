@@ -1,4 +1,4 @@
-"""The README's table of deviations from the authors' code, read back so that it can be checked and summarised:
+"""The table of deviations from the authors' code (docs/deviations.md), read back so that it can be checked and summarised:
 every setting it names (`section.key: value`) must hold in the profile of its column. A `paper` cell is in one of
 three states: "= authors" (fully the authors' setting), "= authors except" (theirs but for a named detail) or neither
 (differs); "= authors" may not name a difference ("except", "instead", ...: that is "= authors except"), and a row
@@ -18,7 +18,8 @@ from pathlib import Path
 from . import profiles
 from .paths import project_root
 
-HEADING = "## Deviations from the authors' code"
+HEADING = re.compile(r"^#{1,2} Deviations from the authors' code\s*$", re.M)
+DOC = "docs/deviations.md"
 COLUMNS = ("what", "authors", "cpu", "paper", "why")
 SETTING = re.compile(r"`([a-z_]+)\.([a-z_]+): ([^`]+)`")
 NO_REASON = ("", "—", "-")
@@ -27,17 +28,18 @@ SAME, EXCEPT, DIFFERS = "= authors", "= authors except", "differs"
 EXCEPT_LIKE = re.compile(r"\b(except|instead|but|unlike|differs?|different|whereas|not matched|apart from)\b", re.I)
 
 
-def rows(readme: Path | None = None) -> list[dict]:
-    text = (readme or project_root() / "README.md").read_text()
-    if HEADING not in text:
-        raise ValueError(f"{readme or 'README.md'}: no section {HEADING!r}")
-    section = text.split(HEADING, 1)[1].split("\n## ", 1)[0]
+def rows(path: Path | None = None) -> list[dict]:
+    path = path or project_root() / DOC
+    text = path.read_text()
+    if not (m := HEADING.search(text)):
+        raise ValueError(f"{path}: no section 'Deviations from the authors' code'")
+    section = text[m.end() :].split("\n## ", 1)[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("|")][2:]  # past the header and its rule
     out = []
     for ln in lines:
         cells = [c.strip() for c in ln.strip().strip("|").split("|")]
         if len(cells) != len(COLUMNS):
-            raise ValueError(f"README.md deviations row has {len(cells)} cells, expected {len(COLUMNS)}: {ln[:80]}")
+            raise ValueError(f"{path}: deviations row has {len(cells)} cells, expected {len(COLUMNS)}: {ln[:80]}")
         out.append(dict(zip(COLUMNS, cells)))
     return out
 
@@ -92,7 +94,7 @@ def mismatches(table: list[dict]) -> list[str]:
 def summary_line(table: list[dict]) -> str:
     by = {k: [r["what"] for r in table if state(r) == k] for k in (SAME, EXCEPT, DIFFERS)}
     return (
-        f"The README's deviations table has {len(table)} rows: the `paper` profile matches the authors' code fully "
+        f"The deviations table (`docs/deviations.md`) has {len(table)} rows: the `paper` profile matches the authors' code fully "
         f"in {len(by[SAME])} ({'; '.join(by[SAME])}), except for a named detail in {len(by[EXCEPT])} "
         f"({'; '.join(by[EXCEPT])}) and differs, with a reason, in {len(by[DIFFERS])} ({'; '.join(by[DIFFERS])}); "
         "the `cpu` profile differs in scale throughout (small models, 32/64 px, N = 51)."
