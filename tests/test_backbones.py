@@ -114,6 +114,9 @@ def test_haar_error_maps_obey_parseval():
     "kind,wavelet", [(k, "none") for k in KINDS] + [(k, "haar") for k in KINDS], ids=lambda v: str(v)
 )
 def test_backbone_trains_round_trips_and_classifies(tmp_path, kind, wavelet):
+    """Each backbone trains, round-trips and classifies; its errors, maps and samples depend on the class label (the
+    same noise and time for every class: only the label differs). Catches: a label-blind network (e.g. a DiT whose
+    class embedding is zeroed or fed a constant label) - its per-class errors, maps and samples coincide."""
     x, y = tiny_training_data()
     cfg = backbone_cfg(kind, wavelet, steps=3, checkpoint_every=3, log_every=1)
     model, history = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "run")
@@ -129,10 +132,18 @@ def test_backbone_trains_round_trips_and_classifies(tmp_path, kind, wavelet):
     engine = ScoringEngine(loaded, ScoreSettings(n_draws=3, batch_size=16, chunk_size=4, mixed_precision="no"), "cpu")
     scores = engine.score(x[:5], 2)
     assert scores.E.shape == (5, 2, 3) and np.isfinite(scores.E).all()
+    # the same (image, draw) under the two labels: a label-blind network gives equal errors (differences ~1e-3 of
+    # the error here, exactly 0 when blind)
+    assert np.abs(scores.E[:, 0] - scores.E[:, 1]).mean() > 1e-5 * scores.E.mean()
     maps = explain.class_error_maps(engine, x[:2], [0, 1], 2, 2)
     assert maps.shape == (2, 2, 8, 8) and np.isfinite(maps).all()  # on the image's pixels, whatever the space
-    samples = sample_from(loaded, torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2]), steps=2)
-    assert samples.shape == (3, 1, 8, 8) and samples.abs().max() <= 1
+    assert np.abs(maps[:, 0] - maps[:, 1]).mean() > 1e-3 * maps.mean()
+    noise = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    samples = [sample_from(loaded, noise, torch.full((3,), c), steps=2) for c in (0, 1, 2)]  # 2: the null label
+    for s in samples:
+        assert s.shape == (3, 1, 8, 8) and s.abs().max() <= 1
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert not torch.allclose(samples[a], samples[b], atol=1e-4), (a, b)  # same noise and seed, other label
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -204,9 +204,27 @@ def test_gradcam_deletion_beats_random(patch_detector):
 
 
 def test_counterfactuals_shapes(engine, x):
+    """Shapes and range, and both kinds depend on the class sent to. Catches: a zero (or class-blind) counterfactual."""
     cf = explain.counterfactuals(engine, x, [0, 1, 2], 2, t=0.5, steps=2, guidance_w=1.0)
     assert cf["one_step"].shape == (3, 2, 1, 8, 8) and cf["guided"].shape == (3, 2, 1, 8, 8)
     assert np.abs(cf["one_step"]).max() <= 1 and np.abs(cf["guided"]).max() <= 1
+    for kind in ("one_step", "guided"):
+        assert np.abs(cf[kind][:, 0] - cf[kind][:, 1]).mean() > 1e-3, kind
+
+
+def test_one_step_counterfactual_of_a_point_mass_model_is_the_target_point():
+    """The one-step x0 estimate of the exact point-mass eps-predictor: x0_hat = (x_t - s eps_hat_c) / a = p_c for any
+    input and any t, so every image sent to class c becomes points[c]. Catches: a zero one-step counterfactual
+    (np.zeros passed the old shape test), one read from the wrong class, or the input returned unchanged."""
+    points = planted_points()
+    engine = ScoringEngine(PointMassDenoiser(points), ScoreSettings(**S), "cpu")
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([points, (torch.rand(2, 1, SIZE, SIZE, generator=g) * 2 - 1)])  # the points and two noise images
+    for t in (0.3, 0.7):
+        one_step = explain.counterfactuals(engine, x, [0, 1, 2, 3], 2, t=t)["one_step"]
+        assert one_step.shape == (4, 2, 1, SIZE, SIZE)
+        for c in (0, 1):
+            np.testing.assert_allclose(one_step[:, c], points[c].expand(4, -1, -1, -1).numpy(), atol=1e-4)
 
 
 def test_counterfactual_of_a_point_mass_model_is_the_target_point():

@@ -58,9 +58,16 @@ def stored(smoke_run, monkeypatch):
 
 
 def _same(expected: pd.Series, got: dict, columns):
-    """To the last digit: the CSV's floats round-trip exactly."""
+    """To the last digit: the CSV's floats round-trip exactly. Every column must be in the result and a blank (NaN)
+    cell must be blank there too, so a stub that returns {} (or a row of NaN) fails: 'the result lacks ...'."""
+    columns = list(columns)
+    assert columns, "nothing to compare"
+    missing = [c for c in columns if c not in got]
+    assert not missing, f"the result lacks {missing}"
     for c in columns:
-        if c in got and pd.notna(expected[c]):
+        if pd.isna(expected[c]):
+            assert pd.isna(got[c]), (c, got[c], "blank in the table")
+        else:
             assert float(got[c]) == float(expected[c]), (c, got[c], expected[c])
 
 
@@ -85,6 +92,8 @@ def reproduce_classification(run, table: pd.DataFrame):
 
 
 def test_explorer_reproduces_every_row_of_classification_csv(stored):
+    """Every metric column of every row, to the last digit. Catches: classification_row returning {} (or dropping a
+    column, or blanking one) - _same requires each of the table's columns in the result."""
     run, tables = stored
     kinds = reproduce_classification(run, pd.read_csv(tables / "classification.csv"))
     # N rows, the three range rows, val-selected rows, per-source diffusion rows, ResNet rows overall and per source
@@ -98,20 +107,33 @@ def test_explorer_reproduces_every_row_of_classification_csv(stored):
     } <= kinds
 
 
+UNCERTAINTY_KEYS = ("task", "model", "rule", "score")
+PAIRED_KEYS = ("task", "source", "a", "b", "n_draws", "n_images")  # paired_row returns the differences only
+
+
 def reproduce_uncertainty(run, u: pd.DataFrame):
+    """Row by row, in order: the keys name the same (model, rule, score) and every value column of the CSV (not of
+    the result: empty dicts from uncertainty_rows would compare nothing) is reproduced."""
     u = u[u.task == run.task]
+    assert len(u)
     rows, _, _ = explorer.uncertainty_rows(run, None, run.cfg["uncertainty"]["n_bootstrap"])
     assert len(rows) == len(u)
     for expected, got in zip(u.itertuples(), rows):
-        _same(pd.Series(expected._asdict()), got, [c for c in got if c not in ("task", "model", "rule", "score")])
+        expected = pd.Series(expected._asdict())
+        assert [got.get(k) for k in UNCERTAINTY_KEYS] == [expected[k] for k in UNCERTAINTY_KEYS]
+        _same(expected, got, [c for c in u.columns if c not in UNCERTAINTY_KEYS])
 
 
 def test_explorer_reproduces_the_paired_early_stopping_and_uncertainty_rows(stored):
+    """Catches: paired_row returning {} and uncertainty_rows returning empty dicts (or rows in another order) - the
+    columns compared are the CSV's, each required in the result."""
     run, tables = stored
     n_boot = run.cfg["ablation"]["n_bootstrap"]
-    for r in pd.read_csv(tables / "ablation_paired.csv").itertuples():
+    paired = pd.read_csv(tables / "ablation_paired.csv")
+    assert len(paired)
+    for r in paired.itertuples():
         got = explorer.paired_row(run, n_draws=int(r.n_draws), n_boot=n_boot)
-        _same(pd.Series(r._asdict()), got, [c for c in got])
+        _same(pd.Series(r._asdict()), got, [c for c in paired.columns if c not in PAIRED_KEYS])
     for r in pd.read_csv(tables / "early_stopping.csv").itertuples():
         got = explorer.early_stopping_row(run, None, float(r.alpha) if r.stopping == "sequential" else 0.0, r.split)
         for c in ("unet_evals_per_image", "speedup", "changed_vs_full_vote", "vote_accuracy"):

@@ -130,11 +130,14 @@ def test_cache_refuses_other_settings(tiny_model, images, tmp_path):
 
 
 def test_early_stopping_gives_the_full_vote_with_fewer_evaluations(tiny_model, images):
+    """Strictly fewer evaluations (the untrained model's votes are one-sided: every image stops after 20 of 32
+    draws). Catches: a stopping rule that never stops (the old `<=` let it pass)."""
     s = {**S, "n_draws": 32}
     full = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
     early = ScoringEngine(tiny_model, ScoreSettings(**s, early_stop="exact", round_size=4), "cpu").score(images, 2)
     assert (decision.predict_vote(early.E) == decision.predict_vote(full.E)).all()
-    assert early.unet_evals.sum() <= full.unet_evals.sum()
+    assert early.unet_evals.sum() < full.unet_evals.sum()
+    assert (early.unet_evals < full.unet_evals).any() and (early.unet_evals % (2 * 4) == 0).all()  # whole rounds
     done = np.isfinite(early.E)
     np.testing.assert_allclose(early.E[done], full.E[done], rtol=1e-5)
 
@@ -142,29 +145,49 @@ def test_early_stopping_gives_the_full_vote_with_fewer_evaluations(tiny_model, i
 @pytest.mark.parametrize("mode,alpha", [("exact", 0.0), ("sequential", 0.05)])
 def test_engine_stops_where_the_replay_on_full_scores_stops(tiny_model, images, mode, alpha):
     """The notebook judges stopping rules by replaying them on stored full scores; that is only valid if the
-    engine stops each image after exactly the same draws."""
+    engine stops each image after exactly the same draws. Not trivially: some images must stop before the last
+    draw, so a rule that never stops (in the engine and the replay alike) fails here."""
     s = {**S, "n_draws": 32}
     full = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
     early = ScoringEngine(
         tiny_model, ScoreSettings(**s, early_stop=mode, early_stop_alpha=alpha, round_size=4), "cpu"
     ).score(images, 2)
     replay = decision.replay_early_stop(full.E, round_size=4, alpha=alpha)
+    drawn = np.isfinite(early.E).all(1).sum(1)  # draws per image
+    assert (drawn < s["n_draws"]).any(), "no image stopped early: the comparison below would be trivial"
     assert (np.isfinite(early.E) == np.isfinite(replay)).all()
+    np.testing.assert_allclose(early.E[np.isfinite(early.E)], replay[np.isfinite(replay)], rtol=1e-5)
     with pytest.raises(ValueError, match="early_stop"):
         ScoreSettings(early_stop=True)
 
 
 def test_successive_elimination_three_classes(images):
+    """Li et al.'s rule, stage by stage, against the full scores: after the first 2 draws the class with the highest
+    mean error is dropped; after 3 more the worse of the two left (mean over all 5 of its draws). Catches: dropping
+    another class than the worst (the old test only counted the classes left)."""
     torch.manual_seed(0)
     cfg = tiny_cfg()
     model = Denoiser(build_unet(cfg, 1, 3), cfg, ["a", "b", "c"]).eval()
-    s = ScoreSettings(**{**S, "n_draws": 8}, stages=[(2, 2), (6, 2)])
+    s = ScoreSettings(**{**S, "n_draws": 8}, stages=[(2, 2), (3, 1), (3, 1)])
     scores = ScoringEngine(model, s, "cpu").score(images, 3)
-    # every class gets the first 2 draws; exactly one class per image is dropped after them
-    assert np.isfinite(scores.E[:, :, :2]).all()
-    assert (np.isfinite(scores.E[:, :, 2:]).any(2).sum(1) == 2).all()
-    assert scores.unet_evals.tolist() == [2 * 3 + 6 * 2] * len(images)
     full = ScoringEngine(model, ScoreSettings(**{**S, "n_draws": 8}), "cpu").score(images, 3)
+    n, rows = len(images), np.arange(len(images))
+    after_2 = full.E[:, :, :2].mean(2)
+    dropped = after_2.argmax(1)
+    assert len(set(dropped)) > 1  # the dropped class depends on the image: a fixed choice fails
+    assert (np.sort(after_2, 1)[:, 2] - np.sort(after_2, 1)[:, 1] > 1e-3).all()  # no near-tie decides
+    left = np.ones((n, 3), bool)
+    left[rows, dropped] = False
+    after_5 = np.where(left, full.E[:, :, :5].mean(2), np.inf)
+    kept = after_5.argmin(1)
+    assert (np.sort(after_5, 1)[:, 1] - np.sort(after_5, 1)[:, 0] > 1e-3).all()
+    assert (kept != after_2.argmin(1)).any()  # the second stage reads all 5 draws, not the first stage's 2
+    expected = np.zeros((n, 3, 8), bool)
+    expected[:, :, :2] = True
+    expected[:, :, 2:5] = left[:, :, None]
+    expected[rows, kept, 5:] = True
+    assert np.array_equal(np.isfinite(scores.E), expected)
+    assert scores.unet_evals.tolist() == [2 * 3 + 3 * 2 + 3 * 1] * n
     both = np.isfinite(scores.E)
     np.testing.assert_allclose(scores.E[both], full.E[both], rtol=1e-5)
 

@@ -145,3 +145,68 @@ def test_one_bootstrap_and_one_vote_share():
     E = np.array([[[0.1, 0.1, 0.9, np.nan], [0.2, 0.2, 0.1, np.nan]]])  # 2 of 3 voting draws for class 0
     assert decision.vote_shares(E).tolist() == [[2 / 3, 1 / 3]]
     assert unc.vote_fraction(E).tolist() == [2 / 3]
+
+
+def _one_vote_split(y, right, gap=1.0):
+    """(N, 2, 4) errors where every image's vote is 3-1 and its mean errors differ by the same amount, for the class
+    y (right) or the other one (wrong): every image then has the same logits, so a temperature fitted on a split sets
+    the calibrated confidence to that split's accuracy exactly (NLL of one repeated logit pair)."""
+    E = np.empty((len(y), 2, 4))
+    for i, (label, ok) in enumerate(zip(y, right)):
+        win = label if ok else 1 - label
+        E[i, win] = [1.0, 1.0, 1.0, 1.0 + gap]  # wins draws 0-2
+        E[i, 1 - win] = [1.0 + gap, 1.0 + gap, 1.0 + gap, 1.0 + gap / 2]  # wins draw 3
+    return E
+
+
+def test_temperatures_come_from_validation_and_set_the_calibrated_columns():
+    """Validation and test differ (5 of 8 right on val, 4 of 8 on test) and every image has the same logits, so the
+    values are hand-derived: temperature scaling on val makes every calibrated confidence 5/8, hence on test
+    ECE_cal = |1/2 - 5/8| = 0.125 and Brier_cal = (3/8)^2 / 2 + (5/8)^2 / 2 = 0.265625, against the raw vote share
+    3/4 (ECE 0.25, Brier 0.3125) and the ResNet's raw 0.8 (ECE 0.3, Brier 0.34). Catches: temperatures fitted on the
+    test split (the calibrated confidence would be 1/2: ECE 0, Brier 0.25), calibrated columns that read the raw
+    confidence, and the old test's val == test, where neither would show."""
+    y = np.array([0, 1] * 4)
+    val_right, test_right = np.arange(8) < 5, np.arange(8) % 4 < 2
+    E_val, E_test = _one_vote_split(y, val_right), _one_vote_split(y, test_right)
+
+    def proba(right):
+        pred = np.where(right, y, 1 - y)
+        return np.where(np.arange(2) == pred[:, None], 0.8, 0.2)
+
+    ev = unc.evaluate("toy", E_val, y, E_test, y, proba(val_right), proba(test_right), n_bins=4, n_boot=10)
+    rows = {r["score"]: r for r in ev.rows}
+    for score, raw_ece, raw_brier in (
+        ("vote_fraction", 0.25, 0.3125),
+        ("error_softmax", None, None),
+        ("max_softmax", 0.3, 0.34),
+    ):
+        r = rows[score]
+        assert (r["accuracy_val"], r["accuracy"]) == (5 / 8, 1 / 2), score
+        assert r["ece_calibrated"] == pytest.approx(0.125, abs=1e-4), score
+        assert r["brier_calibrated"] == pytest.approx(0.265625, abs=1e-4), score
+        np.testing.assert_allclose(
+            ev.curves["diffusion-unet" if score != "max_softmax" else "resnet18", score].calibrated, 5 / 8, atol=1e-4
+        )
+        if raw_ece is not None:
+            assert (r["ece"], r["brier"]) == (pytest.approx(raw_ece), pytest.approx(raw_brier)), score
+    for score in ("vote_entropy", "margin_z", "predictive_entropy"):  # not confidences: no calibration columns
+        assert all(np.isnan(rows[score][k]) for k in ("ece", "ece_calibrated", "brier", "brier_calibrated"))
+    # the temperatures are validation's, which test's would not be
+    assert ev.temperatures["vote_fraction"] == pytest.approx(unc.fit_temperature(unc.vote_logits(E_val), y))
+    assert ev.temperatures["vote_fraction"] != pytest.approx(unc.fit_temperature(unc.vote_logits(E_test), y), rel=0.1)
+
+
+def test_margin_z_hand_computed():
+    """margin_z = mean / standard error of the per-draw difference runner-up - best, over the draws an image has.
+    Image 0: differences (1, 1, 1, -0.5): mean 0.625, sd 0.75, se 0.375, z = 5/3. Image 1 (three classes, the third
+    the runner-up by mean, one draw missing): differences (2, 1, 3), mean 2, sd 1, se 1/sqrt(3), z = 2 sqrt(3).
+    Catches: a z with the population sd (ddof 0), without the standard error, over the wrong pair of classes, or
+    counting the missing draw."""
+    E = np.array(
+        [
+            [[1.0, 1.0, 1.0, 1.5], [2.0, 2.0, 2.0, 1.0], [9.0, 9.0, 9.0, 9.0]],
+            [[1.0, 1.0, 1.0, np.nan], [5.0, 5.0, 5.0, np.nan], [3.0, 2.0, 4.0, np.nan]],
+        ]
+    )
+    np.testing.assert_allclose(unc.margin_z(E), [5 / 3, 2 * np.sqrt(3)], rtol=1e-12)
