@@ -1,8 +1,8 @@
 """The table of deviations from the authors' code (docs/deviations.md), read back so that it can be checked and
-summarised: every setting it names (`section.key: value`) must hold in the profile of its column. A `paper` cell is in one of
-three states: "= authors" (fully the authors' setting), "= authors except" (theirs but for a named detail) or neither
-(differs); "= authors" may not name a difference ("except", "instead", ...: that is "= authors except"), and a row
-that is not fully "= authors" must give a reason.
+summarised: every setting it names (`section.key: value`) must hold in the profile of its column. A `paper` cell is in
+one of three states: "= authors" (fully the authors' setting), "= authors except" (theirs but for a named detail) or
+neither (differs); "= authors" may not name a difference ("except", "instead", ...: that is "= authors except"), and
+a row that is not fully "= authors" must give a reason.
 
 rows          the table as dicts (what, authors, cpu, paper, why)
 named_values  the `section.key: value` settings a cell names
@@ -95,7 +95,8 @@ def summary_line(table: list[dict]) -> str:
     by = {k: [r["what"] for r in table if state(r) == k] for k in (SAME, EXCEPT, DIFFERS)}
     return (
         f"The deviations table (`docs/deviations.md`) has {len(table)} rows: the `paper` profile matches the "
-        f"authors' code fully in {len(by[SAME])} ({'; '.join(by[SAME])}), except for a named detail in {len(by[EXCEPT])} "
-        f"({'; '.join(by[EXCEPT])}) and differs, with a reason, in {len(by[DIFFERS])} ({'; '.join(by[DIFFERS])}); "
+        f"authors' code fully in {len(by[SAME])} ({'; '.join(by[SAME])}), except for a named detail in "
+        f"{len(by[EXCEPT])} ({'; '.join(by[EXCEPT])}) and differs, with a reason, in {len(by[DIFFERS])} "
+        f"({'; '.join(by[DIFFERS])}); "
         "the `cpu` profile differs in scale throughout (small models, 32/64 px, N = 51)."
     )
