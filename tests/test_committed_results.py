@@ -653,17 +653,23 @@ def summary_folders(res: Path = RESULTS) -> list[Path]:
     return [p.parent for p in sorted(res.rglob("SUMMARY.md")) if (p.parent / "provenance.json").exists()]
 
 
-def regenerate_summary(folder: Path) -> str:
-    """summary.build() on a temporary copy of folder (so that nothing is written beside the committed files)."""
+GENERATED = ("SUMMARY.md", "DETAILS.md")
+
+
+def regenerate_summary(folder: Path) -> dict[str, str]:
+    """SUMMARY.md (summary.build(): the claims page, which reads the re-run folders' tables too) and DETAILS.md
+    (summary.details()) regenerated on a temporary copy of folder (nothing is written beside the committed files)."""
     from diffusion_classifier import summary
 
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "results"
-        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("reruns"))
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("*.ipynb", "*.png"))
+        for p in (*folder.rglob("*.png"), *folder.rglob("*.ipynb")):  # the builders read only their names
+            (copy / p.relative_to(folder)).touch()
         before = os.environ.get("DC_RESULTS_DIR")
         os.environ["DC_RESULTS_DIR"] = str(copy)
         try:
-            return summary.build()
+            return {"SUMMARY.md": summary.build(), "DETAILS.md": summary.details()}
         finally:
             if before is None:
                 os.environ.pop("DC_RESULTS_DIR")
@@ -672,19 +678,21 @@ def regenerate_summary(folder: Path) -> str:
 
 
 def summary_problems(folder: Path) -> list[str]:
-    """The unified diff (committed -> regenerated) of folder/SUMMARY.md; empty when byte-identical."""
-    committed = (folder / "SUMMARY.md").read_bytes()
-    regenerated = regenerate_summary(folder).encode()
-    if committed == regenerated:
-        return []
-    diff = difflib.unified_diff(
-        committed.decode().splitlines(),
-        regenerated.decode().splitlines(),
-        f"{folder.name}/SUMMARY.md (committed)",
-        "regenerated",
-        lineterm="",
-    )
-    return list(diff) or ["bytes differ (line endings or the final newline)"]
+    """The unified diffs (committed -> regenerated) of folder/SUMMARY.md and DETAILS.md; empty when byte-identical."""
+    out = []
+    for name, text in regenerate_summary(folder).items():
+        committed, regenerated = (folder / name).read_bytes(), text.encode()
+        if committed == regenerated:
+            continue
+        diff = difflib.unified_diff(
+            committed.decode().splitlines(),
+            regenerated.decode().splitlines(),
+            f"{folder.name}/{name} (committed)",
+            "regenerated",
+            lineterm="",
+        )
+        out += list(diff) or [f"{name}: bytes differ (line endings or the final newline)"]
+    return out
 
 
 # ----------------------------------------------------------------------------- check 5: figures
@@ -698,15 +706,16 @@ def figure_problems(res: Path, docs) -> tuple[list, int]:
     """(problems, files checked): every relative link of res/SUMMARY.md resolves to a file; every .png a document in
     docs names (relative to the document, or to the repository) exists under res/figures and is a PNG."""
     problems, checked = [], 0
-    for target in LINK.findall((res / "SUMMARY.md").read_text()):
-        if "://" in target or target.startswith("#"):
-            continue
-        checked += 1
-        path = res / target.split("#")[0]
-        if not path.is_file():
-            problems.append(f"SUMMARY.md links {target}, which does not exist")
-        elif path.suffix == ".png" and not path.read_bytes().startswith(b"\x89PNG"):
-            problems.append(f"SUMMARY.md links {target}, which is not a PNG")
+    for page in (p for p in (res / name for name in GENERATED) if p.exists()):
+        for target in LINK.findall(page.read_text()):
+            if "://" in target or target.startswith("#"):
+                continue
+            checked += 1
+            path = res / target.split("#")[0]
+            if not path.is_file():
+                problems.append(f"{page.name} links {target}, which does not exist")
+            elif path.suffix == ".png" and not path.read_bytes().startswith(b"\x89PNG"):
+                problems.append(f"{page.name} links {target}, which is not a PNG")
     for doc in docs:
         for name in PNG.findall(doc.read_text()):
             checked += 1
@@ -839,14 +848,14 @@ def test_provenance_commits_are_ancestors_of_head():
 
 
 def copy_results(dst: Path, figures: bool) -> Path:
-    """A copy of the committed results folder without re-run folders; figures and executed notebooks as empty files
-    of the same names (all the summary builder reads of them) unless `figures`. The folder beside it links to the
-    repository's docs/, so that SUMMARY.md's links out of results/ resolve as in the checkout."""
-    shutil.copytree(RESULTS, dst, ignore=shutil.ignore_patterns("reruns", *([] if figures else ["*.png", "*.ipynb"])))
+    """A copy of the committed results folder (re-run folders included: the claims page reads their tables);
+    figures and executed notebooks as empty files of the same names (all the summary builder reads of them) unless
+    `figures`. The folder beside it links to the repository's docs/, so that SUMMARY.md's links out of results/
+    resolve as in the checkout."""
+    shutil.copytree(RESULTS, dst, ignore=shutil.ignore_patterns(*([] if figures else ["*.png", "*.ipynb"])))
     if not figures:
-        for sub in ("figures", "notebooks"):
-            for p in (RESULTS / sub).iterdir():
-                (dst / sub / p.name).touch()
+        for p in (*RESULTS.rglob("*.png"), *RESULTS.rglob("*.ipynb")):
+            (dst / p.relative_to(RESULTS)).touch()
     (dst.parent / "docs").symlink_to(REPO / "docs", target_is_directory=True)
     return dst
 
@@ -950,35 +959,51 @@ def test_planted_uncertainty_edit_is_reported(copy, table, where, column):
     assert len(problems) == 1 and problems[0].startswith(f"{table}.csv row {i} ") and f": {column} " in problems[0]
 
 
+def test_unedited_copy_regenerates_cleanly(copy):
+    """The control for the planted SUMMARY/DETAILS edits below: the copy they edit regenerates byte for byte, so a
+    problem they see is the edit's."""
+    assert summary_problems(copy) == []
+
+
 def test_planted_summary_edit_is_reported(copy):
-    """One number of the committed SUMMARY.md changed by hand: the byte-for-byte comparison shows that line."""
+    """One key number of the claims table in SUMMARY.md changed by hand: the byte-for-byte comparison shows that
+    line."""
     path = copy / "SUMMARY.md"
     text = path.read_text()
-    m = re.search(r"balanced accuracy (\d\.\d{3})", text)
-    edited = f"balanced accuracy {float(m.group(1)) + 0.001:.3f}"
+    m = re.search(r"\(chance = 0\.5\): (\d\.\d{3})", text)
+    edited = f"(chance = 0.5): {float(m.group(1)) + 0.001:.3f}"
     path.write_text(text[: m.start()] + edited + text[m.end() :])
     problems = summary_problems(copy)
     assert any(p.startswith("-") and edited in p for p in problems)
     assert any(p.startswith("+") and m.group(0) in p for p in problems)
 
 
-def test_planted_word_in_summary_is_reported(copy):
-    """One word of the generated text changed ("informative" -> "uninformative"): reported."""
+def test_planted_verdict_word_in_summary_is_reported(copy):
+    """One verdict changed by hand ("**inconclusive**" -> "**supported**"): reported."""
     path = copy / "SUMMARY.md"
     text = path.read_text()
-    assert " informative" in text
-    path.write_text(text.replace(" informative", " uninformative", 1))
-    assert any("uninformative" in p for p in summary_problems(copy))
+    assert "**inconclusive**" in text
+    path.write_text(text.replace("**inconclusive**", "**supported**", 1))
+    assert any(p.startswith("-") and "**supported**" in p for p in summary_problems(copy))
+
+
+def test_planted_details_edit_is_reported(copy):
+    """One number of DETAILS.md changed by hand (a balanced accuracy): reported."""
+    path = copy / "DETAILS.md"
+    text = path.read_text()
+    m = re.search(r"balanced accuracy (\d\.\d{3})", text)
+    edited = f"balanced accuracy {float(m.group(1)) + 0.001:.3f}"
+    path.write_text(text[: m.start()] + edited + text[m.end() :])
+    assert any(p.startswith("-") and edited in p for p in summary_problems(copy))
 
 
 def test_planted_table_edit_makes_summary_stale(copy):
-    """A table changed without regenerating SUMMARY.md (the headline AUC, 0.01 up): the regenerated pneumonia lines
-    carry the new AUC, so the comparison reports them."""
-    head = {"task": "pneumonia", "rule": "vote", "n_draws": 51, "t_range": FULL_RANGE}
-    i = plant(copy, "classification", head, "auc", 0.01)
-    new = pd.read_csv(copy / "tables" / "classification.csv").auc[i]
+    """A table changed without regenerating (claim 1's pneumonia AUC difference, 0.01 up): the regenerated claims
+    row carries the new number, so the comparison reports it."""
+    i = plant(copy, "diffusion_vs_baseline", {"task": "pneumonia", "source": "all"}, "auc_diff", 0.01)
+    new = pd.read_csv(copy / "tables" / "diffusion_vs_baseline.csv").auc_diff[i]
     problems = summary_problems(copy)
-    assert any(p.startswith("+") and "pneumonia" in p and f"{new:.3f}" in p for p in problems)
+    assert any(p.startswith("+| 1 competitive | pneumonia") and f"{new:+.3f}" in p for p in problems)
 
 
 def test_planted_missing_figure_is_reported(tmp_path):

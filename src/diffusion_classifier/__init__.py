@@ -41,7 +41,8 @@ analyses (one per notebook)
     rerun         a re-run (another CPU, precision or commit) paired with the committed results
     explorer      the analysts' explorer over stored scores
 report
-    summary       results/SUMMARY.md from the tables and provenance
+    claims        the four claims' verdicts in one vocabulary, the claims figure (SUMMARY.md's first page)
+    summary       results/SUMMARY.md and DETAILS.md from the tables and provenance
     figures       plotting helpers (one style, PNGs under results/figures)
     provenance    environment and run records (results/provenance.json)
     deviations    docs/deviations.md read back and checked against the profiles
