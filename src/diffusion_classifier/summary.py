@@ -170,7 +170,7 @@ def _provenance() -> dict:
 
 def _headline_n(prov: dict, tasks: list[str]) -> dict[str, int]:
     """The pre-specified N of each task, as the profile fixed it (provenance's settings)."""
-    return {t: int(prov["settings"][t]["scoring"]["n_draws"]) for t in tasks}
+    return {t: int(prov["settings"][t].get("scoring", {}).get("n_draws", 0)) for t in tasks}
 
 
 def build() -> str:
