@@ -125,7 +125,11 @@ def test_backbone_trains_round_trips_and_classifies(tmp_path, kind, wavelet):
 
     loaded = Denoiser.load(model.save(tmp_path / "ckpt"), ["a", "b"])
     assert (loaded.kind, loaded.wavelet) == (kind, wavelet)
-    assert torch.equal(predictions(model.eval(), x[:6]), predictions(loaded, x[:6]))
+    # the weights round-trip exactly; the outputs to kernel precision (oneDNN may pick another convolution algorithm
+    # for a freshly built network: ~4e-7 seen here on unet-haar)
+    trained, reloaded = model.net.state_dict(), loaded.net.state_dict()
+    assert trained.keys() == reloaded.keys() and all(torch.equal(trained[k], reloaded[k]) for k in trained)
+    torch.testing.assert_close(predictions(model.eval(), x[:6]), predictions(loaded, x[:6]), rtol=0, atol=1e-5)
     again = Denoiser(build_network(cfg, 1, 2), cfg, ["a", "b"]).load_trainable(tmp_path / "ckpt").eval()
     assert torch.equal(predictions(again, x[:6]), predictions(loaded, x[:6]))
 

@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from conftest import REAL_DATA
 from PIL import Image
 
@@ -82,9 +83,16 @@ def test_near_duplicates_drop_the_later_member(isic_folder, monkeypatch):
 
 
 def test_npz_reader_normalises_shapes(make_npz):
-    path = make_npz()
+    """Shapes, and the pixels and labels of each split are the file's own, in order. Catches: a reader that returns
+    zeros or reorders images, mixes up the splits, or drops the (N, 1) labels' values."""
+    path = make_npz(n=(24, 10, 12))  # three sizes: a split read for another one shows
     splits = datasets.read_npz(path, 2)
     assert splits["train"].images.shape == (24, 8, 8, 1) and splits["train"].labels.dtype == np.int64
+    with np.load(path) as z:
+        for split in ("train", "val", "test"):
+            assert np.array_equal(splits[split].images[..., 0], z[f"{split}_images"]), split
+            assert splits[split].labels.tolist() == z[f"{split}_labels"][:, 0].tolist(), split
+            assert splits[split].images.dtype == np.uint8
 
 
 def test_isic_folder_reader(isic_folder):
@@ -354,6 +362,29 @@ def test_preprocess_range_and_determinism(make_npz):
     b = preprocess.to_tensor(splits["train"].images, 16)
     assert a.shape == (24, 1, 16, 16) and a.min() >= -1 and a.max() <= 1
     assert (a == b).all()
+
+
+def test_preprocess_values_by_hand():
+    """uint8 v -> v / 127.5 - 1 (0 -> -1, 255 -> 1), channels first with each channel's own pixels, and a resize that
+    keeps where things are. Catches: an identity to_tensor (0-255 values, channels last), a [0, 1] scaling, swapped
+    channels or a transposed image, and a resize that blurs everything to one value."""
+    rgb = np.zeros((2, 2, 3, 3), np.uint8)  # two 2 x 3 RGB images
+    rgb[0, :, :, 0] = [[0, 51, 102], [153, 204, 255]]  # red ramps across the image
+    rgb[0, :, :, 1] = 255  # green full
+    rgb[1] = 255
+    x = preprocess.to_tensor(rgb)
+    assert x.shape == (2, 3, 2, 3) and x.dtype == torch.float32
+    np.testing.assert_allclose(x[0, 0].numpy(), [[-1.0, -0.6, -0.2], [0.2, 0.6, 1.0]], atol=1e-6)
+    assert (x[0, 1] == 1).all() and (x[0, 2] == -1).all() and (x[1] == 1).all()
+    grey = np.zeros((1, 16, 16), np.uint8)
+    grey[0, :, 8:] = 255  # left half black, right half white
+    y = preprocess.to_tensor(grey, 8)[0, 0].numpy()
+    assert y.shape == (8, 8) and y.min() >= -1 and y.max() <= 1
+    assert (y[:, :3] < -0.9).all() and (y[:, 5:] > 0.9).all()  # the far columns keep their value, left stays left
+    np.testing.assert_allclose(y, y[:1].repeat(8, 0))  # no change down the columns
+    np.testing.assert_allclose(y[:, :4], -y[:, ::-1][:, :4], atol=1e-6)  # symmetric about the middle
+    const = preprocess.to_tensor(np.full((1, 12, 12, 3), 102, np.uint8), 5)
+    np.testing.assert_allclose(const.numpy(), 102 / 127.5 - 1, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- decoded-image cache keyed by content

@@ -49,19 +49,11 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     sd_table = pd.read_csv(res / "tables" / "foundation_classification.csv")
     assert {"stable-diffusion", "stable-diffusion-finetuned"} == set(sd_table.model)
     recompute_a_row_from_predictions(res / "tables")
-    for table in (
-        "baseline",
-        "explainability",
-        "uncertainty",
-        "ablation_paired",
-        "diffusion_vs_baseline",
-        "paper_comparison",
-        "uncertainty_removal",
-    ):
-        assert len(pd.read_csv(res / "tables" / f"{table}.csv"))
+    check_result_tables(res / "tables", ["pneumonia", "melanoma_balanced"], "smoke")
     assert len(list((res / "figures").glob("*.png"))) >= 20
     text = (res / "SUMMARY.md").read_text()
-    assert "profile **smoke**" in text and "figures/" in text and "## Verdicts (generated)" in text
+    assert text.index("| claim | task | verdict") < 3000 and "profile **smoke**" in text and "figures/claims.png" in text
+    assert (res / "figures" / "claims.png").exists() and "## Verdicts (generated)" in (res / "DETAILS.md").read_text()
     # a notebook re-run alone rewrites its own tables only, and keeps the other notebooks' provenance records
     before = {p.name: p.read_bytes() for p in (res / "tables").glob("*.csv")}
     r = run_all(tmp_path, "--profile", "smoke", "--only", "04", SD_WEIGHTS=str(sd))
@@ -146,6 +138,176 @@ def test_a_failing_notebook_stops_the_run_with_its_name(tmp_path):
     assert r.returncode != 0
     assert "FAILED: notebook notebooks/01_data.ipynb" in r.stderr
     assert "unknown task 'no_such_task'" in r.stderr
+
+
+def _close(a, b, what):
+    assert a == pytest.approx(b, abs=1e-9, nan_ok=True), what
+
+
+def _in_unit_interval(values, what):
+    v = pd.to_numeric(pd.Series(values), errors="raise").dropna()
+    assert ((v >= 0) & (v <= 1)).all(), (what, v[(v < 0) | (v > 1)].tolist()[:5])
+
+
+def _cis_ordered(table: pd.DataFrame, what):
+    """Every (m, m_ci_low, m_ci_high) column triple: low <= high wherever both are given."""
+    for c in table.columns:
+        if c.endswith("_ci_low") and c.replace("_ci_low", "_ci_high") in table:
+            lo, hi = table[c], table[c.replace("_ci_low", "_ci_high")]
+            both = lo.notna() & hi.notna()
+            assert (lo[both] <= hi[both] + 1e-12).all(), (what, c)
+
+
+def check_result_tables(tables, tasks, profile):
+    """What the seven result tables of notebooks 03-06 must hold for a default run, beyond being non-empty: their
+    columns, a row for every task (and rule, score, N or source), values in range, and agreement with
+    classification.csv (and with each other) to the last digit where one is read off the other. No accuracy
+    threshold: smoke models are near chance. Catches: a stub table with the right name and any one row, a table
+    written for one task only, a swapped or missing model or rule, a paired difference of the wrong sign, and an
+    uncertainty or removal table that does not follow from the same predictions."""
+    from diffusion_classifier import ablation, datasets, profiles, reference, uncertainty
+
+    read = {t: pd.read_csv(tables / f"{t}.csv") for t in (
+        "classification", "baseline", "explainability", "uncertainty", "ablation_paired", "diffusion_vs_baseline",
+        "paper_comparison", "uncertainty_removal",
+    )}  # fmt: skip
+    metrics = [f"{m}{s}" for m in ("accuracy", "balanced_accuracy", "auc", "f1") for s in ("", "_ci_low", "_ci_high")]
+    diffs = [
+        f"{m}_diff{s}" for m in ("accuracy", "balanced_accuracy", "auc", "f1") for s in ("", "_ci_low", "_ci_high")
+    ]
+    columns = {
+        "classification": ablation.COLUMNS,
+        "baseline": ["task", "model", "epochs_run", "selected_epoch", "sensitivity", "specificity", *metrics],
+        "explainability": ["task", "section", "method", "judge", "fill", "mode", "measure", "value", "ci_low"]
+        + ["ci_high", "n_images", "interpretable"],
+        "uncertainty": uncertainty.TABLE_COLUMNS,
+        "ablation_paired": [*ablation.PAIRED_COLUMNS, "source", "a", "b", "n_images", *diffs],
+        "diffusion_vs_baseline": ["task", "source", "a", "b", "n_images", "a_auc_ci_low", "b_auc_ci_low", *diffs]
+        + ["only_a_right", "only_b_right", "mcnemar_p"],
+        "paper_comparison": ["source", "data", "model", "accuracy", "f1", "auc", "balanced_accuracy"],
+        "uncertainty_removal": ["task", "model", "score", "removed", "accuracy"],
+    }
+    for name, t in read.items():
+        missing = [c for c in columns[name] if c not in t.columns]
+        assert not missing, (name, "lacks", missing)
+        assert len(t) and sorted(t.task.unique() if "task" in t else tasks) == sorted(tasks), name
+    cls = read["classification"]
+    for task in tasks:
+        cfg = profiles.get_profile(profile, task)
+        rule, n_max = cfg["decision"]["rule"], cfg["scoring"]["n_draws"]
+        c = cls[(cls.task == task) & cls.t_range.fillna("").isin([ablation.FULL_RANGE, ""])]
+        diffusion = c[(c.model == "diffusion-unet") & (c.source == "all")].set_index(["rule", "n_draws"])
+        resnet = c[c.model == "resnet18"].set_index("source")
+
+        # baseline.csv (notebook 03): the ResNet's test metrics, the same as classification.csv's ResNet row
+        b = read["baseline"][read["baseline"].task == task]
+        assert len(b) == 1 and b.model.iloc[0] == "resnet18", task
+        assert 1 <= b.selected_epoch.iloc[0] <= b.epochs_run.iloc[0], task
+        for m in ("accuracy", "balanced_accuracy", "auc", "f1", "sensitivity", "specificity"):
+            _in_unit_interval(b[[m, f"{m}_ci_low", f"{m}_ci_high"]].to_numpy().ravel(), ("baseline", m))
+            _close(b[m].iloc[0], resnet.loc["all", m], ("baseline vs classification", task, m))
+        _cis_ordered(b, "baseline")
+
+        # ablation_paired.csv: vote - mean at every N of the ablation, overall; the accuracy difference is the
+        # difference of classification.csv's two rows at that N
+        pr = read["ablation_paired"][read["ablation_paired"].task == task]
+        assert sorted(pr.n_draws) == sorted(cfg["ablation"]["n_draws"]) and (pr.source == "all").all(), task
+        for r in pr.itertuples():
+            assert (r.a, r.b) == (f"vote N={r.n_draws}", f"mean N={r.n_draws}"), (task, r.a, r.b)
+            vote, mean = diffusion.loc[("vote", r.n_draws)], diffusion.loc[("mean", r.n_draws)]
+            _close(r.accuracy_diff, vote.accuracy - mean.accuracy, ("paired accuracy_diff", task, r.n_draws))
+            assert r.n_images == vote.n_images and 0 <= r.mcnemar_p <= 1, task
+            assert r.only_a_right >= 0 and r.only_b_right >= 0 and r.only_a_right + r.only_b_right <= r.n_images
+            # McNemar's discordant counts are the accuracy difference
+            _close((r.only_a_right - r.only_b_right) / r.n_images, r.accuracy_diff, ("discordant", task, r.n_draws))
+        one = pr[pr.n_draws == 1]  # one draw: the vote is the mean rule
+        assert (one.accuracy_diff == 0).all() and (one.only_a_right + one.only_b_right == 0).all(), task
+        _cis_ordered(pr, "ablation_paired")
+
+        # diffusion_vs_baseline.csv: the headline rule at N_max - ResNet-18, overall and per data source
+        vb = read["diffusion_vs_baseline"][read["diffusion_vs_baseline"].task == task]
+        assert sorted(vb.source) == sorted(c.source.unique()) and "all" in set(vb.source), task
+        for r in vb.itertuples():
+            d = c[(c.model == "diffusion-unet") & (c.source == r.source) & (c.rule == rule) & (c.n_draws == n_max)]
+            assert len(d) == 1 and (r.a, r.b) == (f"diffusion-unet {rule} N={n_max}", "resnet18"), (task, r.a)
+            _close(r.accuracy_diff, d.accuracy.iloc[0] - resnet.loc[r.source, "accuracy"], ("vs baseline", r.source))
+            _close(r.auc_diff, d.auc.iloc[0] - resnet.loc[r.source, "auc"], ("vs baseline auc", task, r.source))
+            _close(r.a_auc_ci_low, d.auc_ci_low.iloc[0], ("a_auc_ci_low", task, r.source))
+            _close(r.b_auc_ci_low, resnet.loc[r.source, "auc_ci_low"], ("b_auc_ci_low", task, r.source))
+            assert r.n_images == d.n_images.iloc[0] and 0 <= r.mcnemar_p <= 1, task
+        _cis_ordered(vb, "diffusion_vs_baseline")
+
+        # uncertainty.csv: every rule's scores and the ResNet's, in order; accuracies are classification.csv's;
+        # calibration columns only for the scores that are confidences
+        u = read["uncertainty"][read["uncertainty"].task == task]
+        expected = [("diffusion-unet", r, sc) for r, scores in uncertainty.RULE_SCORES.items() for sc in scores]
+        expected += [("resnet18", "softmax", "max_softmax"), ("resnet18", "softmax", "predictive_entropy")]
+        assert list(zip(u.model, u.rule, u.score)) == expected, task
+        assert set(uncertainty.TABLE_COLUMNS) <= set(u.columns)
+        for r in u.itertuples():
+            acc = resnet.loc["all", "accuracy"] if r.model == "resnet18" else diffusion.loc[(r.rule, n_max), "accuracy"]
+            _close(r.accuracy, acc, ("uncertainty accuracy", task, r.score))
+            confidence = r.score in ("vote_fraction", "error_softmax", "max_softmax")
+            for col in ("ece", "ece_calibrated", "brier", "brier_calibrated"):
+                assert pd.isna(getattr(r, col)) != confidence, (task, r.score, col)
+        cols = [c for c in u.columns if c.startswith(("accuracy", "error_auroc", "aurc", "acc_at", "ece", "brier"))]
+        for col in cols:
+            _in_unit_interval(u[col], ("uncertainty", col))
+        _cis_ordered(u, "uncertainty")
+
+        # uncertainty_removal.csv: the paper's curve for the vote share and the ResNet's max softmax, read off the
+        # same predictions: nothing removed is the accuracy, 20 % removed is the accuracy at 80 % coverage
+        rm = read["uncertainty_removal"][read["uncertainty_removal"].task == task]
+        for key in (("diffusion-unet", "vote_fraction"), ("resnet18", "max_softmax")):
+            curve = rm[(rm.model == key[0]) & (rm.score == key[1])].set_index("removed").accuracy
+            np.testing.assert_allclose(curve.index, uncertainty.REMOVAL_FRACTIONS, atol=1e-9)
+            _in_unit_interval(curve, ("removal", key))
+            row = u[(u.model == key[0]) & (u.score == key[1])].iloc[0]
+            _close(curve.iloc[0], row.accuracy, ("removal at 0", task, key))
+            _close(curve.loc[curve.index[np.isclose(curve.index, 0.2)][0]], row.acc_at_80_coverage, ("at 0.2", key))
+        assert len(rm) == 2 * len(uncertainty.REMOVAL_FRACTIONS), task
+
+        # explainability.csv (notebook 05): every section, both maps and the random control in both modes, rates
+        # and correlations in range, and a counterfactual flip and keep rate towards every class
+        e = read["explainability"][read["explainability"].task == task]
+        assert {"faithfulness", "randomisation", "counterfactual", "test_retest"} <= set(e.section), task
+        f = e[e.section == "faithfulness"]
+        assert {"diffusion error-difference", "Grad-CAM (ResNet-18)", "random"} <= set(f.method), task
+        assert {"deletion", "insertion"} <= set(f["mode"].dropna()) and f.fill.notna().all(), task
+        assert f.interpretable.isin([True, False, "True", "False"]).all(), task
+        assert (e.n_images >= 0).all(), task
+        _cis_ordered(e, "explainability")
+        corr = e[e.measure.str.startswith("spearman")]
+        assert len(corr) and (corr.value.dropna().abs() <= 1 + 1e-9).all(), task
+        cf = e[e.section == "counterfactual"]
+        for name in datasets.TASKS[task].classes:
+            for kind in ("flip_rate", "keep_rate"):
+                rates = cf[cf.measure == f"{kind}_to_{name}"]
+                assert len(rates) >= 1, (task, kind, name)
+                _in_unit_interval(rates.value, ("counterfactual", task, kind, name))
+
+    # paper_comparison.csv: the paper's table as transcribed, then per task our headline rule at N_max and the
+    # ResNet, with classification.csv's numbers
+    pc = read["paper_comparison"]
+    paper = pc[pc.source == "paper"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(paper[["source", "data", "model", "accuracy", "f1"]], reference.paper_rows())
+    ours = pc[pc.source == "this study"]
+    assert len(pc) == len(paper) + len(ours) and len(ours) == 2 * len(tasks)
+    for task in tasks:
+        cfg = profiles.get_profile(profile, task)
+        rule, n_max = cfg["decision"]["rule"], cfg["scoring"]["n_draws"]
+        rows = ours[ours.data.str.startswith(f"{task}, ")].set_index("model")
+        headline = cls[
+            (cls.task == task) & (cls.source == "all") & (cls.model == "diffusion-unet") & (cls.rule == rule)
+            & (cls.n_draws == n_max) & (cls.t_range == ablation.FULL_RANGE)
+        ].iloc[0]  # fmt: skip
+        base = cls[(cls.task == task) & (cls.source == "all") & (cls.model == "resnet18")].iloc[0]
+        for model, expected in (
+            (f"diffusion-unet ({rule}, N = {n_max})", headline),
+            ("ResNet-18 (from scratch)", base),
+        ):
+            for m in ("accuracy", "f1", "auc", "balanced_accuracy"):
+                _close(rows.loc[model, m], expected[m], ("paper_comparison", task, model, m))
 
 
 def recompute_a_row_from_predictions(tables):
