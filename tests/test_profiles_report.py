@@ -123,8 +123,9 @@ def test_provenance_keeps_superseded_records_across_partial_runs(tmp_path, monke
 
 
 def test_deviations_table_matches_the_profiles():
-    """Every setting the deviations table (docs/deviations.md) names holds in the profile of its column, every `paper` cell that
-    is not fully the authors' setting has a reason, and the rows with a known detail of difference say so."""
+    """Every setting the deviations table (docs/deviations.md) names holds in the profile of its column, every `paper`
+    cell that is not fully the authors' setting has a reason, and the rows with a known detail of difference say
+    so."""
     from diffusion_classifier import deviations
 
     table = deviations.rows()
