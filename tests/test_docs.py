@@ -49,3 +49,48 @@ def test_package_docstring_lists_every_module():
     listed = set(re.findall(r"^ {4}([a-z_]+) ", doc, re.M))
     modules = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     assert modules - listed == set() and listed - modules == set()
+
+
+# A number that reads as a result: a decimal like 0.963 (AUC, accuracy, p, rho), "p = ...", minutes, a percentage
+# or a speed-up ratio. Budgets ("≤ 90 min") and "95% CI" are not results.
+RESULT = re.compile(
+    r"(?<![\w.])[-−+]?0\.\d{2,}|\bp = \d|(?<!≤ )\b\d+(?:\.\d+)?\s*min\b|\b\d+(?:\.\d+)?\s?%(?! CI)|\b\d+\.\d+x\b"
+)
+SOURCE = re.compile(r"results/|\w+\.(?:csv|json)\b|SUMMARY\.md|DETAILS\.md")
+
+
+def typed_results(text: str) -> list[str]:
+    return [m.group(0) for m in RESULT.finditer(text)]
+
+
+def unsourced_paragraphs(text: str) -> list[str]:
+    """Paragraphs that quote a result without naming the committed file it comes from (code blocks: settings)."""
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    return [p[:120] for p in re.split(r"\n\s*\n", prose) if typed_results(p) and not SOURCE.search(p)]
+
+
+def test_readme_types_no_result():
+    """The README quotes no result (they drift: it once said 75.3 min where provenance said 75.1); it links
+    SUMMARY.md and the docs instead."""
+    assert typed_results((ROOT / "README.md").read_text()) == []
+
+
+def test_docs_name_the_source_of_every_result_they_quote():
+    """docs/*.md may quote a committed number only in a paragraph that names the file it comes from (a table under
+    results/, provenance.json, SUMMARY.md or DETAILS.md), so a reader can check it there."""
+    found = {p.name: unsourced_paragraphs(p.read_text()) for p in sorted((ROOT / "docs").glob("*.md"))}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_the_result_rules_can_fail():
+    assert typed_results("AUC 0.963 (p = 0.052), 75.3 min, 23.8 %, 1.18x") == [
+        "0.963",
+        "p = 0",
+        "75.3 min",
+        "23.8 %",
+        "1.18x",
+    ]
+    assert typed_results("budget ≤ 90 min; 95% CI; N = 51; 32 px") == []
+    assert unsourced_paragraphs("AUC 0.963.\n\nAUC 0.963 (classification.csv).\n\n```\n--alpha 0.001\n```") == [
+        "AUC 0.963."
+    ]

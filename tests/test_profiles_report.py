@@ -44,7 +44,8 @@ def test_ablation_table_and_voting_verdict_follow_the_numbers():
     wins = rng.random(E.shape[::2]) < 0.4
     E2[np.arange(len(y)), 1 - y] += np.where(wins, 0.05, -0.01)
     pairs2 = ablation.paired_table(E2, y, "toy", [51], n_boot=200)
-    assert "**contradicted**" in ablation.voting_verdict(pairs2, full.loc["vote"], "toy")
+    assert "**not supported**" in ablation.voting_verdict(pairs2, full.loc["vote"], "toy")
+    assert "**nominal (exploratory, look 2)**" in ablation.voting_verdict(pairs, full.loc["vote"], "toy", look=2)
     short = ablation.paired_table(E[:, :, :25], y, "toy", [25], n_boot=50)
     assert "not testable" in ablation.voting_verdict(short, full.loc["vote"], "toy")
     chance = full.loc["vote"].copy()
@@ -100,7 +101,7 @@ def test_summary_reads_tables(tmp_path, monkeypatch):
     pd.DataFrame([{"task": "t", "split": "test", "class": "a", "count": 3}]).to_csv(
         tmp_path / "tables" / "data_summary.csv", index=False
     )
-    text = summary.build()
+    text = summary.details()
     assert "| t | test | a | 3 |" in text
 
 

@@ -35,8 +35,14 @@ def test_replicate_slices_are_disjoint_blocks_in_draw_order():
 
 
 def test_voting_outcome_hand_cases():
-    assert ablation.voting_outcome(0.9, 51, 0.01, 0.05) == "supported"
-    assert ablation.voting_outcome(0.9, 51, -0.05, -0.01) == "contradicted"
+    """Catches: McNemar ignored (p = 0.052 with a CI above 0 would read "supported"), a later look read as
+    confirmatory, the opposite direction called anything but "not supported"."""
+    assert ablation.voting_outcome(0.9, 51, 0.01, 0.05) == "supported"  # no McNemar given: the CI alone
+    assert ablation.voting_outcome(0.9, 51, 0.01, 0.05, p=0.01) == "supported"
+    assert ablation.voting_outcome(0.9, 251, 0.002, 0.034, p=0.052, look=3) == "inconclusive"
+    assert ablation.voting_outcome(0.9, 51, 0.002, 0.034, p=0.052) == "inconclusive"
+    assert ablation.voting_outcome(0.9, 251, 0.01, 0.05, p=0.01, look=3) == "nominal (exploratory, look 3)"
+    assert ablation.voting_outcome(0.9, 51, -0.05, -0.01, p=0.01) == "not supported"
     assert ablation.voting_outcome(0.9, 51, -0.01, 0.02) == "inconclusive"
     assert ablation.voting_outcome(0.9, 25, 0.01, 0.05) == "not testable"  # below the paper's N
     assert ablation.voting_outcome(0.49, 51, 0.01, 0.05) == "not testable"  # no signal

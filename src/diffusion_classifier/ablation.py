@@ -595,16 +595,19 @@ def _ci(d, lo, hi) -> str:
     return f"{d:+.3f} (95% CI {lo:+.3f} to {hi:+.3f})"
 
 
-def voting_outcome(auc_ci_low: float, n_draws: int, diff_ci_low: float, diff_ci_high: float) -> str:
+def voting_outcome(
+    auc_ci_low: float, n_draws: int, diff_ci_low: float, diff_ci_high: float, p: float | None = None, look: int = 1
+) -> str:
     """Claim 2 from one run's numbers: 'not testable' (no signal, or N below where the paper claims the effect),
-    else 'supported' / 'contradicted' when the paired vote - mean accuracy CI excludes 0, else 'inconclusive'."""
+    else `paired.superiority` of the vote - mean accuracy (its paired CI and McNemar's p; look > 1: exploratory)."""
     if auc_ci_low <= 0.5 or n_draws < PAPER_CLAIM_N:
-        return "not testable"
-    return "supported" if diff_ci_low > 0 else "contradicted" if diff_ci_high < 0 else "inconclusive"
+        return paired.NOT_TESTABLE
+    return paired.superiority(diff_ci_low, diff_ci_high, p, look)
 
 
-def voting_verdict(pairs: pd.DataFrame, headline: pd.Series, task: str) -> str:
-    """The paper's claim 2 at the N where it makes it: supported / contradicted / inconclusive / not testable."""
+def voting_verdict(pairs: pd.DataFrame, headline: pd.Series, task: str, look: int = 1) -> str:
+    """The paper's claim 2 at the N where it makes it (look 1) or at a later, exploratory look: a word of
+    `paired.VOCABULARY`."""
     t = pairs[pairs.task == task]
     if headline.auc_ci_low <= 0.5:
         return (
@@ -619,8 +622,10 @@ def voting_verdict(pairs: pd.DataFrame, headline: pd.Series, task: str) -> str:
         )
     r = at.iloc[0]
     lo, hi = r.accuracy_diff_ci_low, r.accuracy_diff_ci_high
-    verdict = voting_outcome(headline.auc_ci_low, r.n_draws, lo, hi)
-    if verdict == "inconclusive":
+    verdict = voting_outcome(headline.auc_ci_low, r.n_draws, lo, hi, r.mcnemar_p, look)
+    if verdict == paired.INCONCLUSIVE and (lo > 0 or hi < 0):
+        verdict += f": the paired accuracy CI excludes 0 but McNemar's p = {r.mcnemar_p:.3f} does not"
+    elif verdict == paired.INCONCLUSIVE:
         verdict += (
             f": the paired accuracy CI contains 0, and its half-width {(hi - lo) / 2:.3f} is larger than "
             f"the paper's own effect at N = {PAPER_CLAIM_N} (0.013)"
@@ -667,7 +672,8 @@ def competitiveness_verdict(comparisons: pd.DataFrame, task: str) -> list[str]:
             )
             + (
                 f"The AUC difference's CI lies above −{NONINFERIORITY_MARGIN}: non-inferior in AUC at the margin of "
-                f"{NONINFERIORITY_MARGIN} (set before this run's test scores were computed)."
+                f"{NONINFERIORITY_MARGIN} (chosen by us after the study's first results had been seen; not from a "
+                "cited source)."
                 if within
                 else f"The AUC difference's CI reaches below −{NONINFERIORITY_MARGIN}: "
                 "non-inferiority at the margin of "

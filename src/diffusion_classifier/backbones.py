@@ -80,7 +80,7 @@ def model_rows(
         vm = ablation.compare_rules(E, y, *decision.PAPER_COMPARISON, n_boot=n_boot, seed=seed)
         row.update({f"vote_minus_mean_{k.replace('_diff', '')}": v for k, v in vm.items()})
         row["voting_outcome"] = ablation.voting_outcome(
-            row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"], vm["accuracy_diff_ci_high"]
+            row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"], vm["accuracy_diff_ci_high"], vm["mcnemar_p"]
         )
         rows.append(row)
     row = {"task": task, "model": BASELINE, "rule": "softmax", "n_draws": np.nan, "n_images": len(y)}

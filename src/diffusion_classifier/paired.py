@@ -1,6 +1,15 @@
 """Paired comparisons of two classifiers on the same images: both see the same bootstrap resamples, so the CI is
 of the difference itself (overlapping marginal CIs are not a test), and McNemar's exact test on the images where
-exactly one of the two is right."""
+exactly one of the two is right.
+
+The verdict vocabulary lives here too, so that every generated verdict (SUMMARY.md, DETAILS.md, the tables'
+outcome columns) uses one set of words and one rule:
+    superiority      "a beats b": supported when the paired CI of a - b excludes 0 upwards AND McNemar's p < 0.05
+                     (where there is a McNemar test), not supported when both show the opposite, otherwise
+                     inconclusive; only at the pre-specified look (look 1): a later look is at most
+                     "nominal (exploratory, look k)", whichever way it points
+    non_inferiority  "a is not worse than b by more than a margin" from the CI of a - b
+"""
 
 import numpy as np
 from scipy.stats import binomtest
@@ -8,6 +17,31 @@ from scipy.stats import binomtest
 from .metrics import binary_metrics, bootstrap
 
 COMPARED = ("auc", "balanced_accuracy", "accuracy", "f1")
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTABLE = "supported", "not supported", "inconclusive", "not testable"
+VOCABULARY = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTABLE, "nominal (exploratory, look k)")
+ALPHA = 0.05
+
+
+def nominal(look: int) -> str:
+    return f"nominal (exploratory, look {look})"
+
+
+def superiority(ci_low: float, ci_high: float, p: float | None = None, look: int = 1) -> str:
+    """Verdict on "a beats b" from the paired CI of a - b and McNemar's p (None: no McNemar test for this
+    comparison); look 1 is the pre-specified N, later looks are exploratory."""
+    significant = p is None or p < ALPHA
+    if significant and (ci_low > 0 or ci_high < 0):
+        if look != 1:
+            return nominal(look)
+        return SUPPORTED if ci_low > 0 else NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+def non_inferiority(ci_low: float, ci_high: float, margin: float) -> str:
+    """Verdict on "a is not worse than b by more than margin" (a - b's CI against -margin)."""
+    if ci_low > -margin:
+        return SUPPORTED
+    return NOT_SUPPORTED if ci_high < -margin else INCONCLUSIVE
 
 
 def bootstrap_difference(y, a: tuple, b: tuple, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:

@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 
-from . import ablation, backbones, claims, deviations, explainability, rerun, shift, uncertainty, variance
+from . import ablation, backbones, claims, deviations, explainability, figures, rerun, shift, uncertainty, variance
 from .paths import results_dir
 
 
@@ -100,11 +100,15 @@ def _verdicts(tables, prov, seed_runs: pd.DataFrame | None = None) -> list[str]:
         for task, g in large[large.model != "resnet18"].groupby("task"):
             rule = settings.get(task, {}).get("decision", {}).get("rule", "vote")
             head = g[(g.rule == rule) & (g.n_draws == g.n_draws.max())]
+            n_head = settings.get(task, {}).get("scoring", {}).get("n_draws", 0)
             if len(head):
+                n = head.n_draws.iloc[0]
+                later = sorted(x for x in pairs[pairs.task == task].n_draws.unique() if n_head < x <= n)
+                look = 1 + len(later)  # look 1: the pre-specified N
                 out.append(
-                    f"- (notebook 09, one long draw sequence, N = {head.n_draws.iloc[0]}: an exploratory second "
-                    "look after the pre-specified N, no multiplicity correction, one training seed and one draw "
-                    f"sequence) {ablation.voting_verdict(pairs, head.iloc[0], task)}"
+                    f"- (notebook 09, one long draw sequence, N = {n}: look {look}, exploratory, after the "
+                    "pre-specified N, no multiplicity correction, one training seed and one draw "
+                    f"sequence) {ablation.voting_verdict(pairs, head.iloc[0], task, look=look)}"
                 )
     if (tables / "early_stopping_large_n.csv").exists():
         stopping = pd.read_csv(tables / "early_stopping_large_n.csv")
@@ -138,7 +142,7 @@ def _default_run_minutes(prov: dict) -> float:
     return sum(v for k, v in first.items() if k < "08") / 60
 
 
-def _provenance_line(prov: dict) -> str:
+def _provenance_line(prov: dict, superseded: bool = True) -> str:
     commits = sorted(
         {
             n.get("git", {}).get("commit", "?")[:12]
@@ -157,9 +161,9 @@ def _provenance_line(prov: dict) -> str:
         + "".join(
             f"; earlier run of {n['name'][:2]} (replaced by a re-run): {n['wall_s'] / 60:.1f} min at "
             f"`{n.get('git', {}).get('commit', '?')[:12]}`"
-            for n in prov.get("superseded", [])
+            for n in (prov.get("superseded", []) if superseded else [])
         )
-        + "."
+        + ("." if superseded else "; earlier runs of some notebooks: DETAILS.md.")
     )
 
 
@@ -168,16 +172,18 @@ def _provenance() -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _headline_n(prov: dict, tasks: list[str]) -> dict[str, int]:
-    """The pre-specified N of each task, as the profile fixed it (provenance's settings)."""
-    return {t: int(prov["settings"][t].get("scoring", {}).get("n_draws", 0)) for t in tasks}
+def _headline(prov: dict, tasks: list[str]) -> tuple[dict[str, int], dict[str, str]]:
+    """The pre-specified N and rule of each task, as the profile fixed them (provenance's settings)."""
+    cfg = {t: prov["settings"][t] for t in tasks}
+    n = {t: int(c.get("scoring", {}).get("n_draws", 0)) for t, c in cfg.items()}
+    return n, {t: c.get("decision", {}).get("rule", "vote") for t, c in cfg.items()}
 
 
 def build() -> str:
     """SUMMARY.md: the four claims first (claims.page)."""
     prov = _provenance()
     tasks = [t for t in prov.get("tasks", []) if t in prov.get("settings", {})]
-    return claims.page(results_dir(), tasks, _headline_n(prov, tasks), _provenance_line(prov))
+    return claims.page(results_dir(), tasks, *_headline(prov, tasks), _provenance_line(prov, superseded=False))
 
 
 def details() -> str:
@@ -535,8 +541,8 @@ def main():
     res = results_dir()
     prov = _provenance()
     tasks = [t for t in prov.get("tasks", []) if t in prov.get("settings", {})]
-    rows = claims.claims_table(res, tasks, _headline_n(prov, tasks))
-    claims.forest_figure(rows, tasks, res / "figures" / "claims.png")
+    rows = claims.claims_table(res, tasks, *_headline(prov, tasks))
+    figures.claims_forest(rows, tasks, res / "figures" / "claims.png", margin=claims.AUC_MARGIN)
     (res / "SUMMARY.md").write_text(build())
     (res / "DETAILS.md").write_text(details())
 

@@ -62,7 +62,7 @@ def run_row(E, y, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> dict:
     vm = ablation.compare_rules(E, y, *decision.PAPER_COMPARISON, n_boot, seed)
     row.update({f"vote_minus_mean_{k.replace('_diff', '')}": v for k, v in vm.items()})
     row["voting_outcome"] = ablation.voting_outcome(
-        row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"], vm["accuracy_diff_ci_high"]
+        row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"], vm["accuracy_diff_ci_high"], vm["mcnemar_p"]
     )
     vr = paired.compare(y, (pred, score), (proba.argmax(1), proba[:, 1]), n_boot, seed)
     row.update({f"minus_resnet_{k.replace('_diff', '')}": v for k, v in vr.items()})
