@@ -80,6 +80,6 @@ def test_summary_states_each_tasks_headline_rerun_rows(runs, tmp_path, monkeypat
     monkeypatch.setenv("DC_RESULTS_DIR", str(tmp_path))
     (tmp_path / "tables").mkdir()
     rerun.compare(*both, n_boot=50).to_csv(tmp_path / "tables" / "rerun_fp32.csv", index=False)
-    text = summary.build()  # no provenance here: the headline N is the top of each task's grid
+    text = summary.details()  # no provenance here: the headline N is the top of each task's grid
     assert "The same study re-run: fp32" in text
     assert text.count("the one fp32 re-run's test AUC") == 2  # toy and other: one headline row each

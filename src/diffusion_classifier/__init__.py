@@ -1,6 +1,6 @@
 """Diffusion classifiers for medical images (a reproduction of Favero et al., MIDL 2025).
 
-Every module, by stage of the study (lower stages never import higher ones):
+Every module, by stage of the study (the move into one subpackage per stage, with enforced layers, is open work):
 
 settings and plumbing
     profiles      the smoke / cpu / paper settings (plain nested dicts)

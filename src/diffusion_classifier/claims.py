@@ -204,7 +204,7 @@ def claim3(tables: Path, task: str) -> dict:
     for r in deletion.itertuples():
         own = r.judge_relation == "own model"
         label = f"3 · deletion, random − map ({r.judge} judge, {r.fill} fill)"
-        flag = ["own model: circular, not counted"] if own else []
+        flag = ["own model: circular, not counted"] if own else []  # drawn grey, labelled above the point
         fig.append(
             (
                 label,

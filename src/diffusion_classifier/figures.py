@@ -327,7 +327,7 @@ def claims_forest(rows: list[dict], tasks: list[str], path, margin: float):
     panel per task; the other runs as small marks; rows that are not counted (own-model judges) or not testable
     greyed and labelled; claim 1's non-inferiority margin drawn on its AUC rows only."""
     labels = list(dict.fromkeys(fr[0] for r in rows for fr in r["figure_rows"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.4 * len(tasks), 0.5 * len(labels) + 1.8), sharey=True)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 0.5 * len(labels) + 2.0), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, task in zip(axes, tasks):
         ax.axvline(0, color="black", lw=0.8)
@@ -342,22 +342,24 @@ def claims_forest(rows: list[dict], tasks: list[str], path, margin: float):
                 colour = "silver" if flag else "black"
                 ax.errorbar(v, y, xerr=[[v - lo], [hi - v]], fmt="o", color=colour, capsize=3, ms=5)
                 if flag:
-                    ax.annotate(flag[0], (hi, y), xytext=(4, 0), textcoords="offset points", va="center",
+                    ax.annotate(flag[0], (v, y), xytext=(0, 7), textcoords="offset points", ha="center",
                                 fontsize=7, color="grey")  # fmt: skip
                 marks = r.get("marks", {}).get(label, {})
                 for k, (what, values) in enumerate(marks.items()):
                     marker, c = REPLICATE_MARKS[what]
                     ax.scatter(values, [y + 0.2 + 0.1 * k] * len(values), marker=marker, color=c, s=22, label=what)
         ax.set_title(task, fontsize=10)
-        ax.set_xlabel("paired difference, > 0 favours the paper (95% CI)")
+        ax.set_xlabel("paired difference with 95% CI (> 0 favours the paper)", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
     axes[0].set_yticks(range(len(labels)), labels, fontsize=8)
     axes[0].invert_yaxis()
     handles = {n: h for ax in axes for h, n in zip(*ax.get_legend_handles_labels())}
     if handles:
         fig.legend(handles.values(), handles.keys(), fontsize=8, loc="lower center", ncol=len(handles),
                    title="other runs", title_fontsize=8, bbox_to_anchor=(0.5, -0.02))  # fmt: skip
-    fig.text(0.01, 0.01, f"dotted: claim 1's non-inferiority margin (−{margin}, chosen post hoc)", fontsize=7)
+    fig.suptitle(f"The paper's four claims (dotted: claim 1's non-inferiority margin, −{margin}, chosen post hoc)",
+                 fontsize=10)  # fmt: skip
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return path
