@@ -15,10 +15,13 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from . import ablation, decision, paired, profiles, reference, study
-from .metrics import metrics_with_ci
-from .scoring import ScoreSettings
-from .training import train_denoiser
+from .. import profiles, study
+from ..classifier import rules
+from ..classifier.engine import ScoreSettings
+from ..evaluation import paired
+from ..evaluation.metrics import metrics_with_ci
+from ..training.diffusion import train_denoiser
+from . import classification, reference
 
 BASELINE = "resnet18"
 
@@ -76,10 +79,10 @@ def model_rows(
     for name, E in errors.items():
         row = {"task": task, "model": name, "rule": rule, "n_draws": E.shape[2], "n_images": len(y)}
         row.update((about or {}).get(name, {}))
-        row.update(metrics_with_ci(y, decision.predict(E, rule), decision.positive_score(E, rule), n_boot, seed))
-        vm = ablation.compare_rules(E, y, *decision.PAPER_COMPARISON, n_boot=n_boot, seed=seed)
+        row.update(metrics_with_ci(y, rules.predict(E, rule), rules.positive_score(E, rule), n_boot, seed))
+        vm = classification.compare_rules(E, y, *rules.PAPER_COMPARISON, n_boot=n_boot, seed=seed)
         row.update({f"vote_minus_mean_{k.replace('_diff', '')}": v for k, v in vm.items()})
-        row["voting_outcome"] = ablation.voting_outcome(
+        row["voting_outcome"] = classification.voting_outcome(
             row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"], vm["accuracy_diff_ci_high"]
         )
         rows.append(row)
@@ -90,14 +93,14 @@ def model_rows(
     for column in ("n_draws", "train_steps", "n_parameters"):  # the baseline has none
         if column in out:
             out[column] = out[column].astype("Int64")
-    out.insert(5, "majority_rate", ablation.majority_rate(y))
+    out.insert(5, "majority_rate", classification.majority_rate(y))
     return out
 
 
 def pairs_table(task: str, y, errors: dict, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Every pair of models (diffusion models in the order given, then the baseline) on the same test images: a - b
     in AUC, balanced accuracy, accuracy and F1 with paired-bootstrap CIs (the same resamples for both), McNemar."""
-    outputs = {name: (decision.predict(E, rule), decision.positive_score(E, rule)) for name, E in errors.items()}
+    outputs = {name: (rules.predict(E, rule), rules.positive_score(E, rule)) for name, E in errors.items()}
     outputs[BASELINE] = (proba.argmax(1), proba[:, 1])
     return pd.DataFrame(
         [
@@ -128,7 +131,7 @@ def pair_verdict(row, models: pd.DataFrame) -> str:
     if min(auc_low[row.a], auc_low[row.b]) <= 0.5:
         weak = row.a if auc_low[row.a] <= 0.5 else row.b
         return f"{head}; **not testable**: {weak}'s AUC CI contains 0.5."
-    margin = ablation.NONINFERIORITY_MARGIN
+    margin = classification.NONINFERIORITY_MARGIN
     noninferior = (
         f"{row.a} non-inferior at the margin of {margin}"
         if row.auc_diff_ci_low > -margin

@@ -15,11 +15,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import explain, faithfulness
-from .baseline import predict_proba
-from .denoiser import Denoiser
-from .scoring import ScoreSettings, ScoringEngine
-from .seeds import derive
+from ..classifier import explain
+from ..classifier.engine import ScoreSettings, ScoringEngine
+from ..core.seeds import derive
+from ..evaluation import faithfulness
+from ..models.denoiser import Denoiser
+from ..models.resnet import predict_proba
+from ..models.stages import resnet_stages
 
 DIFFUSION_MAP, GRADCAM, RANDOM = "diffusion error-difference", "Grad-CAM (ResNet-18)", "random"
 
@@ -87,7 +89,7 @@ def evaluate(cfg: dict, model: Denoiser, resnet: torch.nn.Module, x: torch.Tenso
         ),
         GRADCAM: faithfulness.cascading_randomisation(
             resnet,
-            faithfulness.resnet_stages,
+            resnet_stages,
             lambda net: explain.gradcam_maps(net, x, target_r),
             explain.gradcam_maps(resnet, x, target_r),
             derive(seed, "cascade"),

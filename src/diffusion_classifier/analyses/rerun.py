@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paired
-from .ablation import FULL_RANGE
-from .metrics import metrics_with_ci
-from .paths import results_dir
+from ..core.paths import results_dir
+from ..evaluation import paired
+from ..evaluation.metrics import metrics_with_ci
+from .classification import FULL_RANGE
 
 KEYS = ["task", "model", "rule", "n_draws"]
 LEAD = ("auc", "balanced_accuracy")  # the metrics the table leads with

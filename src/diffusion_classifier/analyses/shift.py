@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import binary_metrics, bootstrap
+from ..evaluation.metrics import binary_metrics, bootstrap
 
 
 def source_rows(sources: np.ndarray, source: str) -> np.ndarray:

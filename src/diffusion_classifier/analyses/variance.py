@@ -18,11 +18,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
-from . import ablation, decision, paired, study
-from .baseline import predict_proba, train_baseline
-from .metrics import metrics_with_ci
-from .scoring import ScoreSettings
-from .training import train_denoiser
+from .. import study
+from ..classifier import rules
+from ..classifier.engine import ScoreSettings
+from ..evaluation import paired
+from ..evaluation.metrics import metrics_with_ci
+from ..models.resnet import predict_proba
+from ..training.diffusion import train_denoiser
+from ..training.resnet import train_baseline
+from . import classification
 
 MEASURES = ("auc", "balanced_accuracy", "accuracy", "f1", "vote_minus_mean_accuracy", "minus_resnet_auc")
 
@@ -57,11 +61,11 @@ def replicate_slices(E: np.ndarray, n: int, n_reps: int) -> list[np.ndarray]:
 def run_row(E, y, proba, rule: str, n_boot: int = 1000, seed: int = 0) -> dict:
     """One run: the rule's metrics (CIs over test images), the vote - mean differences on the same draws and the
     rule - ResNet-18 differences on the same images (paired bootstrap, McNemar), and the voting outcome."""
-    pred, score = decision.predict(E, rule), decision.positive_score(E, rule)
+    pred, score = rules.predict(E, rule), rules.positive_score(E, rule)
     row = {"n_draws": E.shape[2], "n_images": len(y), **metrics_with_ci(y, pred, score, n_boot, seed)}
-    vm = ablation.compare_rules(E, y, *decision.PAPER_COMPARISON, n_boot, seed)
+    vm = classification.compare_rules(E, y, *rules.PAPER_COMPARISON, n_boot, seed)
     row.update({f"vote_minus_mean_{k.replace('_diff', '')}": v for k, v in vm.items()})
-    row["voting_outcome"] = ablation.voting_outcome(
+    row["voting_outcome"] = classification.voting_outcome(
         row["auc_ci_low"], E.shape[2], vm["accuracy_diff_ci_low"], vm["accuracy_diff_ci_high"]
     )
     vr = paired.compare(y, (pred, score), (proba.argmax(1), proba[:, 1]), n_boot, seed)
@@ -129,7 +133,7 @@ def _count(outcomes) -> str:
     return ", ".join(f"{k} in {v}" for k, v in counts.items())
 
 
-def verdicts(runs: pd.DataFrame, task: str, margin: float = ablation.NONINFERIORITY_MARGIN) -> list[str]:
+def verdicts(runs: pd.DataFrame, task: str, margin: float = classification.NONINFERIORITY_MARGIN) -> list[str]:
     """Generated sentences: the voting outcome across runs, competitiveness across training seeds, and the SD of the
     headline AUC by source (with its CI)."""
     lines = []

@@ -27,10 +27,11 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from . import decision, seeds
-from .checkpointing import main_process_lock, read_json
-from .device import autocast, default_device, resolve_precision
-from .errors import CheckpointError
+from ..core import seeds
+from ..core.checkpoints import main_process_lock, read_json
+from ..core.device import autocast, default_device, resolve_precision
+from ..core.errors import CheckpointError
+from . import rules
 
 # Bump when the cache layout changes. 2: chunks carry the cache's fingerprint and image range.
 CACHE_FORMAT = 2
@@ -46,7 +47,7 @@ class ScoreSettings:
     batch_size: int = 512
     chunk_size: int = 64
     mixed_precision: str = "auto"
-    # majority vote only: stop drawing for an image once its vote is decided (decision.vote_decided)
+    # majority vote only: stop drawing for an image once its vote is decided (rules.vote_decided)
     early_stop: str = "off"  # off | exact (no class can still overtake) | sequential (flip chance <= alpha)
     early_stop_alpha: float = 0.001
     # torch.compile the forward pass, after a one-off compile; what it gains: the "engine + torch.compile" row of
@@ -90,7 +91,7 @@ class ScoreSettings:
 
 @dataclass
 class DrawErrors:
-    """What scoring returns: errors (lower is better), not class scores; decision.py turns them into decisions."""
+    """What scoring returns: errors (lower is better), not class scores; rules.py turns them into decisions."""
 
     E: np.ndarray  # float32 (N, C, K); NaN where a draw or class was skipped (early stopping, elimination)
     U: np.ndarray  # float32 (N, K): the time u in [0, 1) of each draw
@@ -142,18 +143,18 @@ class EveryDraw:
 
 @dataclass
 class EarlyStop:
-    """Majority vote only: an image stops once its vote is decided (decision.vote_decided), checked every
+    """Majority vote only: an image stops once its vote is decided (rules.vote_decided), checked every
     round_size draws; alpha 0 = exact (no class can still overtake), else sequential (flip chance <= alpha)."""
 
     round_size: int
     alpha: float
 
     def round_ends(self, K: int) -> list[int]:
-        return decision.round_ends(K, self.round_size)
+        return rules.round_ends(K, self.round_size)
 
     def update(self, E_so_far, active, round_index: int, draws_left: int):
         todo = np.flatnonzero(active.any(1))
-        active[todo] &= ~decision.vote_decided(E_so_far[todo], draws_left, self.alpha)[:, None]
+        active[todo] &= ~rules.vote_decided(E_so_far[todo], draws_left, self.alpha)[:, None]
 
 
 @dataclass

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from monai.visualize import GradCAM
 
-from .baseline import predict_proba
-from .sampling import ancestral
-from .scoring import ScoringEngine, draw_noise, draw_time
-from .seeds import derive
+from ..core.seeds import derive
+from ..models.resnet import predict_proba
+from ..models.sampling import ancestral
+from .engine import ScoringEngine, draw_noise, draw_time
 
 
 def draws_in_range(engine: ScoringEngine, image_ids, draws: range, t_min: float, t_max: float) -> list[list[int]]:

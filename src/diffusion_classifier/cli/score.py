@@ -17,12 +17,14 @@ import numpy as np
 import torch
 from accelerate import PartialState
 
-from . import decision, profiles, study
-from .datasets import SPLITS, TASKS
-from .denoiser import Denoiser
-from .device import cap_threads
-from .errors import CheckpointError, DataError
-from .scoring import ScoreSettings, ScoringEngine
+from .. import profiles, study
+from ..classifier import rules
+from ..classifier.engine import ScoreSettings, ScoringEngine
+from ..core.device import cap_threads
+from ..core.errors import CheckpointError, DataError
+from ..data.io import SPLITS
+from ..data.tasks import TASKS
+from ..models.denoiser import Denoiser
 
 
 def _positive_int(text: str) -> int:
@@ -143,8 +145,8 @@ def run(a: argparse.Namespace):
         tmp = Path(a.out) / "scores.tmp.npz"
         np.savez(tmp, E=scores.E, U=scores.U, labels=y)
         tmp.replace(Path(a.out) / "scores.npz")  # atomic: a reader never sees half a file
-        for rule in decision.RULES:
-            acc = (decision.predict(scores.E, rule) == y).mean()
+        for rule in rules.RULES:
+            acc = (rules.predict(scores.E, rule) == y).mean()
             print(
                 f"{a.task} {a.split}: {rule} rule accuracy {acc:.4f} over {len(y)} images, "
                 f"{scores.unet_evals.mean():.1f} UNet evaluations per image"

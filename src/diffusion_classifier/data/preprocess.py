@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError
+from ..core.errors import DataError
 
 
 def to_tensor(images: np.ndarray, size: int | None = None, name: str = "images") -> torch.Tensor:

@@ -39,9 +39,10 @@ import torch
 from monai.networks.layers import GaussianFilter
 from scipy.stats import spearmanr
 
-from . import decision, seeds
+from ..classifier import rules
+from ..classifier.engine import ScoringEngine
+from ..core import seeds
 from .metrics import bootstrap
-from .scoring import ScoringEngine
 
 FILLS = ("grey", "blur")
 
@@ -264,27 +265,6 @@ def reinitialise(modules, seed: int):
                 m.reset_parameters()
 
 
-def unet_stages(unet) -> list[tuple[str, list]]:
-    """A diffusers UNet2DModel's blocks from the output down to the input (cascading order)."""
-    stages = [("output", [unet.conv_norm_out, unet.conv_out])]
-    stages += [(f"up_blocks.{i}", [b]) for i, b in reversed(list(enumerate(unet.up_blocks)))]
-    stages += [("mid_block", [unet.mid_block])]
-    stages += [(f"down_blocks.{i}", [b]) for i, b in reversed(list(enumerate(unet.down_blocks)))]
-    embeddings = [
-        m for m in (unet.conv_in, unet.time_embedding, getattr(unet, "class_embedding", None)) if m is not None
-    ]
-    return stages + [("input+embeddings", embeddings)]
-
-
-def resnet_stages(resnet) -> list[tuple[str, list]]:
-    """MONAI ResNet from the output down to the input."""
-    return (
-        [("fc", [resnet.fc])]
-        + [(name, [getattr(resnet, name)]) for name in ("layer4", "layer3", "layer2", "layer1")]
-        + [("stem", [resnet.conv1, resnet.bn1])]
-    )
-
-
 def cascading_randomisation(
     model: torch.nn.Module, stages_of: Callable, map_fn: Callable, trained: np.ndarray, seed: int
 ) -> list[dict]:
@@ -321,4 +301,4 @@ def flip_rates(pred_original: np.ndarray, pred_counterfactual: np.ndarray, n_cla
 def predict_with(judge_engine: ScoringEngine, x: torch.Tensor, n_classes: int, rule: str) -> np.ndarray:
     """A decision of the diffusion classifier on new images (e.g. counterfactuals) with the judge's draws."""
     E, _ = judge_engine.score_images(judge_engine.encode(x), np.arange(len(x)), n_classes)
-    return decision.predict(E, rule)
+    return rules.predict(E, rule)

@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
 
-from .checkpointing import verify_manifest, write_manifest
-from .errors import CheckpointError
+from ..core.checkpoints import verify_manifest, write_manifest
+from ..core.errors import CheckpointError
 from .schedules import build_schedule
+from .stages import unet_stages
 from .wavelet import haar_forward, haar_inverse
 
 META_FILE = "denoiser.json"
@@ -145,14 +146,8 @@ def build_dit(cfg: dict, in_channels: int, n_classes: int) -> DiTTransformer2DMo
     return dit
 
 
-def _unet_stages(net) -> list:
-    from .faithfulness import unet_stages  # faithfulness imports the scoring engine, which imports this module
-
-    return unet_stages(net)
-
-
 def _unet_cond_stages(net) -> list:
-    stages = _unet_stages(net)
+    stages = unet_stages(net)
     name, modules = stages[-1]
     return stages[:-1] + [(name, modules + [net.encoder_hid_proj])]  # the class tokens are an input embedding
 
@@ -187,7 +182,7 @@ class Backbone:
 
 
 BACKBONES = {
-    "unet": Backbone(UNet2DModel, build_unet, _call_unet, _unet_stages),
+    "unet": Backbone(UNet2DModel, build_unet, _call_unet, unet_stages),
     "unet_cond": Backbone(UNet2DConditionModel, build_unet_cond, _call_unet_cond, _unet_cond_stages),
     "dit": Backbone(DiTTransformer2DModel, build_dit, _call_dit, _dit_stages),
 }

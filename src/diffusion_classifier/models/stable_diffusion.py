@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
-from .datasets import TASKS
-from .errors import CheckpointError
-from .profiles import merge
+from ..core.errors import CheckpointError
+from ..data.tasks import TASKS
+from ..profiles import merge
 from .schedules import DiscreteSchedule
 
 COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")

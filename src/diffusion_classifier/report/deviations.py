@@ -15,8 +15,8 @@ summary_line  one generated sentence for SUMMARY.md
 import re
 from pathlib import Path
 
-from . import profiles
-from .paths import project_root
+from .. import profiles
+from ..core.paths import project_root
 
 HEADING = re.compile(r"^#{1,2} Deviations from the authors' code\s*$", re.M)
 DOC = "docs/deviations.md"

@@ -7,10 +7,10 @@ import pandas as pd
 import seaborn as sns
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .ablation import FULL_RANGE
-from .paths import results_dir
-from .reference import PAPER_N, PAPER_VOTE_CURVES
-from .uncertainty import ece, reliability, risk_coverage
+from ..analyses.classification import FULL_RANGE
+from ..analyses.reference import PAPER_N, PAPER_VOTE_CURVES
+from ..core.paths import results_dir
+from ..evaluation.calibration import ece, reliability, risk_coverage
 
 sns.set_theme(context="notebook", style="whitegrid")
 

@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from .device import bf16_pays_off, default_device, device_name, forced_fp32
-from .paths import project_root, results_dir
-from .profiles import get_profile
+from ..core.device import bf16_pays_off, default_device, device_name, forced_fp32
+from ..core.paths import project_root, results_dir
+from ..profiles import get_profile
 
 PACKAGES = (
     "torch",

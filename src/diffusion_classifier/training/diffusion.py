@@ -27,8 +27,10 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import decision, seeds
-from .checkpointing import (
+from ..classifier import rules
+from ..classifier.engine import ScoreSettings, ScoringEngine
+from ..core import seeds
+from ..core.checkpoints import (
     atomic_dir_write,
     load_state,
     main_process_lock,
@@ -37,13 +39,13 @@ from .checkpointing import (
     save_state,
     verify_manifest,
 )
-from .denoiser import Denoiser, build_network
-from .device import cap_threads, default_device, resolve_precision
-from .errors import CheckpointError
-from .metrics import binary_metrics
-from .preprocess import augment
-from .schedules import check_loss_weighting
-from .scoring import ScoreSettings, ScoringEngine
+from ..core.device import cap_threads, default_device, resolve_precision
+from ..core.errors import CheckpointError
+from ..data.preprocess import augment
+from ..evaluation.metrics import binary_metrics
+from ..models.denoiser import Denoiser, build_network
+from ..models.schedules import check_loss_weighting
+from .batches import batch_indices
 
 FINAL, LAST = "final", "last"
 BEST = "best"  # train.select_on = "val_f1": the EMA with the best validation F1 so far (ema/ + train_state.json)
@@ -70,17 +72,6 @@ def diffusion_loss(model, x0, labels, generator, cfg, net=None, shard=(0, 1)) ->
     residual = model.schedule.loss_residual(pred, x0, eps, x_t, u, d["loss_weighting"])
     per_sample = residual.pow(2).flatten(1).mean(1)
     return (model.schedule.loss_weight(u, d["loss_weighting"], d["min_snr_gamma"]) * per_sample).mean()
-
-
-def batch_indices(labels: torch.Tensor, batch_size: int, generator: torch.Generator, balanced: bool) -> torch.Tensor:
-    """Indices of one training batch, drawn with replacement. `balanced`: every class is equally likely (each image
-    weighted 1 / its class count), as the paper's subsampling to balanced classes intends; otherwise uniform over
-    images, so the model sees the classes at their (possibly imbalanced) data frequencies."""
-    if not balanced:
-        return torch.randint(0, len(labels), (batch_size,), generator=generator)
-    counts = torch.bincount(labels).float()
-    weights = 1.0 / counts[labels]
-    return torch.multinomial(weights, batch_size, replacement=True, generator=generator)
 
 
 @torch.no_grad()
@@ -140,11 +131,11 @@ class CheckpointSelection:
         t = cfg["train"]
         self.cfg, self.out_dir, self.best = cfg, out_dir, best
         self.every = t["select_every"] or t["checkpoint_every"]
-        self.rule = decision.check_rule(cfg["decision"]["rule"])
+        self.rule = rules.check_rule(cfg["decision"]["rule"])
         keep = selection_subset(len(y_val), t["select_images"], cfg["seed"])
         self.x, self.y = torch.as_tensor(x_val)[keep].float().cpu(), np.asarray(y_val)[keep.numpy()]
         # exact early stopping never changes a vote's winner (it stops only once no class can overtake)
-        early = "exact" if decision.RULES[self.rule].early_stop else "off"
+        early = "exact" if rules.RULES[self.rule].early_stop else "off"
         self.settings = ScoreSettings.from_profile(cfg, n_draws=t["select_draws"], early_stop=early)
 
     def due(self, step: int) -> bool:
@@ -159,7 +150,7 @@ class CheckpointSelection:
         # a copy: the engine may switch its model to channels_last, which the EMA updates and checkpoints must not see
         engine = ScoringEngine(copy.deepcopy(ema), self.settings, accelerator.device)
         E = engine.score(self.x, n_classes, cache_dir=cache, desc=f"select@{step}").E
-        f1 = float(binary_metrics(self.y, decision.predict(E, self.rule), decision.positive_score(E, self.rule))["f1"])
+        f1 = float(binary_metrics(self.y, rules.predict(E, self.rule), rules.positive_score(E, self.rule))["f1"])
         if self.best is None or f1 > self.best["val_f1"]:
             self.best = {"step": step, "val_f1": f1}
             if accelerator.is_main_process:
