@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from diffusion_classifier import claims
-from diffusion_classifier.claims import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED
+from diffusion_classifier.report import claims, summary
+from diffusion_classifier.report.claims import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_planted_tables_give_every_verdict(planted):
 
 
 def test_planted_page_uses_only_the_vocabulary(planted):
-    text = claims.page(planted, ["a", "b"], {"a": 51, "b": 51}, "provenance line")
+    text = summary.page(planted, ["a", "b"], {"a": 51, "b": 51}, "provenance line")
     found = re.findall(r"^\| \d [^|]+\| \w+ \| \*\*([^*]+)\*\* \|", text, re.M)
     assert len(found) == 8
     assert set(found) == {SUPPORTED, NOT_SUPPORTED, NOT_TESTABLE, INCONCLUSIVE}

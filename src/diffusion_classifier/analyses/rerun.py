@@ -9,7 +9,7 @@ the printed CIs (test images only) do not cover run-to-run movement, and the tra
 says how large that movement usually is; a "significant" paired difference is about these two fitted models, not
 about fp32 against bf16.
 
-    python -m diffusion_classifier.rerun results/reruns/fp32 --name fp32   # -> results/tables/rerun_fp32.csv
+    python -m diffusion_classifier.analyses.rerun results/reruns/fp32 --name fp32   # -> results/tables/rerun_fp32.csv
 """
 
 import argparse

@@ -1,10 +1,10 @@
 """Score a split with a trained denoiser, outside the notebooks. Several processes or GPUs share the images:
 
-    python -m diffusion_classifier.score --checkpoint runs/cpu/pneumonia/<hash>/denoiser/final/ema \\
+    python -m diffusion_classifier.cli.score --checkpoint runs/cpu/pneumonia/<hash>/denoiser/final/ema \\
         --task pneumonia --split test --out runs/scores/pneumonia-test
     (a run with train.select_on: val_f1, e.g. the paper profile, is used from .../denoiser/best/ema instead)
-    accelerate launch --num_processes 4 -m diffusion_classifier.score ...      # 4 GPUs
-    torchrun --nproc_per_node 2 -m diffusion_classifier.score ...              # 2 CPU processes (gloo)
+    accelerate launch --num_processes 4 -m diffusion_classifier.cli.score ...      # 4 GPUs
+    torchrun --nproc_per_node 2 -m diffusion_classifier.cli.score ...              # 2 CPU processes (gloo)
 
 Writes <out>/chunk_*.npz (resumable cache), <out>/scores.npz (E, U, labels) and prints accuracy per rule.
 """

@@ -1,8 +1,8 @@
 """What ran, where, from which code: results/provenance.json, written by run_all.sh through this module's CLI.
 
-    python -m diffusion_classifier.provenance start --profile cpu --seed 0 --tasks "pneumonia melanoma"
-    python -m diffusion_classifier.provenance notebook 01_data <start epoch seconds>
-    python -m diffusion_classifier.provenance finish
+    python -m diffusion_classifier.report.provenance start --profile cpu --seed 0 --tasks "pneumonia melanoma"
+    python -m diffusion_classifier.report.provenance notebook 01_data <start epoch seconds>
+    python -m diffusion_classifier.report.provenance finish
 A partial run (run_all.sh --from/--to/--only) starts with --keep: the other notebooks' records stay, and each
 notebook's record carries the commit it ran at, so a results folder assembled over several runs says so.
 """

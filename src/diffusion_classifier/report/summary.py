@@ -2,7 +2,7 @@
 (every other generated table and sentence, `details`) and results/figures/claims.png from results/tables/*.csv and
 provenance.json (nothing in them is typed by hand).
 
-python -m diffusion_classifier.summary
+python -m diffusion_classifier.report.summary
 """
 
 from pathlib import Path
