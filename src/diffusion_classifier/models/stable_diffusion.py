@@ -28,7 +28,7 @@ TEMPLATE = "a medical image of {}"
 
 
 def prompts_for(task: str, class_names) -> list[str]:
-    """The task's prompts from the task registry (`datasets.TASKS`), else a generic template per class."""
+    """The task's prompts from the task registry (`data.tasks.TASKS`), else a generic template per class."""
     prompts = TASKS[task].prompts if task in TASKS else ()
     return list(prompts) if prompts else [TEMPLATE.format(c) for c in class_names]
 
