@@ -168,7 +168,7 @@ def check_result_tables(tables, tasks, profile):
     uncertainty or removal table that does not follow from the same predictions."""
     from diffusion_classifier import profiles
     from diffusion_classifier.analyses import classification, reference, uncertainty
-    from diffusion_classifier.classifier import confidence
+    from diffusion_classifier.classifier.confidence import RULE_SCORES
     from diffusion_classifier.data.tasks import TASKS
     from diffusion_classifier.evaluation import calibration
 
@@ -245,7 +245,7 @@ def check_result_tables(tables, tasks, profile):
         # uncertainty.csv: every rule's scores and the ResNet's, in order; accuracies are classification.csv's;
         # calibration columns only for the scores that are confidences
         u = read["uncertainty"][read["uncertainty"].task == task]
-        expected = [("diffusion-unet", r, sc) for r, scores in confidence.RULE_SCORES.items() for sc in scores]
+        expected = [("diffusion-unet", r, sc) for r, scores in RULE_SCORES.items() for sc in scores]
         expected += [("resnet18", "softmax", "max_softmax"), ("resnet18", "softmax", "predictive_entropy")]
         assert list(zip(u.model, u.rule, u.score)) == expected, task
         assert set(uncertainty.TABLE_COLUMNS) <= set(u.columns)
