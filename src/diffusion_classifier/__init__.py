@@ -1,10 +1,10 @@
 """Diffusion classifiers for medical images (a reproduction of Favero et al., MIDL 2025).
 
-The package by stage of the study, one module a line (a stage imports only the stages below it; the order is
-checked by import-linter, `[tool.importlinter]` in pyproject.toml):
+The package by stage of the study, one module a line, from the bottom up: a module imports only from its own stage
+and the ones listed before it (cli, explorer and report not from each other), as import-linter checks
+(`[tool.importlinter]` in pyproject.toml):
 
     profiles                the smoke / cpu / paper settings (plain nested dicts)
-    study                   the glue the notebooks share: a task's settings, tensors and run folder in one call
     core/                   plumbing every stage uses
         paths               where data, caches, checkpoints and results live (each overridable by environment)
         seeds               every seed the package derives from a run's seed
@@ -38,6 +38,7 @@ checked by import-linter, `[tool.importlinter]` in pyproject.toml):
         diffusion           the denoiser's training loop (accelerate, EMA, resume, checkpoint choice on val F1)
         batches             seeded, optionally class-balanced training batches
         resnet              the ResNet-18's training and epoch selection
+    study                   the glue the notebooks share: a task's settings, tensors and run folder in one call
     analyses/               one per notebook
         classification      notebook 04's classification tables, paired rule comparisons, verdict sentences
         early_stopping      notebook 04's early stopping replayed on stored scores, at scale, and its verdicts
