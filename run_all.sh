@@ -34,7 +34,7 @@ mkdir -p "$RESULTS/notebooks"
 task_list=$(printf '"%s",' $TASKS); task_list="[${task_list%,}]"
 PARAMS="{profile: $PROFILE, seed: $SEED, tasks: $task_list, data_root: \"$DATA_ROOT\"}"
 KEEP=""; if [ "$FROM" != 00 ] || [ "$TO" != 99 ] || [ -n "$ONLY" ] || [ "$EXTRA" = 1 ]; then KEEP=--keep; fi
-python -m diffusion_classifier.provenance start --profile "$PROFILE" --seed "$SEED" --tasks "$TASKS" --data-root "$DATA_ROOT" $KEEP
+python -m diffusion_classifier.report.provenance start --profile "$PROFILE" --seed "$SEED" --tasks "$TASKS" --data-root "$DATA_ROOT" $KEEP
 echo "profile=$PROFILE seed=$SEED tasks=[$TASKS] data=$DATA_ROOT results=$RESULTS"
 for nb in notebooks/[0-9][0-9]_*.ipynb; do
   name=$(basename "$nb" .ipynb); num=${name:0:2}
@@ -44,7 +44,7 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
   echo "=== $name"
   start=$EPOCHREALTIME
   start_commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-  start_dirty=$(python -c 'from diffusion_classifier.provenance import git_commit; print(int(git_commit()["dirty"]))')
+  start_dirty=$(python -c 'from diffusion_classifier.report.provenance import git_commit; print(int(git_commit()["dirty"]))')
   params=$PARAMS  # the Stable Diffusion weights only for the notebook that uses them
   if [ "$num" = 07 ]; then params="${PARAMS%\}}, sd_weights: \"${SD_WEIGHTS:-}\"}"; fi
   if ! papermill "$nb" "$RESULTS/notebooks/$name.ipynb" -y "$params" --cwd notebooks --log-output --no-progress-bar \
@@ -54,9 +54,9 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
     tail -n 25 "$RESULTS/notebooks/$name.log" >&2
     exit 1
   fi
-  python -m diffusion_classifier.provenance notebook "$name" "$start" --commit-at-start "$start_commit" --dirty-at-start "$start_dirty" --parameters "$(python -c 'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' "$params")"
+  python -m diffusion_classifier.report.provenance notebook "$name" "$start" --commit-at-start "$start_commit" --dirty-at-start "$start_dirty" --parameters "$(python -c 'import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' "$params")"
   rm -f "$RESULTS/notebooks/$name.log"
 done
-python -m diffusion_classifier.provenance finish
-python -m diffusion_classifier.summary
+python -m diffusion_classifier.report.provenance finish
+python -m diffusion_classifier.report.summary
 echo "done: see $RESULTS/SUMMARY.md"

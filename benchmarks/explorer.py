@@ -1,5 +1,5 @@
 """How fast the analysts' explorer answers (issue: a changed control should update the view in under a second):
-the time of `explorer.view` and `explorer.view_figure` (both models' metrics, vote - mean, early stopping,
+the time of `queries.view` and `widget.view_figure` (both models' metrics, vote - mean, early stopping,
 uncertainty, and the three plots at one setting: what a control change redraws) for a
 sequence of control changes, on the stored scores of a finished run (notebooks 03-04 of the profile).
 
@@ -22,8 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from diffusion_classifier import explorer, study  # noqa: E402
-from diffusion_classifier.paths import results_dir  # noqa: E402
+from diffusion_classifier import study  # noqa: E402
+from diffusion_classifier.core.paths import results_dir  # noqa: E402
+from diffusion_classifier.explorer import queries, widget
 
 
 def main():
@@ -35,14 +36,14 @@ def main():
     a = ap.parse_args()
     rows = []
     for task in a.tasks:
-        run = explorer.StoredRun.load(study.prepare(task, a.profile))
-        s = explorer.defaults(run)
-        other_rule = next(r for r in explorer.SCORES if r != s["rule"])
+        run = queries.StoredRun.load(study.prepare(task, a.profile))
+        s = queries.defaults(run)
+        other_rule = next(r for r in queries.SCORES if r != s["rule"])
         changes = [
             ("profile settings (first view)", {}),
             ("draws N = 11", {"n_draws": 11}),
-            ("timesteps: val-selected", {"t_range": explorer.VAL_SELECTED}),
-            (f"rule: {other_rule}", {"rule": other_rule, "score": explorer.SCORES[other_rule][0]}),
+            ("timesteps: val-selected", {"t_range": queries.VAL_SELECTED}),
+            (f"rule: {other_rule}", {"rule": other_rule, "score": queries.SCORES[other_rule][0]}),
             ("early-stop alpha 0.01", {"alpha": 0.01}),
             ("coverage 0.7", {"coverage": 0.7}),
         ]
@@ -55,9 +56,9 @@ def main():
                         run.cache.clear()
                     v = {**s, **change, "n_boot": n_boot}
                     start = time.perf_counter()
-                    explorer.view(run, **v)  # the table and the figure: what one control change redraws
+                    queries.view(run, **v)  # the table and the figure: what one control change redraws
                     plt.close(
-                        explorer.view_figure(
+                        widget.view_figure(
                             run, v["rule"], v["n_draws"], v["t_range"], v["source"], v["score"], v["coverage"]
                         )
                     )

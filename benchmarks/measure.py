@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils import flop_counter
 
-from diffusion_classifier.device import default_device
+from diffusion_classifier.core.device import default_device
 
 PRECISIONS = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -118,8 +118,8 @@ def peak_memory_gb(device: torch.device, baseline: int = 0) -> float:
 if __name__ == "__main__":  # the three kernels' rates at fp32 and bf16: results/benchmarks/peaks.csv
     import pandas as pd
 
-    from diffusion_classifier.device import cap_threads, device_name
-    from diffusion_classifier.paths import results_dir
+    from diffusion_classifier.core.device import cap_threads, device_name
+    from diffusion_classifier.core.paths import results_dir
 
     threads, device = cap_threads(), default_device()
     n = 8192 if device.type == "cuda" else 2048

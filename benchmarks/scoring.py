@@ -22,11 +22,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from diffusion_classifier import datasets, decision, profiles, study
-from diffusion_classifier.denoiser import Denoiser, build_network
-from diffusion_classifier.device import autocast, cap_threads, device_name
-from diffusion_classifier.paths import results_dir
-from diffusion_classifier.scoring import ScoreSettings, ScoringEngine, draw_noise, draw_time
+from diffusion_classifier import profiles, study
+from diffusion_classifier.classifier import rules
+from diffusion_classifier.classifier.engine import ScoreSettings, ScoringEngine, draw_noise, draw_time
+from diffusion_classifier.core.device import autocast, cap_threads, device_name
+from diffusion_classifier.core.paths import results_dir
+from diffusion_classifier.data import tasks
+from diffusion_classifier.models.denoiser import Denoiser, build_network
 
 
 def timed(fn, device, repeat=1, warmup=None):
@@ -44,18 +46,18 @@ def timed(fn, device, repeat=1, warmup=None):
 def load(task: str, profile: str, n_images: int):
     """(cfg, model, weights, images, what the images are): the profile's trained denoiser and the task's test
     images where they exist, else a fresh model and random images of the task's shape."""
-    if datasets.task_source(task).exists():
+    if tasks.task_source(task).exists():
         p = study.prepare(task, profile)
         cfg, x, names, data = p.cfg, p.x["test"][:n_images], p.class_names, "test images"
         ckpt = p.run_dir / "denoiser" / "final" / "ema"
     else:
         cfg, names, data = (
             profiles.get_profile(profile, task),
-            list(datasets.TASKS[task].classes),
+            list(tasks.TASKS[task].classes),
             "random images (no data)",
         )
         res = cfg["data"]["resolution"]
-        shape = (n_images, datasets.TASKS[task].channels, res, res)
+        shape = (n_images, tasks.TASKS[task].channels, res, res)
         x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
         ckpt = None
     if ckpt is not None and ckpt.exists():
@@ -374,7 +376,7 @@ def main():
             df[col] = np.nan
     for mode, es in stopped.items():
         at = df["mode"] == mode
-        same = decision.predict_vote(es.E) == decision.predict_vote(full.E)
+        same = rules.predict_vote(es.E) == rules.predict_vote(full.E)
         df.loc[at, "unet_evals_per_image"] = es.unet_evals.mean()
         df.loc[at, "images_per_s"] = len(x) / df.loc[at, "wall_s"]
         df.loc[at, "note"] = (
@@ -407,13 +409,11 @@ def main():
     if full_comp is not None:
         df.loc[df.method.str.contains("compile"), "note"] = (
             f"{compile_note}; decisions agree with the eager engine on "
-            f"{(decision.predict_vote(full_comp.E) == decision.predict_vote(full.E)).mean():.1%}"
+            f"{(rules.predict_vote(full_comp.E) == rules.predict_vote(full.E)).mean():.1%}"
             f" (vote rule); max |dE| {np.nanmax(np.abs(full.E - full_comp.E)):.2e}"
         )
     if full32 is not None:
-        agree = {
-            r: float((decision.predict(full.E, r) == decision.predict(full32.E, r)).mean()) for r in ("mean", "vote")
-        }
+        agree = {r: float((rules.predict(full.E, r) == rules.predict(full32.E, r)).mean()) for r in ("mean", "vote")}
         df.loc[df.method.str.startswith("engine (") & df.method.str.contains("fp32"), "note"] = (
             f"{p} vs fp32 decisions agree on {agree['mean']:.1%} (mean rule), {agree['vote']:.1%} (vote rule); "
             f"max |dE| {np.nanmax(np.abs(full.E - full32.E)):.2e}"

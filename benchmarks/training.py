@@ -32,13 +32,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from diffusion_classifier import datasets, profiles, seeds
-from diffusion_classifier.baseline import build_resnet18, random_shift
-from diffusion_classifier.denoiser import BACKBONES, Denoiser, build_network
-from diffusion_classifier.device import autocast, cap_threads, device_name, resolve_precision
-from diffusion_classifier.paths import results_dir
-from diffusion_classifier.preprocess import augment
-from diffusion_classifier.training import batch_indices, diffusion_loss, lr_lambda
+from diffusion_classifier import profiles
+from diffusion_classifier.core import seeds
+from diffusion_classifier.core.device import autocast, cap_threads, device_name, resolve_precision
+from diffusion_classifier.core.paths import results_dir
+from diffusion_classifier.data import tasks
+from diffusion_classifier.data.preprocess import augment
+from diffusion_classifier.models.denoiser import BACKBONES, Denoiser, build_network
+from diffusion_classifier.models.resnet import build_resnet18, random_shift
+from diffusion_classifier.training.batches import batch_indices
+from diffusion_classifier.training.diffusion import diffusion_loss, lr_lambda
 
 CONFIGS = [
     "fp32",
@@ -324,7 +327,7 @@ def main():
     frames, curves = [], []
     for task in a.tasks:
         cfg = profiles.get_profile(a.profile, task)
-        channels, res = datasets.TASKS[task].channels, cfg["data"]["resolution"]
+        channels, res = tasks.TASKS[task].channels, cfg["data"]["resolution"]
         precision = resolve_precision(cfg["train"]["mixed_precision"], device)
         default_name = "fp32" if precision == "no" else precision  # what training runs today: eager, contiguous
         runs = [(kind, None) for kind in a.models if kind != "denoiser" or not a.backbones]

@@ -107,7 +107,7 @@ def tiny_data():
 def tiny_model():
     import torch
 
-    from diffusion_classifier.denoiser import Denoiser, build_unet
+    from diffusion_classifier.models.denoiser import Denoiser, build_unet
 
     torch.manual_seed(0)
     cfg = tiny_cfg()
@@ -119,7 +119,7 @@ def smoke_checkpoint(tmp_path):
     """A tiny untrained pneumonia denoiser saved at the smoke profile's resolution (16 px), as the CLI expects."""
     import torch
 
-    from diffusion_classifier.denoiser import Denoiser, build_unet
+    from diffusion_classifier.models.denoiser import Denoiser, build_unet
 
     torch.manual_seed(0)
     cfg = tiny_cfg()
@@ -129,7 +129,7 @@ def smoke_checkpoint(tmp_path):
 
 def one_line_checkpoint_error(call, *words):
     """`call()` raises a one-line CheckpointError whose message contains every word."""
-    from diffusion_classifier.errors import CheckpointError
+    from diffusion_classifier.core.errors import CheckpointError
 
     with pytest.raises(CheckpointError) as e:
         call()

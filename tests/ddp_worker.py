@@ -14,8 +14,8 @@ from conftest import tiny_cfg, tiny_training_data
 from safetensors.torch import save_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from diffusion_classifier.denoiser import Denoiser, build_network
-from diffusion_classifier.training import train_denoiser
+from diffusion_classifier.models.denoiser import Denoiser, build_network
+from diffusion_classifier.training.diffusion import train_denoiser
 
 # batch_size is the global batch; the clip (on its DDP path, as in every profile) is too high to act, so the gradient
 # norms recorded below are the gradients' own

@@ -1,4 +1,4 @@
-"""`ablation.baseline_rows` end to end on planted predictions (claim 1: the diffusion classifier against the
+"""`classification.baseline_rows` end to end on planted predictions (claim 1: the diffusion classifier against the
 ResNet-18, overall and per source, paired).
 
 Three sources with a known winner each, interleaved in the image order so that a per-source split that reads the
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from diffusion_classifier import ablation
+from diffusion_classifier.analyses import classification
 
 K = 3  # draws per image; every draw agrees, so the vote and the mean rule decide alike
 N_BOOT = 200
@@ -105,7 +105,7 @@ def test_paired_rows_overall_and_per_source_are_the_hand_derived_ones(rule):
     images than its source's (e.g. `sources != s`); the ResNet's score taken from the wrong column; McNemar's
     counts swapped or taken over all images; per-source rows missing or mislabelled."""
     y, proba, E, sources, s = planted()
-    rows, comparisons = ablation.baseline_rows("melanoma_balanced", y, proba, E, rule, sources, N_BOOT, 0)
+    rows, comparisons = classification.baseline_rows("melanoma_balanced", y, proba, E, rule, sources, N_BOOT, 0)
 
     # the rows: the ResNet overall, then per source (sorted) the ResNet and the diffusion classifier
     assert [(r["source"], r["model"]) for r in rows] == [("all", "resnet18")] + [
@@ -121,7 +121,7 @@ def test_paired_rows_overall_and_per_source_are_the_hand_derived_ones(rule):
         acc, auc = MODEL_VALUES[(r["source"], r["model"])]
         assert r["accuracy"] == pytest.approx(acc) and r["auc"] == pytest.approx(auc), (r["source"], r["model"])
         if r["model"] == "diffusion-unet":
-            assert r["rule"] == rule and r["n_draws"] == K and r["t_range"] == ablation.FULL_RANGE
+            assert r["rule"] == rule and r["n_draws"] == K and r["t_range"] == classification.FULL_RANGE
             assert r["unet_evals_per_image"] == 2 * K
         else:
             assert r["rule"] == "softmax" and r["n_draws"] == 0 and r["unet_evals_per_image"] == 0
@@ -157,7 +157,7 @@ def test_one_source_gives_the_overall_comparison_only():
     overall rows (they come from ablation_table)."""
     y, proba, E, _, _ = planted()
     for sources in (None, np.array(["pneumoniamnist"] * len(y))):
-        rows, comparisons = ablation.baseline_rows("pneumonia", y, proba, E, "vote", sources, 50, 0)
+        rows, comparisons = classification.baseline_rows("pneumonia", y, proba, E, "vote", sources, 50, 0)
         assert [(r["source"], r["model"]) for r in rows] == [("all", "resnet18")]
         assert [c["source"] for c in comparisons] == ["all"]
         assert (comparisons[0]["only_a_right"], comparisons[0]["only_b_right"]) == (3, 4)

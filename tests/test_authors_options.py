@@ -12,9 +12,9 @@ import torch
 from conftest import tiny_cfg
 
 from diffusion_classifier import profiles
-from diffusion_classifier.denoiser import Denoiser, build_unet
-from diffusion_classifier.schedules import DiscreteSchedule, ShiftedCosineSchedule, build_schedule
-from diffusion_classifier.training import diffusion_loss, selection_subset, train_denoiser, update_ema
+from diffusion_classifier.models.denoiser import Denoiser, build_unet
+from diffusion_classifier.models.schedules import DiscreteSchedule, ShiftedCosineSchedule, build_schedule
+from diffusion_classifier.training.diffusion import diffusion_loss, selection_subset, train_denoiser, update_ema
 
 U = torch.tensor([0.0, 0.013, 0.25, 0.5, 0.77, 0.999, 1.0])
 
@@ -290,6 +290,7 @@ def test_selection_keeps_the_ema_with_the_best_validation_f1(tmp_path):
     assert same(weights(again), weights(model)) and again_history.equals(history)
 
 
+@pytest.mark.slow
 def test_selection_resumes_with_the_same_best(tmp_path):
     x, y = data_16px()
     xv, yv = data_16px(24, seed=1)
@@ -346,10 +347,11 @@ def test_paper_profile_has_the_authors_values():
 
 def test_the_notebooks_load_the_checkpoint_selection_chose(tmp_path):
     """With select_on val_f1 the classifier's weights are the best checkpoint's, not the final EMA's."""
-    from diffusion_classifier import study, training
+    from diffusion_classifier import study
+    from diffusion_classifier.training import diffusion
 
     cfg = {"train": {"select_on": "val_f1"}}
     p = study.Prepared(cfg, None, {}, {}, tmp_path, {})
-    assert p.artifact("denoiser_weights") == tmp_path / "denoiser" / training.BEST / "ema"
+    assert p.artifact("denoiser_weights") == tmp_path / "denoiser" / diffusion.BEST / "ema"
     p.cfg = {"train": {"select_on": "final"}}
     assert p.artifact("denoiser_weights") == tmp_path / "denoiser" / "final" / "ema"

@@ -9,13 +9,14 @@ import pytest
 import torch
 from conftest import tiny_cfg, tiny_training_data
 
-from diffusion_classifier import explain, profiles, study
-from diffusion_classifier.checkpointing import write_manifest
-from diffusion_classifier.denoiser import BACKBONES, META_FILE, Denoiser, build_network
-from diffusion_classifier.sampling import sample_from
-from diffusion_classifier.scoring import ScoreSettings, ScoringEngine
-from diffusion_classifier.training import train_denoiser
-from diffusion_classifier.wavelet import haar_forward, haar_inverse
+from diffusion_classifier import profiles, study
+from diffusion_classifier.classifier import explain
+from diffusion_classifier.classifier.engine import ScoreSettings, ScoringEngine
+from diffusion_classifier.core.checkpoints import write_manifest
+from diffusion_classifier.models.denoiser import BACKBONES, META_FILE, Denoiser, build_network
+from diffusion_classifier.models.sampling import sample_from
+from diffusion_classifier.models.wavelet import haar_forward, haar_inverse
+from diffusion_classifier.training.diffusion import train_denoiser
 
 KINDS = ("unet", "unet_cond", "dit")
 TINY = {
@@ -234,7 +235,7 @@ def test_paper_backbones_are_the_authors():
 def test_backbone_comparison_finds_a_planted_better_network():
     """Planted signal: the 'dit' errors separate the classes, the 'unet' errors are noise. The paired table must give
     unet - dit a negative AUC difference excluding 0 (order matters), and the verdicts must say so."""
-    from diffusion_classifier import backbones
+    from diffusion_classifier.analyses import backbones
 
     rng = np.random.default_rng(0)
     n, K = 200, 11
@@ -261,7 +262,7 @@ def test_backbone_comparison_finds_a_planted_better_network():
 def test_backbone_verdict_names_the_direction_between_two_working_networks():
     """Planted signal in both diffusion models, strong in one and weak but clear in the other (both AUC CIs above
     0.5): strong - weak must read **higher** and weak - strong **lower**, whichever order the models are given in."""
-    from diffusion_classifier import backbones
+    from diffusion_classifier.analyses import backbones
 
     rng = np.random.default_rng(1)
     n, K = 400, 11
@@ -291,7 +292,8 @@ def test_backbone_verdict_names_the_direction_between_two_working_networks():
 
 
 def test_backbone_runs_and_overrides_keep_the_users_and_set_the_kind():
-    from diffusion_classifier import backbones, profiles
+    from diffusion_classifier import profiles
+    from diffusion_classifier.analyses import backbones
 
     cfg = profiles.get_profile("cpu", "pneumonia")
     assert backbones.runs(cfg) == [("dit", None), ("dit", 1600)]  # the UNet's 800 steps, and 1600
@@ -305,7 +307,7 @@ def test_backbone_runs_and_overrides_keep_the_users_and_set_the_kind():
 def test_other_n_findings_report_either_direction_and_skip_the_headline():
     import pandas as pd
 
-    from diffusion_classifier import ablation
+    from diffusion_classifier.analyses import classification
 
     def row(n, d, lo, hi):
         return {
@@ -321,7 +323,7 @@ def test_other_n_findings_report_either_direction_and_skip_the_headline():
     pairs = pd.DataFrame(
         [row(5, 0.02, 0.01, 0.03), row(11, -0.02, -0.03, -0.01), row(25, 0.0, -0.01, 0.01), row(51, 0.02, 0.01, 0.03)]
     )
-    lines = ablation.other_n_findings(pairs, 51, "toy")
+    lines = classification.other_n_findings(pairs, 51, "toy")
     assert len(lines) == 2  # N = 51 is the headline (reported elsewhere), N = 25's CI contains 0
     assert "N = 5 " in lines[0] and "the vote rule is ahead" in lines[0] and "one of 3 N" in lines[0]
     assert "N = 11 " in lines[1] and "the mean rule is ahead" in lines[1]
@@ -330,7 +332,7 @@ def test_other_n_findings_report_either_direction_and_skip_the_headline():
 def test_uncertainty_lines_say_flags_only_when_the_auroc_ci_is_above_chance():
     import pandas as pd
 
-    from diffusion_classifier import backbones
+    from diffusion_classifier.analyses import backbones
 
     def row(model, score, auroc, lo, hi):
         return {

@@ -1,5 +1,5 @@
-"""The ResNet-18 baseline's epoch selection and re-runs (`baseline.train_baseline`), on a tiny real training run
-whose validation predictions are planted: `baseline.predict_proba`, which the loop calls once per epoch on the
+"""The ResNet-18 baseline's epoch selection and re-runs (`resnet.train_baseline`), on a tiny real training run
+whose validation predictions are planted: `resnet.predict_proba`, which the loop calls once per epoch on the
 validation images, is replaced by a stub that records the weights it is handed and returns planted probabilities.
 So the validation loss and AUC of every epoch are known by hand, and the weights of every epoch are known.
 
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_classifier import baseline, profiles
+from diffusion_classifier import profiles
+from diffusion_classifier.training import resnet
 
 Y_VAL = np.array([0, 0, 1, 1])
 # per epoch: the planted probability of class 1 for the validation images (two negatives, then two positives)
@@ -42,7 +43,7 @@ class Stopped(Exception):
 
 
 class PlantedValidation:
-    """Stands in for baseline.predict_proba: returns the planted probabilities of the next epoch and keeps a copy
+    """Stands in for resnet.predict_proba: returns the planted probabilities of the next epoch and keeps a copy
     of the weights it was called with (the weights at the end of that epoch). `fail_at`: raise on that epoch."""
 
     def __init__(self, planted=PLANTED, fail_at=None):
@@ -77,9 +78,9 @@ def data():
 
 
 def train(monkeypatch, out_dir, stub, **b):
-    monkeypatch.setattr(baseline, "predict_proba", stub)
+    monkeypatch.setattr(resnet, "predict_proba", stub)
     x, y, xv, yv = data()
-    return baseline.train_baseline(cfg(**b), x, y, xv, yv, 2, out_dir)
+    return resnet.train_baseline(cfg(**b), x, y, xv, yv, 2, out_dir)
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -122,7 +123,7 @@ def test_the_kept_weights_are_those_of_the_best_validation_epoch(
     criterion = PLANTED_LOSS if select_on == "val_loss" else [-a for a in PLANTED_AUC]
     new_best = [e + 1 for e in range(epochs_run) if criterion[e] < min(criterion[:e], default=np.inf)]
     assert [h["epoch"] for h in history if h.get("selected")] == new_best
-    assert baseline.selected_epoch(history) == selected == new_best[-1]
+    assert resnet.selected_epoch(history) == selected == new_best[-1]
 
     # the returned model holds exactly the weights at the end of the selected epoch, not those of the last epoch
     assert len(stub.weights) == epochs_run
@@ -136,7 +137,7 @@ def test_no_early_stop_before_min_epochs(tmp_path, monkeypatch):
     worsening = [[0.3, 0.35, 0.7, 0.65]] + [[0.3 + 0.02 * e, 0.4, 0.6, 0.65 - 0.02 * e] for e in range(1, 7)]
     model, history = train(monkeypatch, tmp_path / "run", PlantedValidation(worsening), patience=1, min_epochs=4)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
-    assert baseline.selected_epoch(history) == 1
+    assert resnet.selected_epoch(history) == 1
 
 
 def test_a_finished_run_is_loaded_not_trained_again(monkeypatch, loss_run):
@@ -146,7 +147,7 @@ def test_a_finished_run_is_loaded_not_trained_again(monkeypatch, loss_run):
     again, history = train(monkeypatch, out, PlantedValidation(fail_at=1))  # any training would raise
     assert history == first_history
     assert same_weights(again.state_dict(), first_model.state_dict())
-    assert same_weights(again.state_dict(), first_stub.weights[baseline.selected_epoch(history) - 1])
+    assert same_weights(again.state_dict(), first_stub.weights[resnet.selected_epoch(history) - 1])
 
 
 def test_a_run_stopped_midway_is_trained_again_to_the_same_weights(tmp_path, monkeypatch, loss_run):
@@ -165,4 +166,4 @@ def test_a_run_stopped_midway_is_trained_again_to_the_same_weights(tmp_path, mon
     again, history = train(monkeypatch, out, stub)
     assert len(stub.weights) == 6 and history == whole_history  # trained from epoch 1 again
     assert same_weights(again.state_dict(), whole.state_dict())
-    assert same_weights(again.state_dict(), stub.weights[baseline.selected_epoch(history) - 1])
+    assert same_weights(again.state_dict(), stub.weights[resnet.selected_epoch(history) - 1])

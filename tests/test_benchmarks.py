@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_cfg
 
-from diffusion_classifier.denoiser import Denoiser, build_unet
-from diffusion_classifier.training import train_denoiser
+from diffusion_classifier.models.denoiser import Denoiser, build_unet
+from diffusion_classifier.training.diffusion import train_denoiser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import measure  # noqa: E402

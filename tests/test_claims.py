@@ -6,8 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from diffusion_classifier import claims, paired
-from diffusion_classifier.paired import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED
+from diffusion_classifier.evaluation import paired
+from diffusion_classifier.evaluation.paired import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED
+from diffusion_classifier.report import claims
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -82,7 +82,7 @@ from scipy.special import softmax
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score, roc_auc_score
 
-from diffusion_classifier import uncertainty as unc
+from diffusion_classifier.evaluation import calibration as unc
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
@@ -658,8 +658,8 @@ GENERATED = ("SUMMARY.md", "DETAILS.md")
 
 def regenerate_summary(folder: Path) -> dict[str, str]:
     """SUMMARY.md (summary.build(): the claims page, which reads the re-run folders' tables too) and DETAILS.md
-    (summary.details()) regenerated on a temporary copy of folder (nothing is written beside the committed files)."""
-    from diffusion_classifier import summary
+    (details.details()) regenerated on a temporary copy of folder (nothing is written beside the committed files)."""
+    from diffusion_classifier.report import details, summary
 
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "results"
@@ -669,7 +669,7 @@ def regenerate_summary(folder: Path) -> dict[str, str]:
         before = os.environ.get("DC_RESULTS_DIR")
         os.environ["DC_RESULTS_DIR"] = str(copy)
         try:
-            return {"SUMMARY.md": summary.build(), "DETAILS.md": summary.details()}
+            return {"SUMMARY.md": summary.build(), "DETAILS.md": details.details()}
         finally:
             if before is None:
                 os.environ.pop("DC_RESULTS_DIR")

@@ -1,4 +1,4 @@
-"""Per-source reading of npz files (`datasets.read_npz`, the ISIC 2017 + 2018 file carries a source per image) and
+"""Per-source reading of npz files (`readers.read_npz`, the ISIC 2017 + 2018 file carries a source per image) and
 the chest X-rays' no-vertical-flip setting, both followed to where the study uses them: `study.prepare`'s per-split
 sources (which feed the per-source rows of claim 1) and the batches the ResNet-18 and the denoiser train on.
 
@@ -12,7 +12,9 @@ import pytest
 import torch
 from conftest import tiny_cfg
 
-from diffusion_classifier import baseline, datasets, preprocess, profiles, study, training
+from diffusion_classifier import profiles, study
+from diffusion_classifier.data import preprocess, readers
+from diffusion_classifier.training import diffusion, resnet
 
 N = {"train": 12, "val": 6, "test": 8}
 OFFSET = {"train": 10, "val": 40, "test": 70}  # image codes: OFFSET + 2 * i, unique over the file
@@ -57,7 +59,7 @@ def test_read_npz_keeps_each_images_source_label_and_id(isic_npz):
     or rolled against the images), or read from another split; ids checked for uniqueness across sources instead of
     within each source (the coinciding ids here would be refused)."""
     path, planted, with_ids = isic_npz
-    splits = datasets.read_npz(path, 2)
+    splits = readers.read_npz(path, 2)
     for split, p in planted.items():
         s = splits[split]
         np.testing.assert_array_equal(s.images[:, 0, 0, 0], p["codes"])
@@ -162,19 +164,19 @@ def test_the_resnet_trains_on_upright_chest_xrays(tmp_path, monkeypatch, task):
     """The batches the ResNet-18 trains on (after its flips and shifts): never upside down for pneumonia, sometimes
     for the skin task (the control that shows the check can see a flip). Catches: `train_baseline` passing hflip as
     vflip, or a hard-coded vflip=True."""
-    spies, build_resnet18 = [], baseline.build_resnet18
+    spies, build_resnet18 = [], resnet.build_resnet18
 
     def build(*args):
         spies.append(Spy(build_resnet18(*args)))
         return spies[-1]
 
-    monkeypatch.setattr(baseline, "build_resnet18", build)
-    monkeypatch.setattr(baseline, "predict_proba", lambda model, x, **kw: np.tile([0.5, 0.5], (len(x), 1)))
+    monkeypatch.setattr(resnet, "build_resnet18", build)
+    monkeypatch.setattr(resnet, "predict_proba", lambda model, x, **kw: np.tile([0.5, 0.5], (len(x), 1)))
     cfg = profiles.get_profile(
         "smoke", task, {"baseline": {"epochs": 2, "batch_size": 32}, "train": {"mixed_precision": "no"}}
     )
     x, y = oriented_images(32), np.arange(32) % 2
-    baseline.train_baseline(cfg, x, y, x[:4], y[:4], 2, tmp_path / "run")
+    resnet.train_baseline(cfg, x, y, x[:4], y[:4], 2, tmp_path / "run")
     seen = torch.cat(spies[0].seen)
     assert len(seen) == 64
     flipped = (~upright(seen)).float().mean()
@@ -188,18 +190,18 @@ def test_the_denoiser_trains_on_upright_chest_xrays(tmp_path, monkeypatch, vflip
     pneumonia settings, and sometimes are with vflip on. Catches: the training loop passing other flags to
     `augment` than the task's."""
     seen = []
-    real = training.diffusion_loss
+    real = diffusion.diffusion_loss
 
     def spy(model, x0, *args, **kwargs):
         seen.append(x0.detach().clone())
         return real(model, x0, *args, **kwargs)
 
-    monkeypatch.setattr(training, "diffusion_loss", spy)
+    monkeypatch.setattr(diffusion, "diffusion_loss", spy)
     cfg = tiny_cfg(steps=4, checkpoint_every=4, batch_size=16)
     assert cfg["task"] == "pneumonia" and cfg["data"]["vflip"] is False
     cfg["data"]["vflip"] = vflip
     x, y = oriented_images(32), np.arange(32) % 2
-    training.train_denoiser(cfg, x, y, x[:8], y[:8], ["normal", "pneumonia"], tmp_path / "run")
+    diffusion.train_denoiser(cfg, x, y, x[:8], y[:8], ["normal", "pneumonia"], tmp_path / "run")
     train_batches = torch.cat([s for s in seen if len(s) == 16])
     assert len(train_batches) >= 64
     flipped = (~upright(train_batches)).float().mean()

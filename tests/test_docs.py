@@ -43,12 +43,33 @@ def test_a_broken_link_is_found(tmp_path):
     assert broken_links(page) == ["page.md: missing.csv"]
 
 
+def listed_modules(doc: str) -> set[str]:
+    """The modules a package docstring's tree lists, as paths under the package: `    name  ...` at the top,
+    `    stage/  ...` opening a subpackage and `        name  ...` inside it."""
+    listed, stage = set(), None
+    for line in doc.splitlines():
+        if m := re.match(r"^ {4}([a-z_]+)(/?) ", line):
+            stage = m[1] if m[2] else None
+            if not m[2]:
+                listed.add(f"{m[1]}.py")
+        elif (m := re.match(r"^ {8}([a-z_]+) ", line)) and stage:
+            listed.add(f"{stage}/{m[1]}.py")
+    return listed
+
+
 def test_package_docstring_lists_every_module():
-    """The package docstring is the map of the code: a module added without a line there fails."""
+    """The package docstring is the map of the code: a module added without a line there fails, and so does a line
+    naming a module that is not there (every .py under the package, in its subpackage)."""
     doc = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text()))
-    listed = set(re.findall(r"^ {4}([a-z_]+) ", doc, re.M))
-    modules = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    listed = listed_modules(doc)
+    modules = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
     assert modules - listed == set() and listed - modules == set()
+
+
+def test_the_module_list_check_can_fail():
+    """A missing line and a line for a module that is not there are both seen."""
+    doc = "Top\n\n    profiles  settings\n    core/     plumbing\n        paths  where\n        ghost  gone\n"
+    assert listed_modules(doc) == {"profiles.py", "core/paths.py", "core/ghost.py"}
 
 
 # A number that reads as a result: a decimal like 0.963 (AUC, accuracy, p, rho), "p = ...", minutes, a percentage
@@ -94,3 +115,17 @@ def test_the_result_rules_can_fail():
     assert unsourced_paragraphs("AUC 0.963.\n\nAUC 0.963 (classification.csv).\n\n```\n--alpha 0.001\n```") == [
         "AUC 0.963."
     ]
+
+
+def test_every_registered_marker_is_used_and_the_fast_command_names_them():
+    """The README's fast command leaves out the markers pyproject registers; a marker registered but put on no test
+    (so the fast command would still run those tests) fails here."""
+    import tomllib
+
+    markers = [m.split(":")[0] for m in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]
+               ["ini_options"]["markers"]]  # fmt: skip
+    sources = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    assert set(markers) == {"notebooks", "slow", "browser", "multiprocess"}
+    assert [m for m in markers if f"pytest.mark.{m}" not in sources] == []
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"not {m}" in readme for m in markers)

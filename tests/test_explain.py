@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_classifier import explain, faithfulness, profiles
-from diffusion_classifier.sampling import ancestral, ddim, noise_like, start_time
-from diffusion_classifier.schedules import build_schedule
-from diffusion_classifier.scoring import ScoreSettings, ScoringEngine
+from diffusion_classifier import profiles
+from diffusion_classifier.classifier import explain
+from diffusion_classifier.classifier.engine import ScoreSettings, ScoringEngine
+from diffusion_classifier.evaluation import faithfulness
+from diffusion_classifier.models.sampling import ancestral, ddim, noise_like, start_time
+from diffusion_classifier.models.schedules import build_schedule
+from diffusion_classifier.models.stages import resnet_stages, unet_stages
 
 S = dict(n_draws=4, batch_size=16, chunk_size=4, mixed_precision="no")
 SIZE, PATCH = 16, (slice(4, 8), slice(8, 12))  # the planted 4x4 patch
@@ -250,6 +253,7 @@ def test_sampler_starts_where_the_signal_is_measurable():
     assert 0.04 <= a < 0.06 and u > 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
 def test_samplers_return_the_point_of_a_trained_point_mass_model(sampler, tiny_cfg_point_mass):
     """A UNet trained on one image per class must sample that image for every starting noise (no pure-noise
@@ -271,8 +275,8 @@ def test_samplers_return_the_point_of_a_trained_point_mass_model(sampler, tiny_c
 def tiny_cfg_point_mass():
     from conftest import tiny_cfg
 
-    from diffusion_classifier.denoiser import Denoiser, build_unet
-    from diffusion_classifier.training import diffusion_loss
+    from diffusion_classifier.models.denoiser import Denoiser, build_unet
+    from diffusion_classifier.training.diffusion import diffusion_loss
 
     torch.manual_seed(0)
     cfg = tiny_cfg()
@@ -323,11 +327,11 @@ def test_paired_summary_is_the_mean_difference():
 
 
 def test_cascade_covers_every_parameter(tiny_model):
-    from diffusion_classifier.baseline import build_resnet18
+    from diffusion_classifier.models.resnet import build_resnet18
 
     for net, stages in (
-        (tiny_model.unet, faithfulness.unet_stages),
-        (build_resnet18(1, 2, 16), faithfulness.resnet_stages),
+        (tiny_model.unet, unet_stages),
+        (build_resnet18(1, 2, 16), resnet_stages),
     ):
         covered = {id(p) for _, mods in stages(net) for m in mods for p in m.parameters()}
         assert covered == {id(p) for p in net.parameters()}
@@ -337,9 +341,7 @@ def test_cascading_randomisation_flags_a_map_that_ignores_the_model(tiny_model, 
     """An input-only map (edges) keeps rho = 1 at every stage: the check can fail. A model-dependent map drops."""
     edges = lambda model: np.abs(np.diff(x[:, 0].numpy(), axis=-1, append=0))  # noqa: E731
     trained = edges(tiny_model)
-    rows = faithfulness.cascading_randomisation(
-        tiny_model.unet, faithfulness.unet_stages, lambda m: edges(m), trained, 0
-    )
+    rows = faithfulness.cascading_randomisation(tiny_model.unet, unet_stages, lambda m: edges(m), trained, 0)
     assert all(np.allclose(r["rho"], 1) for r in rows)
     engine = ScoringEngine(tiny_model, ScoreSettings(**S), "cpu")
 
@@ -349,7 +351,7 @@ def test_cascading_randomisation_flags_a_map_that_ignores_the_model(tiny_model, 
         return explain.difference_maps(explain.class_error_maps(e, x, [0, 1, 2], 2, 4), np.zeros(3, int))
 
     trained = diffusion_map(tiny_model.unet)
-    rows = faithfulness.cascading_randomisation(tiny_model.unet, faithfulness.unet_stages, diffusion_map, trained, 0)
+    rows = faithfulness.cascading_randomisation(tiny_model.unet, unet_stages, diffusion_map, trained, 0)
     assert np.nanmean(rows[-1]["rho"]) < 0.9
 
 
@@ -394,7 +396,7 @@ def test_normalisation_keeps_the_order_of_methods_when_the_gap_is_negative():
 def test_verdict_directions_and_uninterpretable_judges():
     import pandas as pd
 
-    from diffusion_classifier import explainability as ex
+    from diffusion_classifier.analyses import explanations as ex
 
     def row(mode, value, lo, hi):
         return pd.Series({"mode": mode, "value": value, "ci_low": lo, "ci_high": hi, "versus": "random"})

@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from conftest import REAL_DATA
 
-from diffusion_classifier import ablation, explorer, study
+from diffusion_classifier import study
+from diffusion_classifier.analyses import classification
+from diffusion_classifier.explorer import queries, widget
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "melanoma_balanced"  # two data sources: the per-source rows are reproduced too
@@ -54,7 +56,7 @@ def stored(smoke_run, monkeypatch):
     monkeypatch.setenv("DC_RUNS_DIR", str(smoke_run / "runs"))
     monkeypatch.setenv("DC_RESULTS_DIR", str(smoke_run / "results"))
     p = study.prepare(TASK, "smoke", REAL_DATA, 0)
-    return explorer.StoredRun.load(p), smoke_run / "results" / "tables"
+    return queries.StoredRun.load(p), smoke_run / "results" / "tables"
 
 
 def _same(expected: pd.Series, got: dict, columns):
@@ -74,18 +76,18 @@ def _same(expected: pd.Series, got: dict, columns):
 def reproduce_classification(run, table: pd.DataFrame):
     """Every row of a classification.csv table from the explorer's functions; returns the kinds of rows seen."""
     n_boot = run.cfg["ablation"]["n_bootstrap"]
-    metrics = [c for c in ablation.COLUMNS if c not in ("task", "source", "model", "rule", "n_draws", "t_range")]
+    metrics = [c for c in classification.COLUMNS if c not in ("task", "source", "model", "rule", "n_draws", "t_range")]
     kinds = set()
     for r in table.itertuples():
         row = pd.Series(r._asdict())
         if r.model == "resnet18":
-            got = explorer.classification_row(run, "resnet18", source=r.source, n_boot=n_boot)
+            got = queries.classification_row(run, "resnet18", source=r.source, n_boot=n_boot)
         elif str(r.t_range).startswith("val-selected"):
-            got = explorer.classification_row(run, rule=r.rule, t_range=explorer.VAL_SELECTED, n_boot=n_boot)
-        elif r.t_range == ablation.FULL_RANGE:
-            got = explorer.classification_row(run, rule=r.rule, n_draws=int(r.n_draws), source=r.source, n_boot=n_boot)
+            got = queries.classification_row(run, rule=r.rule, t_range=queries.VAL_SELECTED, n_boot=n_boot)
+        elif r.t_range == classification.FULL_RANGE:
+            got = queries.classification_row(run, rule=r.rule, n_draws=int(r.n_draws), source=r.source, n_boot=n_boot)
         else:
-            got = explorer.classification_row(run, rule=r.rule, t_range=r.t_range, n_boot=n_boot)
+            got = queries.classification_row(run, rule=r.rule, t_range=r.t_range, n_boot=n_boot)
         _same(row, got, metrics)
         kinds.add((r.model, r.source != "all", str(r.t_range).split(" ")[0] if r.model != "resnet18" else ""))
     return kinds
@@ -98,10 +100,10 @@ def test_explorer_reproduces_every_row_of_classification_csv(stored):
     kinds = reproduce_classification(run, pd.read_csv(tables / "classification.csv"))
     # N rows, the three range rows, val-selected rows, per-source diffusion rows, ResNet rows overall and per source
     assert {
-        ("diffusion-unet", False, ablation.FULL_RANGE),
+        ("diffusion-unet", False, classification.FULL_RANGE),
         ("diffusion-unet", False, "[0.33,0.67)"),
         ("diffusion-unet", False, "val-selected"),
-        ("diffusion-unet", True, ablation.FULL_RANGE),
+        ("diffusion-unet", True, classification.FULL_RANGE),
         ("resnet18", False, ""),
         ("resnet18", True, ""),
     } <= kinds
@@ -116,7 +118,7 @@ def reproduce_uncertainty(run, u: pd.DataFrame):
     the result: empty dicts from uncertainty_rows would compare nothing) is reproduced."""
     u = u[u.task == run.task]
     assert len(u)
-    rows, _, _ = explorer.uncertainty_rows(run, None, run.cfg["uncertainty"]["n_bootstrap"])
+    rows, _, _ = queries.uncertainty_rows(run, None, run.cfg["uncertainty"]["n_bootstrap"])
     assert len(rows) == len(u)
     for expected, got in zip(u.itertuples(), rows):
         expected = pd.Series(expected._asdict())
@@ -132,10 +134,10 @@ def test_explorer_reproduces_the_paired_early_stopping_and_uncertainty_rows(stor
     paired = pd.read_csv(tables / "ablation_paired.csv")
     assert len(paired)
     for r in paired.itertuples():
-        got = explorer.paired_row(run, n_draws=int(r.n_draws), n_boot=n_boot)
+        got = queries.paired_row(run, n_draws=int(r.n_draws), n_boot=n_boot)
         _same(pd.Series(r._asdict()), got, [c for c in paired.columns if c not in PAIRED_KEYS])
     for r in pd.read_csv(tables / "early_stopping.csv").itertuples():
-        got = explorer.early_stopping_row(run, None, float(r.alpha) if r.stopping == "sequential" else 0.0, r.split)
+        got = queries.early_stopping_row(run, None, float(r.alpha) if r.stopping == "sequential" else 0.0, r.split)
         for c in ("unet_evals_per_image", "speedup", "changed_vs_full_vote", "vote_accuracy"):
             assert round(float(got[c]), 4) == pytest.approx(float(getattr(r, c)), abs=1e-9), c  # the CSV is rounded
     reproduce_uncertainty(run, pd.read_csv(tables / "uncertainty.csv"))
@@ -150,7 +152,7 @@ def test_explorer_reproduces_the_committed_cpu_tables(task, monkeypatch):
     monkeypatch.delenv("DC_RUNS_DIR", raising=False)
     try:
         p = study.prepare(task, "cpu", REAL_DATA, 0)
-        run = explorer.StoredRun.load(p)
+        run = queries.StoredRun.load(p)
     except FileNotFoundError:
         pytest.skip("no stored cpu scores in runs/ (run_all.sh has not run here)")
     table = pd.read_csv(COMMITTED / "classification.csv")
@@ -160,19 +162,18 @@ def test_explorer_reproduces_the_committed_cpu_tables(task, monkeypatch):
 
 def test_view_changes_with_its_settings_and_matches_the_rows(stored):
     run, _ = stored
-    s = explorer.defaults(run)
-    v = explorer.view(run, **{**s, "n_boot": 0}).set_index("quantity")
-    assert v.loc["diffusion auc", "value"] == explorer.classification_row(run, rule=s["rule"], n_boot=0)["auc"]
-    v1 = explorer.view(run, **{**s, "n_boot": 0, "n_draws": 1}).set_index("quantity")
+    s = queries.defaults(run)
+    v = queries.view(run, **{**s, "n_boot": 0}).set_index("quantity")
+    assert v.loc["diffusion auc", "value"] == queries.classification_row(run, rule=s["rule"], n_boot=0)["auc"]
+    v1 = queries.view(run, **{**s, "n_boot": 0, "n_draws": 1}).set_index("quantity")
     assert v1.loc["diffusion unet_evals_per_image", "value"] == 2.0  # one draw, two classes
     assert v1.loc["resnet18 auc", "value"] == v.loc["resnet18 auc", "value"]  # the ResNet does not depend on N
     src = [x for x in run.test_sources() if x != "all"][0]
-    vs = explorer.view(run, **{**s, "n_boot": 0, "source": src}).set_index("quantity")
+    vs = queries.view(run, **{**s, "n_boot": 0, "source": src}).set_index("quantity")
     assert (
-        vs.loc["diffusion auc", "value"]
-        == explorer.classification_row(run, rule=s["rule"], source=src, n_boot=0)["auc"]
+        vs.loc["diffusion auc", "value"] == queries.classification_row(run, rule=s["rule"], source=src, n_boot=0)["auc"]
     )
-    assert 'id="dc-explorer-table"' in explorer.view_html(v.reset_index())
+    assert 'id="dc-explorer-table"' in widget.view_html(v.reset_index())
 
 
 def _free_port() -> int:
@@ -185,6 +186,7 @@ def _cell_value(page, quantity: str) -> str:
     return page.locator("#dc-explorer-table tr", has_text=quantity).first.locator("td").nth(1).inner_text().strip()
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
     """JupyterLab serves a copy of notebook 04 (parameters: this smoke run's task); Chromium runs it, the explorer
@@ -292,13 +294,13 @@ def test_explorer_in_jupyterlab_in_headless_chromium(stored, tmp_path):
                     f"{tmp_path / 'failed.png'}, server log {tmp_path / 'jupyter.log'}"
                 )
             before = _cell_value(page, "diffusion auc")
-            default = explorer.classification_row(run, rule=run.cfg["decision"]["rule"], n_boot=0)["auc"]
+            default = queries.classification_row(run, rule=run.cfg["decision"]["rule"], n_boot=0)["auc"]
             assert before == f"{default:.4f}"
             first_timing = page.locator("#dc-explorer-timing").inner_text()
             dropdown = page.locator(".widget-dropdown", has_text="draws N").locator("select")
             dropdown.select_option(label="3")
             expected = (
-                f"{explorer.classification_row(run, rule=run.cfg['decision']['rule'], n_draws=3, n_boot=0)['auc']:.4f}"
+                f"{queries.classification_row(run, rule=run.cfg['decision']['rule'], n_draws=3, n_boot=0)['auc']:.4f}"
             )
             assert expected != before  # the control must change what is shown
             page.wait_for_function(

@@ -1,5 +1,5 @@
 """Faithfulness end to end: `faithfulness.faithfulness_rows` on a planted judge and planted maps with the grey and
-the blur fill (hand-derived AUCs), the blur fill itself, and `explainability.evaluate` on an exact point-mass
+the blur fill (hand-derived AUCs), the blur fill itself, and `explanations.evaluate` on an exact point-mass
 denoiser whose class evidence lies in one known patch.
 
 The planted judge reads one quadrant of each 8 x 8 image (the decisive region, a bright square on a black
@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_classifier import explain, explainability, faithfulness, profiles
-from diffusion_classifier.baseline import build_resnet18
-from diffusion_classifier.schedules import build_schedule
-from diffusion_classifier.scoring import ScoreSettings, ScoringEngine
+from diffusion_classifier import profiles
+from diffusion_classifier.analyses import explanations
+from diffusion_classifier.classifier import explain
+from diffusion_classifier.classifier.engine import ScoreSettings, ScoringEngine
+from diffusion_classifier.evaluation import faithfulness
+from diffusion_classifier.models.resnet import build_resnet18
+from diffusion_classifier.models.schedules import build_schedule
 
 SIZE, PATCH, STEPS = 8, 4, 4
 QUADRANT = [0, 1, 2, 3, 0, 3]  # each image's decisive quadrant (row-major over the 2 x 2 patch grid)
@@ -163,7 +166,7 @@ def test_blur_fill_is_a_gaussian_of_the_patch_size():
         faithfulness.fill_images(x, "noise", 1.0)
 
 
-# ----------------------------------------------------------------------------- explainability.evaluate
+# ----------------------------------------------------------------------------- explanations.evaluate
 
 
 E2E_SIZE, E2E_PATCH = 16, (slice(4, 8), slice(8, 12))  # one whole 4 x 4 patch of the 4 x 4 grid
@@ -215,7 +218,7 @@ def test_explainability_evaluate_with_a_planted_patch():
     cfg = profiles.get_profile("smoke", "pneumonia", {"scoring": {"mixed_precision": "no"}})
     assert cfg["explain"]["fills"]["diffusion"] == ["blur"] and cfg["explain"]["patches_per_side"] == 4
 
-    rows, curves, extras = explainability.evaluate(cfg, model, resnet, x, seed=0)
+    rows, curves, extras = explanations.evaluate(cfg, model, resnet, x, seed=0)
 
     faith = [r for r in rows if r["section"] == "faithfulness"]
     assert {(r["judge"], r["fill"]) for r in faith} == {
@@ -226,7 +229,7 @@ def test_explainability_evaluate_with_a_planted_patch():
     gap = pick(faith, judge="diffusion", fill="blur", measure="score_gap")
     assert gap["interpretable"] is True and gap["ci_low"] > 0
 
-    dm = explainability.DIFFUSION_MAP
+    dm = explanations.DIFFUSION_MAP
     at = dict(judge="diffusion", fill="blur", method=dm)
     dm_del = pick(faith, **at, mode="deletion", measure="normalised_auc")["value"]
     assert dm_del == pytest.approx(0.125, abs=1e-4)
@@ -241,7 +244,7 @@ def test_explainability_evaluate_with_a_planted_patch():
     # the other sections ran on the same images
     sections = {r["section"] for r in rows}
     assert sections == {"faithfulness", "randomisation", "test_retest", "counterfactual"}
-    assert {r["method"] for r in rows if r["section"] == "randomisation"} == {dm, explainability.GRADCAM}
+    assert {r["method"] for r in rows if r["section"] == "randomisation"} == {dm, explanations.GRADCAM}
     assert len(extras["test_retest"]) == len(x)
     # the two disjoint-draw maps of an exact model agree on the patch: every image's top patch is the planted one
     maps = explain.difference_maps(

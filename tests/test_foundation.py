@@ -6,11 +6,11 @@ import torch
 from conftest import tiny_cfg
 from tiny_sd import build_tiny_sd
 
-from diffusion_classifier import decision, explain
-from diffusion_classifier.errors import CheckpointError
-from diffusion_classifier.foundation import FoundationDenoiser, foundation_cfg, prompts_for
-from diffusion_classifier.scoring import ScoreSettings, ScoringEngine
-from diffusion_classifier.training import train_denoiser
+from diffusion_classifier.classifier import explain, rules
+from diffusion_classifier.classifier.engine import ScoreSettings, ScoringEngine
+from diffusion_classifier.core.errors import CheckpointError
+from diffusion_classifier.models.stable_diffusion import FoundationDenoiser, foundation_cfg, prompts_for
+from diffusion_classifier.training.diffusion import train_denoiser
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,8 @@ def test_load_finetune_classify_explain(tmp_path, sd_path, tiny_data):
     assert scores.E.shape == (6, 2, 4) and np.isfinite(scores.E).all()
     # the same (image, draw) under the two prompts: a prompt-blind arm gives equal errors (here ~3e-3 of the error)
     assert np.abs(scores.E[:, 0] - scores.E[:, 1]).mean() > 1e-5 * scores.E.mean()
-    for rule in decision.RULES:  # every rule runs on the arm's errors
-        assert decision.predict(scores.E, rule).shape == (6,)
+    for rule in rules.RULES:  # every rule runs on the arm's errors
+        assert rules.predict(scores.E, rule).shape == (6,)
     maps = explain.class_error_maps(engine, x[:2], [0, 1], 2, 4)
     assert maps.shape == (2, 2, 8, 8)  # latent maps: the tiny VAE halves 16 px
     assert np.abs(maps[:, 0] - maps[:, 1]).mean() > 1e-5 * maps.mean()

@@ -17,7 +17,9 @@ import pytest
 import torch
 from conftest import tiny_cfg
 
-from diffusion_classifier.errors import CheckpointError
+from diffusion_classifier.core.errors import CheckpointError
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]  # SIGKILLed child processes
 
 FORK = multiprocessing.get_context("fork")
 KILLS = 3  # kills per run, at seeded random moments
@@ -26,7 +28,7 @@ KILLS = 3  # kills per run, at seeded random moments
 def train_worker(out_dir, steps=40):
     """Train the tiny denoiser with a checkpoint at every step, so that kills often land inside a checkpoint write."""
     torch.set_num_threads(1)
-    from diffusion_classifier.training import train_denoiser
+    from diffusion_classifier.training.diffusion import train_denoiser
 
     g = torch.Generator().manual_seed(0)
     y = torch.arange(64) % 2
@@ -36,9 +38,9 @@ def train_worker(out_dir, steps=40):
 
 
 def score_worker(argv):
-    """The command line's own entry point, as `python -m diffusion_classifier.score` runs it."""
+    """The command line's own entry point, as `python -m diffusion_classifier.cli.score` runs it."""
     torch.set_num_threads(1)
-    from diffusion_classifier import score
+    from diffusion_classifier.cli import score
 
     score.main(argv)
 
@@ -110,7 +112,7 @@ def score_args(data_root: Path, checkpoint: Path, out: Path, n_draws: int = 32) 
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory):
     """Lazy imports and one-off initialisations happen once here, not again in every forked child (~4 s each)."""
-    from diffusion_classifier.denoiser import Denoiser, build_unet
+    from diffusion_classifier.models.denoiser import Denoiser, build_unet
 
     threads, folder = torch.get_num_threads(), tmp_path_factory.mktemp("warm")
     try:
@@ -178,8 +180,8 @@ def test_scoring_killed_at_random_moments_ends_bit_identical(tmp_path, warm, sco
 
 
 def test_a_second_process_cannot_write_a_run_being_trained(tmp_path, warm, tiny_data):
-    from diffusion_classifier.checkpointing import run_lock
-    from diffusion_classifier.training import train_denoiser
+    from diffusion_classifier.core.checkpoints import run_lock
+    from diffusion_classifier.training.diffusion import train_denoiser
 
     x, y = tiny_data
     p = FORK.Process(target=train_worker, args=(tmp_path / "run", 100_000))
@@ -196,7 +198,7 @@ def test_a_second_process_cannot_write_a_run_being_trained(tmp_path, warm, tiny_
 
 
 def test_a_second_process_cannot_write_scores_being_written(tmp_path, warm, score_inputs, capsys):
-    from diffusion_classifier import score
+    from diffusion_classifier.cli import score
 
     data_root, checkpoint = score_inputs
     args = score_args(data_root, checkpoint, tmp_path / "scores", n_draws=4096)

@@ -166,7 +166,11 @@ def check_result_tables(tables, tasks, profile):
     threshold: smoke models are near chance. Catches: a stub table with the right name and any one row, a table
     written for one task only, a swapped or missing model or rule, a paired difference of the wrong sign, and an
     uncertainty or removal table that does not follow from the same predictions."""
-    from diffusion_classifier import ablation, datasets, profiles, reference, uncertainty
+    from diffusion_classifier import profiles
+    from diffusion_classifier.analyses import classification, reference, uncertainty
+    from diffusion_classifier.classifier.confidence import RULE_SCORES
+    from diffusion_classifier.data.tasks import TASKS
+    from diffusion_classifier.evaluation import calibration
 
     read = {t: pd.read_csv(tables / f"{t}.csv") for t in (
         "classification", "baseline", "explainability", "uncertainty", "ablation_paired", "diffusion_vs_baseline",
@@ -177,12 +181,12 @@ def check_result_tables(tables, tasks, profile):
         f"{m}_diff{s}" for m in ("accuracy", "balanced_accuracy", "auc", "f1") for s in ("", "_ci_low", "_ci_high")
     ]
     columns = {
-        "classification": ablation.COLUMNS,
+        "classification": classification.COLUMNS,
         "baseline": ["task", "model", "epochs_run", "selected_epoch", "sensitivity", "specificity", *metrics],
         "explainability": ["task", "section", "method", "judge", "fill", "mode", "measure", "value", "ci_low"]
         + ["ci_high", "n_images", "interpretable"],
         "uncertainty": uncertainty.TABLE_COLUMNS,
-        "ablation_paired": [*ablation.PAIRED_COLUMNS, "source", "a", "b", "n_images", *diffs],
+        "ablation_paired": [*classification.PAIRED_COLUMNS, "source", "a", "b", "n_images", *diffs],
         "diffusion_vs_baseline": ["task", "source", "a", "b", "n_images", "a_auc_ci_low", "b_auc_ci_low", *diffs]
         + ["only_a_right", "only_b_right", "mcnemar_p"],
         "paper_comparison": ["source", "data", "model", "accuracy", "f1", "auc", "balanced_accuracy"],
@@ -196,7 +200,7 @@ def check_result_tables(tables, tasks, profile):
     for task in tasks:
         cfg = profiles.get_profile(profile, task)
         rule, n_max = cfg["decision"]["rule"], cfg["scoring"]["n_draws"]
-        c = cls[(cls.task == task) & cls.t_range.fillna("").isin([ablation.FULL_RANGE, ""])]
+        c = cls[(cls.task == task) & cls.t_range.fillna("").isin([classification.FULL_RANGE, ""])]
         diffusion = c[(c.model == "diffusion-unet") & (c.source == "all")].set_index(["rule", "n_draws"])
         resnet = c[c.model == "resnet18"].set_index("source")
 
@@ -241,7 +245,7 @@ def check_result_tables(tables, tasks, profile):
         # uncertainty.csv: every rule's scores and the ResNet's, in order; accuracies are classification.csv's;
         # calibration columns only for the scores that are confidences
         u = read["uncertainty"][read["uncertainty"].task == task]
-        expected = [("diffusion-unet", r, sc) for r, scores in uncertainty.RULE_SCORES.items() for sc in scores]
+        expected = [("diffusion-unet", r, sc) for r, scores in RULE_SCORES.items() for sc in scores]
         expected += [("resnet18", "softmax", "max_softmax"), ("resnet18", "softmax", "predictive_entropy")]
         assert list(zip(u.model, u.rule, u.score)) == expected, task
         assert set(uncertainty.TABLE_COLUMNS) <= set(u.columns)
@@ -261,12 +265,12 @@ def check_result_tables(tables, tasks, profile):
         rm = read["uncertainty_removal"][read["uncertainty_removal"].task == task]
         for key in (("diffusion-unet", "vote_fraction"), ("resnet18", "max_softmax")):
             curve = rm[(rm.model == key[0]) & (rm.score == key[1])].set_index("removed").accuracy
-            np.testing.assert_allclose(curve.index, uncertainty.REMOVAL_FRACTIONS, atol=1e-9)
+            np.testing.assert_allclose(curve.index, calibration.REMOVAL_FRACTIONS, atol=1e-9)
             _in_unit_interval(curve, ("removal", key))
             row = u[(u.model == key[0]) & (u.score == key[1])].iloc[0]
             _close(curve.iloc[0], row.accuracy, ("removal at 0", task, key))
             _close(curve.loc[curve.index[np.isclose(curve.index, 0.2)][0]], row.acc_at_80_coverage, ("at 0.2", key))
-        assert len(rm) == 2 * len(uncertainty.REMOVAL_FRACTIONS), task
+        assert len(rm) == 2 * len(calibration.REMOVAL_FRACTIONS), task
 
         # explainability.csv (notebook 05): every section, both maps and the random control in both modes, rates
         # and correlations in range, and a counterfactual flip and keep rate towards every class
@@ -281,7 +285,7 @@ def check_result_tables(tables, tasks, profile):
         corr = e[e.measure.str.startswith("spearman")]
         assert len(corr) and (corr.value.dropna().abs() <= 1 + 1e-9).all(), task
         cf = e[e.section == "counterfactual"]
-        for name in datasets.TASKS[task].classes:
+        for name in TASKS[task].classes:
             for kind in ("flip_rate", "keep_rate"):
                 rates = cf[cf.measure == f"{kind}_to_{name}"]
                 assert len(rates) >= 1, (task, kind, name)
@@ -300,7 +304,7 @@ def check_result_tables(tables, tasks, profile):
         rows = ours[ours.data.str.startswith(f"{task}, ")].set_index("model")
         headline = cls[
             (cls.task == task) & (cls.source == "all") & (cls.model == "diffusion-unet") & (cls.rule == rule)
-            & (cls.n_draws == n_max) & (cls.t_range == ablation.FULL_RANGE)
+            & (cls.n_draws == n_max) & (cls.t_range == classification.FULL_RANGE)
         ].iloc[0]  # fmt: skip
         base = cls[(cls.task == task) & (cls.source == "all") & (cls.model == "resnet18")].iloc[0]
         for model, expected in (
@@ -313,7 +317,7 @@ def check_result_tables(tables, tasks, profile):
 
 def recompute_a_row_from_predictions(tables):
     """predictions.csv alone reproduces classification.csv: the headline vote row and a per-source ResNet row."""
-    from diffusion_classifier.metrics import binary_metrics
+    from diffusion_classifier.evaluation.metrics import binary_metrics
 
     preds, cls = pd.read_csv(tables / "predictions.csv"), pd.read_csv(tables / "classification.csv")
     for task, source, model, rule, n in (

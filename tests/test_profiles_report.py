@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffusion_classifier import ablation, profiles, summary
+from diffusion_classifier import profiles
+from diffusion_classifier.analyses import classification
+from diffusion_classifier.report import summary
 
 
 def test_profiles_merge_and_reject_typos():
@@ -30,27 +32,27 @@ def planted_votes(n=300, k=51, seed=0):
 
 def test_ablation_table_and_voting_verdict_follow_the_numbers():
     E, U, y = planted_votes()
-    tab = ablation.ablation_table(E, U, y, "toy", "diffusion-unet", [1, 11, 51], [[0, 0.5], [0.5, 1]], n_boot=50)
-    assert list(tab.columns) == ablation.COLUMNS and tab.unet_evals_per_image.max() == 102
-    full = tab[(tab.t_range == ablation.FULL_RANGE) & (tab.n_draws == 51)].set_index("rule")
+    tab = classification.ablation_table(E, U, y, "toy", "diffusion-unet", [1, 11, 51], [[0, 0.5], [0.5, 1]], n_boot=50)
+    assert list(tab.columns) == classification.COLUMNS and tab.unet_evals_per_image.max() == 102
+    full = tab[(tab.t_range == classification.FULL_RANGE) & (tab.n_draws == 51)].set_index("rule")
     assert full.loc["vote", "accuracy"] > full.loc["mean", "accuracy"]
-    pairs = ablation.paired_table(E, y, "toy", [1, 11, 51], n_boot=200)
+    pairs = classification.paired_table(E, y, "toy", [1, 11, 51], n_boot=200)
     assert pairs.loc[0, "accuracy_diff"] == 0  # N = 1: both rules are the same single draw
-    text = ablation.voting_verdict(pairs, full.loc["vote"], "toy")
+    text = classification.voting_verdict(pairs, full.loc["vote"], "toy")
     assert "N = 51" in text and "**supported**" in text
     # the true class wins only 40% of the draws, by a large margin: the mean rule is right, the vote wrong
     rng = np.random.default_rng(1)
     E2 = np.ones_like(E)
     wins = rng.random(E.shape[::2]) < 0.4
     E2[np.arange(len(y)), 1 - y] += np.where(wins, 0.05, -0.01)
-    pairs2 = ablation.paired_table(E2, y, "toy", [51], n_boot=200)
-    assert "**not supported**" in ablation.voting_verdict(pairs2, full.loc["vote"], "toy")
-    assert "**nominal (exploratory, look 2)**" in ablation.voting_verdict(pairs, full.loc["vote"], "toy", look=2)
-    short = ablation.paired_table(E[:, :, :25], y, "toy", [25], n_boot=50)
-    assert "not testable" in ablation.voting_verdict(short, full.loc["vote"], "toy")
+    pairs2 = classification.paired_table(E2, y, "toy", [51], n_boot=200)
+    assert "**not supported**" in classification.voting_verdict(pairs2, full.loc["vote"], "toy")
+    assert "**nominal (exploratory, look 2)**" in classification.voting_verdict(pairs, full.loc["vote"], "toy", look=2)
+    short = classification.paired_table(E[:, :, :25], y, "toy", [25], n_boot=50)
+    assert "not testable" in classification.voting_verdict(short, full.loc["vote"], "toy")
     chance = full.loc["vote"].copy()
     chance["auc_ci_low"] = 0.45
-    assert "not testable" in ablation.voting_verdict(pairs, chance, "toy")
+    assert "not testable" in classification.voting_verdict(pairs, chance, "toy")
 
 
 def test_competitiveness_needs_signal_and_the_margin():
@@ -75,12 +77,12 @@ def test_competitiveness_needs_signal_and_the_margin():
         "a_auc_ci_low": 0.8,
         "b_auc_ci_low": 0.8,
     }
-    ok = ablation.competitiveness_verdict(pd.DataFrame([base]), "t")[0]
-    wide = ablation.competitiveness_verdict(pd.DataFrame([{**base, "auc_diff_ci_low": -0.08}]), "t")[0]
-    chance = ablation.competitiveness_verdict(pd.DataFrame([{**base, "a_auc_ci_low": 0.45}]), "t")[0]
+    ok = classification.competitiveness_verdict(pd.DataFrame([base]), "t")[0]
+    wide = classification.competitiveness_verdict(pd.DataFrame([{**base, "auc_diff_ci_low": -0.08}]), "t")[0]
+    chance = classification.competitiveness_verdict(pd.DataFrame([{**base, "a_auc_ci_low": 0.45}]), "t")[0]
     assert "non-inferior in AUC at the margin" in ok and "is not shown" in wide and "not testable" in chance
     assert "F1 (the paper's metric) is significantly lower" in ok and "AUC is significantly lower" not in ok
-    lower = ablation.competitiveness_verdict(pd.DataFrame([{**base, "auc_diff_ci_high": -0.01}]), "t")[0]
+    lower = classification.competitiveness_verdict(pd.DataFrame([{**base, "auc_diff_ci_high": -0.01}]), "t")[0]
     assert "AUC is significantly lower" in lower
 
 
@@ -90,7 +92,7 @@ def test_timestep_range_is_chosen_on_validation_only():
     noise = np.random.default_rng(3).random(E.shape)
     E_val = np.where((U < 1 / 3)[:, None, :], E, 1 + noise)  # only the first third carries signal on val
     E_test = np.where((U >= 2 / 3)[:, None, :], E, 1 + noise)  # only the last third on test
-    rows = ablation.val_selected_rows(E_val, U, y, E_test, U, y, "toy", "m", [[0, 1 / 3], [2 / 3, 1]], n_boot=20)
+    rows = classification.val_selected_rows(E_val, U, y, E_test, U, y, "toy", "m", [[0, 1 / 3], [2 / 3, 1]], n_boot=20)
     # (planted_votes fools the mean rule on purpose, so only the vote carries the val signal)
     assert rows.set_index("rule").loc["vote", "t_range"] == "val-selected [0.00,0.33)"
 
@@ -109,7 +111,7 @@ def test_provenance_keeps_superseded_records_across_partial_runs(tmp_path, monke
     import json
     import time
 
-    from diffusion_classifier import provenance
+    from diffusion_classifier.report import provenance
 
     monkeypatch.setenv("DC_RESULTS_DIR", str(tmp_path))
     provenance.main(["start", "--profile", "smoke", "--tasks", "pneumonia"])
@@ -127,7 +129,7 @@ def test_deviations_table_matches_the_profiles():
     """Every setting the deviations table (docs/deviations.md) names holds in the profile of its column, every `paper`
     cell that is not fully the authors' setting has a reason, and the rows with a known detail of difference say
     so."""
-    from diffusion_classifier import deviations
+    from diffusion_classifier.report import deviations
 
     table = deviations.rows()
     assert len(table) >= 15
@@ -142,7 +144,7 @@ def test_deviations_table_matches_the_profiles():
 
 
 def test_deviations_check_catches_a_wrong_setting_and_a_missing_reason(tmp_path):
-    from diffusion_classifier import deviations
+    from diffusion_classifier.report import deviations
 
     readme = tmp_path / "README.md"
     readme.write_text(

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffusion_classifier import rerun
+from diffusion_classifier.analyses import rerun
 
 
 def _predictions(y, score, model="diffusion-unet", rule="vote", n_draws=51):
@@ -73,7 +73,7 @@ def test_runs_of_another_profile_or_the_same_models_are_refused(runs):
 
 
 def test_summary_states_each_tasks_headline_rerun_rows(runs, tmp_path, monkeypatch):
-    from diffusion_classifier import summary
+    from diffusion_classifier.report import summary
 
     y, committed, worse = runs
     both = pd.concat([committed, committed.assign(task="other")]), pd.concat([worse, worse.assign(task="other")])

@@ -10,10 +10,11 @@ import pytest
 import torch
 from conftest import one_line_checkpoint_error, tiny_cfg
 
-from diffusion_classifier import decision, seeds
-from diffusion_classifier.denoiser import Denoiser, build_unet
-from diffusion_classifier.errors import CheckpointError
-from diffusion_classifier.scoring import ScoreSettings, ScoringEngine, draw_noise, draw_time
+from diffusion_classifier.classifier import rules
+from diffusion_classifier.classifier.engine import ScoreSettings, ScoringEngine, draw_noise, draw_time
+from diffusion_classifier.core import seeds
+from diffusion_classifier.core.errors import CheckpointError
+from diffusion_classifier.models.denoiser import Denoiser, build_unet
 
 S = dict(n_draws=8, batch_size=7, chunk_size=5, mixed_precision="no")
 
@@ -100,7 +101,7 @@ def test_batch_size_and_chunking_do_not_change_results(tiny_model, images):
     np.testing.assert_array_equal(a.U, b.U)
     np.testing.assert_allclose(a.E, b.E, rtol=1e-5)
     for rule in ("mean", "vote"):
-        assert (decision.predict(a.E, rule) == decision.predict(b.E, rule)).all()
+        assert (rules.predict(a.E, rule) == rules.predict(b.E, rule)).all()
 
 
 def test_interrupted_run_resumes_bit_identically(tiny_model, images, tmp_path, monkeypatch):
@@ -135,7 +136,7 @@ def test_early_stopping_gives_the_full_vote_with_fewer_evaluations(tiny_model, i
     s = {**S, "n_draws": 32}
     full = ScoringEngine(tiny_model, ScoreSettings(**s), "cpu").score(images, 2)
     early = ScoringEngine(tiny_model, ScoreSettings(**s, early_stop="exact", round_size=4), "cpu").score(images, 2)
-    assert (decision.predict_vote(early.E) == decision.predict_vote(full.E)).all()
+    assert (rules.predict_vote(early.E) == rules.predict_vote(full.E)).all()
     assert early.unet_evals.sum() < full.unet_evals.sum()
     assert (early.unet_evals < full.unet_evals).any() and (early.unet_evals % (2 * 4) == 0).all()  # whole rounds
     done = np.isfinite(early.E)
@@ -152,7 +153,7 @@ def test_engine_stops_where_the_replay_on_full_scores_stops(tiny_model, images, 
     early = ScoringEngine(
         tiny_model, ScoreSettings(**s, early_stop=mode, early_stop_alpha=alpha, round_size=4), "cpu"
     ).score(images, 2)
-    replay = decision.replay_early_stop(full.E, round_size=4, alpha=alpha)
+    replay = rules.replay_early_stop(full.E, round_size=4, alpha=alpha)
     drawn = np.isfinite(early.E).all(1).sum(1)  # draws per image
     assert (drawn < s["n_draws"]).any(), "no image stopped early: the comparison below would be trivial"
     assert (np.isfinite(early.E) == np.isfinite(replay)).all()
@@ -192,6 +193,8 @@ def test_successive_elimination_three_classes(images):
     np.testing.assert_allclose(scores.E[both], full.E[both], rtol=1e-5)
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_processes_give_the_same_errors_as_one(smoke_checkpoint, tmp_path, make_npz):
     """torchrun with 2 CPU processes (gloo) through the command-line entry, against one process."""
     data = make_npz(n=(8, 8, 10), size=8)
@@ -215,7 +218,7 @@ def test_two_processes_give_the_same_errors_as_one(smoke_checkpoint, tmp_path, m
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
-        [sys.executable, "-m", "diffusion_classifier.score", *common, "--out", str(tmp_path / "one")],
+        [sys.executable, "-m", "diffusion_classifier.cli.score", *common, "--out", str(tmp_path / "one")],
         env=env,
         capture_output=True,
         text=True,
@@ -233,7 +236,7 @@ def test_two_processes_give_the_same_errors_as_one(smoke_checkpoint, tmp_path, m
                 "--nproc_per_node",
                 "2",
                 "-m",
-                "diffusion_classifier.score",
+                "diffusion_classifier.cli.score",
                 *common,
                 "--out",
                 str(tmp_path / "two"),
@@ -250,6 +253,7 @@ def test_two_processes_give_the_same_errors_as_one(smoke_checkpoint, tmp_path, m
     assert np.array_equal(a["E"], b["E"]) and np.array_equal(a["U"], b["U"])
 
 
+@pytest.mark.slow
 def test_compiled_forward_gives_the_eager_errors(tiny_model, images):
     from torch._dynamo.utils import counters
 
@@ -300,7 +304,7 @@ def test_a_failing_compilation_falls_back_to_the_eager_forward_and_says_why(tiny
 
 
 def test_an_error_the_eager_forward_repeats_is_not_blamed_on_the_compiler(monkeypatch):
-    from diffusion_classifier.scoring import CompiledOrEager
+    from diffusion_classifier.classifier.engine import CompiledOrEager
 
     def forward(x):
         raise ValueError("bad input shape")
@@ -388,7 +392,7 @@ def cli_args(data_root, checkpoint, out, **change) -> list[str]:
     ],
 )
 def test_command_line_argument_errors(tmp_path, capsys, change, words):
-    from diffusion_classifier import score
+    from diffusion_classifier.cli import score
 
     with pytest.raises(SystemExit) as e:
         score.main(cli_args(tmp_path, tmp_path / "ckpt", tmp_path / "out", **change))
@@ -399,7 +403,7 @@ def test_command_line_argument_errors(tmp_path, capsys, change, words):
 
 
 def test_command_line_out_is_a_file(tmp_path, capsys):
-    from diffusion_classifier import score
+    from diffusion_classifier.cli import score
 
     (tmp_path / "out.npz").write_bytes(b"")
     with pytest.raises(SystemExit):
@@ -409,7 +413,7 @@ def test_command_line_out_is_a_file(tmp_path, capsys):
 
 def cli_error(argv) -> str:
     """The one line the command prints for a data or checkpoint problem (no traceback)."""
-    from diffusion_classifier import score
+    from diffusion_classifier.cli import score
 
     with pytest.raises(SystemExit) as e:
         score.main(argv)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from diffusion_classifier import shift
+from diffusion_classifier.analyses import shift
 
 
 def test_drops_are_paired_and_signed():

@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffusion_classifier import ablation, decision, paired
-from diffusion_classifier import uncertainty as unc
-from diffusion_classifier.metrics import binary_metrics, bootstrap, metrics_with_ci, resample_indices
+from diffusion_classifier.analyses import early_stopping
+from diffusion_classifier.classifier import rules
+from diffusion_classifier.evaluation import calibration as unc
+from diffusion_classifier.evaluation import paired
+from diffusion_classifier.evaluation.metrics import binary_metrics, bootstrap, metrics_with_ci, resample_indices
 
 
 def planted(*rows):
@@ -31,7 +33,7 @@ def test_restrict_keeps_the_half_open_time_range_and_the_first_draws():
     range when n_draws is given)."""
     E = np.ones((1, 2, 4))
     U = np.array([[0.25, 0.5, 0.75, 1.0]])
-    kept = lambda *a, **k: np.isfinite(decision.restrict(E, U, *a, **k)[0, 0]).tolist()
+    kept = lambda *a, **k: np.isfinite(rules.restrict(E, U, *a, **k)[0, 0]).tolist()
     assert kept() == [True, True, True, False]  # [0, 1) by default: a time of exactly 1 is outside
     assert kept(0.5, 0.75) == [False, True, False, False]  # t_min is in, t_max is out
     assert kept(0.5, 1.0, n_draws=2) == [False, True, False, False]  # both conditions, not the draw cut alone
@@ -42,20 +44,20 @@ def test_mean_errors_hand_values_with_missing_draws():
     inf), #27 (sum times count), #32 (divides a single draw by 2)."""
     nan = np.nan
     E = np.array([[[0.2, 0.4, nan], [0.3, nan, nan]], [[nan, nan, nan], [0.5, 0.7, 0.9]]])
-    np.testing.assert_allclose(decision.mean_errors(E), [[0.3, 0.3], [np.inf, 0.7]])
+    np.testing.assert_allclose(rules.mean_errors(E), [[0.3, 0.3], [np.inf, 0.7]])
 
 
 def test_vote_shares_of_a_single_voting_draw():
     """decision:vote_shares #14 (divides by at least 2 votes): one voting draw gives a share of 1."""
     E = np.array([[[0.2], [0.8]], [[np.nan], [np.nan]]])
-    assert decision.vote_shares(E).tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert rules.vote_shares(E).tolist() == [[1.0, 0.0], [0.0, 0.0]]
 
 
 def test_unknown_rule_names_the_registered_rules():
     """decision:check_rule #2 (message None), #4 (separator mangled)."""
-    message = f"rule must be one of {', '.join(decision.RULES)}, got 'median'"
+    message = f"rule must be one of {', '.join(rules.RULES)}, got 'median'"
     with pytest.raises(ValueError, match=re.escape(message)):
-        decision.predict(np.ones((1, 2, 1)), "median")
+        rules.predict(np.ones((1, 2, 1)), "median")
 
 
 def test_a_single_class_is_decided_at_once():
@@ -63,17 +65,17 @@ def test_a_single_class_is_decided_at_once():
     vote_flip_probability #4, #6; _decided #4-#7 (None shape, float dtype): with one class the vote is decided
     (a bool array), the flip probability is 0 and the replay keeps the first round only."""
     E = np.full((3, 1, 5), 0.5)
-    decided = decision.vote_decided(E, 3)
+    decided = rules.vote_decided(E, 3)
     assert decided.dtype == bool and decided.tolist() == [True, True, True]
-    assert decision.vote_flip_probability(E, 3).tolist() == [0.0, 0.0, 0.0]
-    assert np.isfinite(decision.replay_early_stop(E, 2)).sum((1, 2)).tolist() == [2, 2, 2]
+    assert rules.vote_flip_probability(E, 3).tolist() == [0.0, 0.0, 0.0]
+    assert np.isfinite(rules.replay_early_stop(E, 2)).sum((1, 2)).tolist() == [2, 2, 2]
 
 
 def test_three_classes_leader_is_the_most_voted():
     """decision:_leader_and_runner_up #9 (v[:, +1] as the leader: the middle class of three)."""
     E = np.stack([np.where(np.arange(3) == c, 0.2, 0.8) for c in [0, 0, 0, 0, 0, 1]], 1)[None]
-    assert decision.votes(E).tolist() == [[5, 1, 0]]
-    assert decision.vote_decided(E, 3).tolist() == [True]  # 5 - 1 > 3 draws left
+    assert rules.votes(E).tolist() == [[5, 1, 0]]
+    assert rules.vote_decided(E, 3).tolist() == [True]  # 5 - 1 > 3 draws left
 
 
 def test_no_draws_left():
@@ -82,23 +84,23 @@ def test_no_draws_left():
     nothing can change (probability 0), and the exact rule needs a margin above the draws left (0), which a tie
     lacks."""
     tie, lead = planted("0011"), planted("0001")
-    assert decision.vote_flip_probability(tie, 0).tolist() == [0.0]
-    assert decision.vote_decided(tie, 0, alpha=0.0).tolist() == [False]
-    assert decision.vote_decided(lead, 0, alpha=0.0).tolist() == [True]
+    assert rules.vote_flip_probability(tie, 0).tolist() == [0.0]
+    assert rules.vote_decided(tie, 0, alpha=0.0).tolist() == [False]
+    assert rules.vote_decided(lead, 0, alpha=0.0).tolist() == [True]
 
 
 def test_sequential_stop_at_a_flip_probability_equal_to_alpha():
     """decision:_decided #21 (flip < alpha): a flip probability equal to alpha stops (<= alpha)."""
     E = planted("000000")
-    p = float(decision.vote_flip_probability(E, 14)[0])
+    p = float(rules.vote_flip_probability(E, 14)[0])
     assert 0 < p < 0.01  # 6-0 with 14 left: not exact (6 <= 14), and the flip chance is small
-    assert decision.vote_decided(E, 14, alpha=p).tolist() == [True]
+    assert rules.vote_decided(E, 14, alpha=p).tolist() == [True]
 
 
 def test_round_ends_hand_values():
     """decision:round_ends #8 (step 1 instead of round_size)."""
-    assert decision.round_ends(10, 4) == [4, 8, 10]
-    assert decision.round_ends(8, 4) == [4, 8]
+    assert rules.round_ends(10, 4) == [4, 8, 10]
+    assert rules.round_ends(8, 4) == [4, 8]
 
 
 # ----------------------------------------------------------------------------- paired and metrics
@@ -146,6 +148,19 @@ def test_compare_counts_mcnemar_on_the_predictions_of_both():
     # a right on 0, 1, 3; b right on 0, 2, 3, 4: only a on 1, only b on 2 and 4
     assert (row["only_a_right"], row["only_b_right"]) == (1, 2)
     assert row["mcnemar_p"] == pytest.approx(1.0)  # two-sided binomial, 1 of 3
+
+
+def test_verdicts_at_their_boundaries():
+    """paired:superiority #1 (default look 2), #5 (p <= 0.05 significant), #8, #10 (a CI ending at 0 taken as
+    excluding it); non_inferiority #1, #5 (a CI ending at -margin taken as clearing it, or as below it). A
+    boundary value is not beyond it: p = 0.05 is not significant and a CI that reaches 0 (or -margin) does not
+    exclude it."""
+    assert paired.superiority(0.01, 0.05, 0.01) == paired.SUPPORTED  # look 1 by default
+    assert paired.superiority(0.01, 0.05, 0.05) == paired.INCONCLUSIVE
+    assert paired.superiority(0.0, 0.05, 0.01) == paired.INCONCLUSIVE
+    assert paired.superiority(-0.05, 0.0, 0.01) == paired.INCONCLUSIVE
+    assert paired.non_inferiority(-0.05, 0.01, 0.05) == paired.INCONCLUSIVE
+    assert paired.non_inferiority(-0.1, -0.05, 0.05) == paired.INCONCLUSIVE
 
 
 def test_a_one_class_resample_gives_nan_without_warnings():
@@ -200,7 +215,7 @@ def test_early_stopping_table_hand_row():
     for accuracy). Three unanimous images, K = 8, rounds of 2: exact stopping stops after 6 draws (6 - 0 > 2 left),
     12 of 16 evaluations; the second image's vote is wrong."""
     E = planted("00000000", "11111111", "11111111")
-    row = ablation.early_stopping_table(E, np.array([0, 0, 1]), "t", "val", 2, alphas=()).iloc[0].to_dict()
+    row = early_stopping.early_stopping_table(E, np.array([0, 0, 1]), "t", "val", 2, alphas=()).iloc[0].to_dict()
     assert row == {
         "task": "t",
         "split": "val",
@@ -219,16 +234,16 @@ def test_early_stopping_table_hand_row():
 
 def test_changed_tail_bound_hand_values():
     """ablation:changed_tail_bound #1 (allowed > mean: Markov at allowed = mean), #11 (Markov capped at 2)."""
-    assert ablation.changed_tail_bound(3, 3.0) == pytest.approx(1 - 13 * np.exp(-3))  # Poisson(3): P(X > 3)
-    assert ablation.changed_tail_bound(0, 2.0) == 1.0  # Markov 2 / 1, capped at 1
+    assert early_stopping.changed_tail_bound(3, 3.0) == pytest.approx(1 - 13 * np.exp(-3))  # Poisson(3): P(X > 3)
+    assert early_stopping.changed_tail_bound(0, 2.0) == 1.0  # Markov 2 / 1, capped at 1
 
 
 def test_alpha_cap_one_image_and_a_bound_equal_to_the_risk():
     """ablation:alpha_cap #2 (refuses one image), #17 (bound < 1 - confidence: equality should qualify)."""
     # one image at 0.5 %: 0 changes allowed; Markov alpha * 1 <= 0.05 for every alpha up to the rate
-    assert ablation.alpha_cap(1, 0.005) == 0.005
+    assert early_stopping.alpha_cap(1, 0.005) == 0.005
     # two images at 25 %: 0 allowed, alpha = 0.25 gives a mean of 0.5 and Markov 0.5 / 1 = 1 - 0.5 exactly
-    assert ablation.alpha_cap(2, 0.25, alphas=(0.25,), confidence=0.5) == 0.25
+    assert early_stopping.alpha_cap(2, 0.25, alphas=(0.25,), confidence=0.5) == 0.25
 
 
 def clear(n):
@@ -241,8 +256,8 @@ def test_select_stop_alpha_caps_for_the_run_it_is_told():
     """ablation:select_stop_alpha #12 (n_images ignored): on clear validation images the selected alpha is the cap
     for n_images (8 images: 0.005; 100000: 0.002, `alpha_cap`)."""
     E_val, y_val = clear(8)
-    assert ablation.select_stop_alpha(E_val, y_val, 5) == 0.005
-    assert ablation.select_stop_alpha(E_val, y_val, 5, n_images=100_000) == 0.002
+    assert early_stopping.select_stop_alpha(E_val, y_val, 5) == 0.005
+    assert early_stopping.select_stop_alpha(E_val, y_val, 5, n_images=100_000) == 0.002
 
 
 def test_select_stop_alpha_accepts_changes_equal_to_the_target():
@@ -251,9 +266,9 @@ def test_select_stop_alpha_accepts_changes_equal_to_the_target():
     exactly one vote, which a 25 % target on 4 images allows."""
     E = planted("00000011111111111111", *[str(i % 2) * 20 for i in range(3)])
     y = np.array([1, 0, 1, 0])
-    table = ablation.early_stopping_table(E, y, "", "val", 6, alphas=(0.05,))
+    table = early_stopping.early_stopping_table(E, y, "", "val", 6, alphas=(0.05,))
     assert table.changed_vs_full_vote.tolist() == [0, 1]
-    assert ablation.select_stop_alpha(E, y, 6, alphas=(0.05,), max_changed_rate=0.25) == 0.05
+    assert early_stopping.select_stop_alpha(E, y, 6, alphas=(0.05,), max_changed_rate=0.25) == 0.05
 
 
 def calibration_case():
@@ -267,8 +282,8 @@ def test_stopping_calibration_hand_row():
     """ablation:stopping_calibration #12, #14 (near-tie band edges excluded), #29 (seed None), #45, #46, #54, #55,
     #57, #58 (column names), #49, #53 (shares multiplied by n), #60-#62 (evaluations over the wrong total)."""
     E = calibration_case()
-    cal = ablation.stopping_calibration({"val": E}, "t", [20], 2, alphas=(0.1,), n_orders=7, seed=3)
-    changed, evals = ablation.changed_over_draw_orders(E, 20, 2, 0.1, 7, 3)
+    cal = early_stopping.stopping_calibration({"val": E}, "t", [20], 2, alphas=(0.1,), n_orders=7, seed=3)
+    changed, evals = early_stopping.changed_over_draw_orders(E, 20, 2, 0.1, 7, 3)
     assert changed.mean() > 0  # some orders change votes, so the share over orders is not 0 whatever its scale
     row = cal.iloc[0].to_dict()
     assert row == {
@@ -283,14 +298,14 @@ def test_stopping_calibration_hand_row():
         "fraction_of_full_mean_over_orders": pytest.approx(evals.mean() / 40),  # 2 classes x 20 draws
         "n_draw_orders": 7,
         "near_tie_share": 0.5,  # shares 0.35 and 0.65 are in the band, 0.7 and 0 are not
-        "jeffreys_near_tie_share": ablation.JEFFREYS_NEAR_TIE,
+        "jeffreys_near_tie_share": early_stopping.JEFFREYS_NEAR_TIE,
     }
 
 
 def test_stopping_calibration_defaults():
     """ablation:stopping_calibration #1, #2 (defaults 50 orders, seed 0)."""
     E = calibration_case()
-    run = lambda **k: ablation.stopping_calibration({"val": E}, "t", [20], 2, alphas=(0.1,), **k)
+    run = lambda **k: early_stopping.stopping_calibration({"val": E}, "t", [20], 2, alphas=(0.1,), **k)
     pd.testing.assert_frame_equal(run(), run(n_orders=50, seed=0))
     assert run().n_draw_orders.tolist() == [50]
     assert not run().equals(run(seed=1))  # the seed matters on these images
@@ -301,7 +316,9 @@ def test_stopping_at_scale_caps_for_the_test_set_with_the_given_confidence():
     passed on): validation of 8 clear images (cap 0.005), test of 20 (cap 0.002 at 95 %, 0.005 at 50 %)."""
     E_val, y_val = clear(8)
     E_test, y_test = clear(20)
-    run = lambda **k: ablation.stopping_at_scale(E_val, y_val, E_test, y_test, "t", [20], 5, n_orders=2, **k).iloc[0]
+    run = lambda **k: early_stopping.stopping_at_scale(
+        E_val, y_val, E_test, y_test, "t", [20], 5, n_orders=2, **k
+    ).iloc[0]
     assert (run().alpha_cap, run().alpha_selected_on_val) == (0.002, 0.002)
     assert (run(confidence=0.5).alpha_cap, run(confidence=0.5).alpha_selected_on_val) == (0.005, 0.005)
 
@@ -320,12 +337,12 @@ def test_stopping_at_scale_hand_row_and_orders():
     """ablation:stopping_at_scale #52 (accuracy against y None), #76 (order seed None), #150-#155 (the target over
     orders: | for &, < for <=, rate / n, quarter / evaluations, 1.25 for 0.25), #159 (fraction times the full)."""
     E_val, y_val, E_test, y_test, settings = scale_case()
-    row = ablation.stopping_at_scale(E_val, y_val, E_test, y_test, "t", [8], 2, n_orders=20, seed=0, **settings)
+    row = early_stopping.stopping_at_scale(E_val, y_val, E_test, y_test, "t", [8], 2, n_orders=20, seed=0, **settings)
     row = row.iloc[0]
     assert (row.alpha_cap, row.alpha_selected_on_val) == (0.25, 0.25)
     assert (row.unet_evals_per_image, row.full_evals_per_image, row.changed_vs_full_vote) == (4.0, 16.0, 0)
     assert (row.accuracy, row.full_accuracy) == (0.75, 0.75)  # the 5-3 image votes 1, its label is 0
-    changed, evals = ablation.changed_over_draw_orders(E_test, 8, 2, 0.25, 20, 0)
+    changed, evals = early_stopping.changed_over_draw_orders(E_test, 8, 2, 0.25, 20, 0)
     # the target per order: at most 25 % of 4 votes changed (1) and at most a quarter of 16 evaluations (4)
     target = (changed <= 1) & (evals <= 4)
     # the planted orders reach every case the target separates: 1 changed vote at exactly 4 evaluations, none
@@ -340,7 +357,7 @@ def test_stopping_at_scale_hand_row_and_orders():
 def test_stopping_at_scale_defaults():
     """ablation:stopping_at_scale #2, #3, #4 (defaults: 50 orders, seed 0, draws "")."""
     E_val, y_val, E_test, y_test, settings = scale_case()
-    run = lambda **k: ablation.stopping_at_scale(E_val, y_val, E_test, y_test, "t", [8], 2, **settings, **k)
+    run = lambda **k: early_stopping.stopping_at_scale(E_val, y_val, E_test, y_test, "t", [8], 2, **settings, **k)
     pd.testing.assert_frame_equal(run(), run(n_orders=50, seed=0, draws=""))
     assert (run().n_draw_orders.iloc[0], run().draws.iloc[0]) == (50, "")
     assert not run().equals(run(seed=1))  # the seed matters on these images

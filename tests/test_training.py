@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import one_line_checkpoint_error, tiny_cfg
 
-from diffusion_classifier.denoiser import Denoiser, build_unet
-from diffusion_classifier.device import cap_threads, resolve_precision, usable_cores
-from diffusion_classifier.errors import CheckpointError
-from diffusion_classifier.sampling import sample_from
-from diffusion_classifier.training import diffusion_loss, train_denoiser
+from diffusion_classifier.core.device import cap_threads, resolve_precision, usable_cores
+from diffusion_classifier.core.errors import CheckpointError
+from diffusion_classifier.models.denoiser import Denoiser, build_unet
+from diffusion_classifier.models.sampling import sample_from
+from diffusion_classifier.training.diffusion import diffusion_loss, train_denoiser
 
 
 def fixed_loss(model, x, y):
@@ -117,6 +117,8 @@ def test_loss_of_a_batch_is_the_mean_of_the_losses_of_its_equal_parts(tiny_model
     assert not torch.isclose(parts[0][0], parts[1][0])  # the parts are different rows, not the same draw twice
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     """torchrun, 2 CPU processes (gloo), 8 images each of a global batch of 16, against one process with all 16:
     the wrapper's gradient averaging keeps both processes' weights identical, and they equal the one-process
@@ -183,7 +185,7 @@ def test_threads_are_capped_to_the_share_of_the_cores(monkeypatch):
 
 
 def test_no_bf16_switch_makes_auto_precision_fp32_and_is_recorded(monkeypatch):
-    from diffusion_classifier.provenance import environment
+    from diffusion_classifier.report.provenance import environment
 
     cpu = torch.device("cpu")
     monkeypatch.setenv("DC_NO_BF16", "1")
@@ -277,7 +279,7 @@ def test_run_folder_refuses_other_training_data(tmp_path, tiny_data):
 def test_checkpoint_swap_cut_between_its_renames_is_completed(tmp_path, tiny_data, monkeypatch):
     """A kill between `last -> last.old` and `last.tmp -> last` leaves no `last`: the resumed run finds the previous
     checkpoint in last.old instead of starting again from step 0."""
-    from diffusion_classifier import training
+    from diffusion_classifier.training import batches, diffusion
 
     x, y = tiny_data
     cfg = tiny_cfg(steps=8, checkpoint_every=4)
@@ -286,8 +288,8 @@ def test_checkpoint_swap_cut_between_its_renames_is_completed(tmp_path, tiny_dat
     last = tmp_path / "cut" / "last"
     last.rename(last.with_name("last.old"))
     (tmp_path / "cut" / "last.tmp").mkdir()  # the half-written next checkpoint
-    steps, draw = [], training.batch_indices
-    monkeypatch.setattr(training, "batch_indices", lambda *a: steps.append(1) or draw(*a))
+    steps, draw = [], batches.batch_indices
+    monkeypatch.setattr(diffusion, "batch_indices", lambda *a: steps.append(1) or draw(*a))
     resumed, history = train_denoiser(cfg, x, y, x, y, ["a", "b"], tmp_path / "cut")
     assert len(steps) == 4 and history.step.tolist() == [2, 4, 6, 8]
     assert not (tmp_path / "cut" / "last.old").exists() and not (tmp_path / "cut" / "last.tmp").exists()
@@ -296,7 +298,7 @@ def test_checkpoint_swap_cut_between_its_renames_is_completed(tmp_path, tiny_dat
 
 
 def test_balanced_batches_draw_each_class_equally_often():
-    from diffusion_classifier.training import batch_indices
+    from diffusion_classifier.training.batches import batch_indices
 
     labels = torch.tensor([0] * 900 + [1] * 100)
     g = torch.Generator().manual_seed(0)
@@ -308,7 +310,7 @@ def test_balanced_batches_draw_each_class_equally_often():
 def test_baseline_selection_criterion_is_class_balanced():
     import numpy as np
 
-    from diffusion_classifier.baseline import balanced_cross_entropy
+    from diffusion_classifier.training.resnet import balanced_cross_entropy
 
     y = np.array([0, 0, 0, 1])
     proba = np.array([[0.9, 0.1]] * 3 + [[0.9, 0.1]])  # confident "0" for everyone

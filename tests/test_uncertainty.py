@@ -4,21 +4,22 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from diffusion_classifier import decision, metrics
-from diffusion_classifier import uncertainty as unc
+from diffusion_classifier.analyses import uncertainty
+from diffusion_classifier.classifier import confidence, rules
+from diffusion_classifier.evaluation import calibration, metrics
 
 
 def test_ece_is_zero_for_a_perfectly_calibrated_toy():
     # in each bin the confidence equals the observed accuracy
     conf = np.repeat([0.6, 0.8, 1.0], 10)
     correct = np.concatenate([np.arange(10) < 6, np.arange(10) < 8, np.ones(10, bool)])
-    assert unc.ece(conf, correct, n_bins=3) == pytest.approx(0.0)
+    assert calibration.ece(conf, correct, n_bins=3) == pytest.approx(0.0)
 
 
 def test_ece_of_an_overconfident_model():
     conf = np.full(100, 0.9)
     correct = np.arange(100) % 5 < 3  # 60% right in every bin
-    assert unc.ece(conf, correct, n_bins=5) == pytest.approx(0.3)
+    assert calibration.ece(conf, correct, n_bins=5) == pytest.approx(0.3)
 
 
 def test_aurc_of_a_perfect_ranking_is_the_minimum():
@@ -26,17 +27,17 @@ def test_aurc_of_a_perfect_ranking_is_the_minimum():
     perfect = np.arange(10.0)  # the two errors are the most uncertain
     worst = -perfect
     # the perfect ranking's risk is 0 until coverage 0.8, then 1/9 and 2/10
-    assert unc.aurc(perfect, correct) == pytest.approx((1 / 9 + 2 / 10) / 10)
-    assert unc.aurc(worst, correct) > unc.aurc(perfect, correct)
-    assert unc.error_auroc(perfect, correct) == 1.0
-    assert unc.accuracy_at_coverage(perfect, correct, 0.8) == 1.0
+    assert calibration.aurc(perfect, correct) == pytest.approx((1 / 9 + 2 / 10) / 10)
+    assert calibration.aurc(worst, correct) > calibration.aurc(perfect, correct)
+    assert calibration.error_auroc(perfect, correct) == 1.0
+    assert calibration.accuracy_at_coverage(perfect, correct, 0.8) == 1.0
 
 
 def test_error_auroc_matches_sklearn():
     rng = np.random.default_rng(0)
     correct = rng.random(300) < 0.8
     u = rng.normal(size=300) + (~correct)
-    assert unc.error_auroc(u, correct) == pytest.approx(roc_auc_score(~correct, u))
+    assert calibration.error_auroc(u, correct) == pytest.approx(roc_auc_score(~correct, u))
 
 
 def test_vote_scores_on_hand_made_tensor():
@@ -47,24 +48,24 @@ def test_vote_scores_on_hand_made_tensor():
         ],
         dtype=float,
     )  # split 2-2
-    assert unc.vote_fraction(E).tolist() == [1.0, 0.5]
-    assert unc.vote_entropy(E)[0] == pytest.approx(0.0)
-    assert unc.vote_entropy(E)[1] == pytest.approx(np.log(2))
+    assert confidence.vote_fraction(E).tolist() == [1.0, 0.5]
+    assert confidence.vote_entropy(E)[0] == pytest.approx(0.0)
+    assert confidence.vote_entropy(E)[1] == pytest.approx(np.log(2))
 
 
 def test_temperature_scaling_recovers_a_known_temperature():
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (4000, 2))
-    y = np.array([rng.choice(2, p=p) for p in unc.probabilities(logits, 2.5)])
-    assert unc.fit_temperature(logits, y) == pytest.approx(2.5, rel=0.15)
+    y = np.array([rng.choice(2, p=p) for p in calibration.probabilities(logits, 2.5)])
+    assert calibration.fit_temperature(logits, y) == pytest.approx(2.5, rel=0.15)
 
 
 def test_ties_do_not_depend_on_input_order():
     u = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
     a = np.array([1, 1, 0, 0, 1], bool)
     b = np.array([0, 0, 1, 1, 1], bool)  # same tie group content, other order
-    assert unc.aurc(u, a) == pytest.approx(unc.aurc(u, b))
-    assert unc.accuracy_at_coverage(u, a, 0.4) == pytest.approx(0.5)
+    assert calibration.aurc(u, a) == pytest.approx(calibration.aurc(u, b))
+    assert calibration.accuracy_at_coverage(u, a, 0.4) == pytest.approx(0.5)
 
 
 def test_ece_does_not_depend_on_the_order_of_tied_confidences():
@@ -72,14 +73,14 @@ def test_ece_does_not_depend_on_the_order_of_tied_confidences():
     conf = np.array([0.6] * 6 + [0.9] * 4)
     a = np.array([1, 1, 1, 0, 0, 0, 1, 1, 1, 0], bool)
     b = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 0], bool)  # the same outcomes within each tie, in another order
-    assert unc.ece(conf, a, n_bins=5) == pytest.approx(unc.ece(conf, b, n_bins=5))
-    assert unc.ece(conf, a, n_bins=5) == pytest.approx(0.6 * 0.1 + 0.4 * 0.15)
-    assert all(len(set(conf[bin_])) == 1 for bin_ in unc.tie_safe_bins(conf, 5))
+    assert calibration.ece(conf, a, n_bins=5) == pytest.approx(calibration.ece(conf, b, n_bins=5))
+    assert calibration.ece(conf, a, n_bins=5) == pytest.approx(0.6 * 0.1 + 0.4 * 0.15)
+    assert all(len(set(conf[bin_])) == 1 for bin_ in calibration.tie_safe_bins(conf, 5))
 
 
 def test_a_large_tie_leaves_no_singleton_bins_after_it():
     conf = np.concatenate([np.full(50, 0.55), np.linspace(0.6, 1.0, 50)])
-    bins = unc.tie_safe_bins(conf, 10)
+    bins = calibration.tie_safe_bins(conf, 10)
     sizes = [len(b) for b in bins]
     assert len(bins) <= 10 and sizes[0] == 50 and min(sizes[1:]) >= 2 and sum(sizes) == 100
 
@@ -87,16 +88,16 @@ def test_a_large_tie_leaves_no_singleton_bins_after_it():
 def test_brier_and_excess_aurc_hand_computed():
     conf = np.array([1.0, 0.5, 0.8])
     correct = np.array([1, 0, 1], bool)
-    assert unc.brier(conf, correct) == pytest.approx((0 + 0.25 + 0.04) / 3)
+    assert calibration.brier(conf, correct) == pytest.approx((0 + 0.25 + 0.04) / 3)
     perfect = np.array([0.0, 2.0, 1.0])  # the error is the most uncertain
-    assert unc.excess_aurc(perfect, correct) == pytest.approx(0.0)
-    assert unc.excess_aurc(-perfect, correct) > 0
+    assert calibration.excess_aurc(perfect, correct) == pytest.approx(0.0)
+    assert calibration.excess_aurc(-perfect, correct) > 0
 
 
 def test_accuracy_after_removal_is_the_papers_curve():
     correct = np.array([1] * 8 + [0] * 2, bool)
     u = np.arange(10.0)  # the two errors are the most uncertain
-    curve = dict(unc.accuracy_after_removal(u, correct, fractions=(0.0, 0.2, 0.5)))
+    curve = dict(calibration.accuracy_after_removal(u, correct, fractions=(0.0, 0.2, 0.5)))
     assert curve == {0.0: 0.8, 0.2: 1.0, 0.5: 1.0}
 
 
@@ -106,11 +107,13 @@ def test_each_score_is_judged_on_its_own_rule():
     E = np.array([[[0.1, 0.1, 5.0], [0.2, 0.2, 0.1]]] * 4 + [[[0.2, 0.2, 0.2], [0.1, 0.1, 0.1]]] * 4)
     y = np.array([0] * 4 + [1] * 4)  # the vote gets all right; the mean rule misses the first four
     proba = np.tile([[0.3, 0.7]], (8, 1))
-    ev = unc.evaluate("toy", E, y, E, y, proba, proba, n_bins=2, n_boot=10)
+    ev = uncertainty.evaluate("toy", E, y, E, y, proba, proba, n_bins=2, n_boot=10)
     acc = {r["score"]: r["accuracy"] for r in ev.rows}
     assert acc["vote_fraction"] == 1.0 and acc["vote_entropy"] == 1.0
     assert acc["error_softmax"] == 0.5 and acc["margin_z"] == 0.5
-    assert [(r["rule"], r["score"]) for r in ev.rows][:4] == [(k, s) for k, v in unc.RULE_SCORES.items() for s in v]
+    assert [(r["rule"], r["score"]) for r in ev.rows][:4] == [
+        (k, s) for k, v in confidence.RULE_SCORES.items() for s in v
+    ]
     vote = ev.curves["diffusion-unet", "vote_fraction"]
     assert vote.correct.all() and np.array_equal(vote.confidence, -vote.uncertainty)
     assert ev.curves["diffusion-unet", "margin_z"].confidence is None
@@ -123,28 +126,28 @@ def test_paired_comparison_of_two_uncertainty_scores():
     good = rng.normal(size=400) + 2 * (~correct)  # ranks errors well
     bad = rng.normal(size=400)  # ranks at random
     curves = {
-        ("a", "s"): unc.ScoreCurve(good, correct, None, None),
-        ("b", "s"): unc.ScoreCurve(bad, correct, None, None),
+        ("a", "s"): uncertainty.ScoreCurve(good, correct, None, None),
+        ("b", "s"): uncertainty.ScoreCurve(bad, correct, None, None),
     }
-    row = unc.compare_scores(curves, "toy", ("a", "s"), ("b", "s"), n_boot=200)
+    row = uncertainty.compare_scores(curves, "toy", ("a", "s"), ("b", "s"), n_boot=200)
     assert row["error_auroc_diff_ci_low"] > 0.2 and row["e_aurc_diff_ci_high"] < 0
     assert row["referral_gain_at_80_diff_ci_low"] > 0
 
 
 def test_one_bootstrap_and_one_vote_share():
     """with_bootstrap resamples the images exactly as metrics.bootstrap does (metrics.resample_indices), and the vote
-    scores read the vote shares of decision.vote_shares."""
+    scores read the vote shares of rules.vote_shares."""
     rng = np.random.default_rng(0)
     correct = rng.random(80) < 0.7
     u = rng.normal(size=80) + (~correct)
-    ci = unc.with_bootstrap(u, correct, n_boot=50, seed=3)
-    same = metrics.bootstrap(lambda u, c: {"error_auroc": unc.error_auroc(u, c)}, (u, correct), 50, 3)
+    ci = calibration.with_bootstrap(u, correct, n_boot=50, seed=3)
+    same = metrics.bootstrap(lambda u, c: {"error_auroc": calibration.error_auroc(u, c)}, (u, correct), 50, 3)
     assert (ci["error_auroc_ci_low"], ci["error_auroc_ci_high"]) == same["error_auroc"]
     stream = np.random.default_rng(3)
     assert all(np.array_equal(i, stream.integers(0, 80, 80)) for i in metrics.resample_indices(80, 5, 3))
     E = np.array([[[0.1, 0.1, 0.9, np.nan], [0.2, 0.2, 0.1, np.nan]]])  # 2 of 3 voting draws for class 0
-    assert decision.vote_shares(E).tolist() == [[2 / 3, 1 / 3]]
-    assert unc.vote_fraction(E).tolist() == [2 / 3]
+    assert rules.vote_shares(E).tolist() == [[2 / 3, 1 / 3]]
+    assert confidence.vote_fraction(E).tolist() == [2 / 3]
 
 
 def _one_vote_split(y, right, gap=1.0):
@@ -174,7 +177,7 @@ def test_temperatures_come_from_validation_and_set_the_calibrated_columns():
         pred = np.where(right, y, 1 - y)
         return np.where(np.arange(2) == pred[:, None], 0.8, 0.2)
 
-    ev = unc.evaluate("toy", E_val, y, E_test, y, proba(val_right), proba(test_right), n_bins=4, n_boot=10)
+    ev = uncertainty.evaluate("toy", E_val, y, E_test, y, proba(val_right), proba(test_right), n_bins=4, n_boot=10)
     rows = {r["score"]: r for r in ev.rows}
     for score, raw_ece, raw_brier in (
         ("vote_fraction", 0.25, 0.3125),
@@ -193,8 +196,12 @@ def test_temperatures_come_from_validation_and_set_the_calibrated_columns():
     for score in ("vote_entropy", "margin_z", "predictive_entropy"):  # not confidences: no calibration columns
         assert all(np.isnan(rows[score][k]) for k in ("ece", "ece_calibrated", "brier", "brier_calibrated"))
     # the temperatures are validation's, which test's would not be
-    assert ev.temperatures["vote_fraction"] == pytest.approx(unc.fit_temperature(unc.vote_logits(E_val), y))
-    assert ev.temperatures["vote_fraction"] != pytest.approx(unc.fit_temperature(unc.vote_logits(E_test), y), rel=0.1)
+    assert ev.temperatures["vote_fraction"] == pytest.approx(
+        calibration.fit_temperature(confidence.vote_logits(E_val), y)
+    )
+    assert ev.temperatures["vote_fraction"] != pytest.approx(
+        calibration.fit_temperature(confidence.vote_logits(E_test), y), rel=0.1
+    )
 
 
 def test_margin_z_hand_computed():
@@ -209,4 +216,4 @@ def test_margin_z_hand_computed():
             [[1.0, 1.0, 1.0, np.nan], [5.0, 5.0, 5.0, np.nan], [3.0, 2.0, 4.0, np.nan]],
         ]
     )
-    np.testing.assert_allclose(unc.margin_z(E), [5 / 3, 2 * np.sqrt(3)], rtol=1e-12)
+    np.testing.assert_allclose(confidence.margin_z(E), [5 / 3, 2 * np.sqrt(3)], rtol=1e-12)

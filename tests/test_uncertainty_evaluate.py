@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
-from diffusion_classifier import decision, uncertainty
+from diffusion_classifier.analyses import uncertainty
+from diffusion_classifier.classifier import confidence, rules
+from diffusion_classifier.evaluation import calibration
 
 T_VAL, T_TEST, K = 0.25, 4.0, 5
 
@@ -51,14 +53,14 @@ def test_temperatures_are_fitted_on_validation_and_applied_to_test(planted):
     (E_val, y_val, p_val, E_test, y_test, p_test), ev = planted
     log_pv, log_pt = np.log(p_val), np.log(p_test)
     fitted_val = {
-        "error_softmax": uncertainty.fit_temperature(uncertainty.error_logits(E_val), y_val),
-        "vote_fraction": uncertainty.fit_temperature(uncertainty.vote_logits(E_val), y_val),
-        "max_softmax": uncertainty.fit_temperature(log_pv, y_val),
+        "error_softmax": calibration.fit_temperature(confidence.error_logits(E_val), y_val),
+        "vote_fraction": calibration.fit_temperature(confidence.vote_logits(E_val), y_val),
+        "max_softmax": calibration.fit_temperature(log_pv, y_val),
     }
     fitted_test = {
-        "error_softmax": uncertainty.fit_temperature(uncertainty.error_logits(E_test), y_test),
-        "vote_fraction": uncertainty.fit_temperature(uncertainty.vote_logits(E_test), y_test),
-        "max_softmax": uncertainty.fit_temperature(log_pt, y_test),
+        "error_softmax": calibration.fit_temperature(confidence.error_logits(E_test), y_test),
+        "vote_fraction": calibration.fit_temperature(confidence.vote_logits(E_test), y_test),
+        "max_softmax": calibration.fit_temperature(log_pt, y_test),
     }
     # the planted splits need very different temperatures, near the planted ones
     assert fitted_val["error_softmax"] == pytest.approx(T_VAL, rel=0.3)
@@ -70,8 +72,8 @@ def test_temperatures_are_fitted_on_validation_and_applied_to_test(planted):
 
     rows = {(r["model"], r["score"]): r for r in ev.rows}
     checks = {
-        ("diffusion-unet", "error_softmax"): (uncertainty.error_logits(E_test), decision.predict(E_test, "mean")),
-        ("diffusion-unet", "vote_fraction"): (uncertainty.vote_logits(E_test), decision.predict(E_test, "vote")),
+        ("diffusion-unet", "error_softmax"): (confidence.error_logits(E_test), rules.predict(E_test, "mean")),
+        ("diffusion-unet", "vote_fraction"): (confidence.vote_logits(E_test), rules.predict(E_test, "vote")),
         ("resnet18", "max_softmax"): (log_pt, p_test.argmax(1)),
     }
     for (model, score), (logits, pred) in checks.items():
@@ -84,13 +86,13 @@ def test_temperatures_are_fitted_on_validation_and_applied_to_test(planted):
         with_test_t = softmax_rows(logits / fitted_test[score])[at, pred]
         # the row's calibrated Brier and ECE are those of the validation temperature, on the test images
         assert rows[(model, score)]["brier_calibrated"] == pytest.approx(np.mean((want - correct) ** 2), abs=1e-12)
-        assert rows[(model, score)]["ece_calibrated"] == pytest.approx(uncertainty.ece(want, correct, 10), abs=1e-12)
+        assert rows[(model, score)]["ece_calibrated"] == pytest.approx(calibration.ece(want, correct, 10), abs=1e-12)
         # ... which a test-fitted temperature would flatter: the honest number is the worse one here
         assert np.mean((with_test_t - correct) ** 2) < rows[(model, score)]["brier_calibrated"] - 0.01, score
     # the mean rule's score ranks by its calibrated confidence; the uncalibrated one is kept beside it
     es = ev.curves[("diffusion-unet", "error_softmax")]
     at = np.arange(len(y_test))
-    raw = softmax_rows(uncertainty.error_logits(E_test))[at, decision.predict(E_test, "mean")]
+    raw = softmax_rows(confidence.error_logits(E_test))[at, rules.predict(E_test, "mean")]
     np.testing.assert_allclose(es.confidence, raw, rtol=1e-10)
     np.testing.assert_allclose(es.uncertainty, -es.calibrated)
 
@@ -101,12 +103,12 @@ def test_validation_and_test_accuracy_come_from_their_own_split(planted):
     (E_val, y_val, p_val, E_test, y_test, p_test), ev = planted
     want = {
         "vote": (
-            (decision.predict(E_val, "vote") == y_val).mean(),
-            (decision.predict(E_test, "vote") == y_test).mean(),
+            (rules.predict(E_val, "vote") == y_val).mean(),
+            (rules.predict(E_test, "vote") == y_test).mean(),
         ),
         "mean": (
-            (decision.predict(E_val, "mean") == y_val).mean(),
-            (decision.predict(E_test, "mean") == y_test).mean(),
+            (rules.predict(E_val, "mean") == y_val).mean(),
+            (rules.predict(E_test, "mean") == y_test).mean(),
         ),
         "softmax": ((p_val.argmax(1) == y_val).mean(), (p_test.argmax(1) == y_test).mean()),
     }

@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import datasets, preprocess, profiles
-from .paths import runs_dir
-from .scoring import ScoringEngine, cache_dir_for
+from . import profiles
+from .classifier.engine import ScoringEngine, cache_dir_for
+from .core.paths import runs_dir
+from .data import preprocess
+from .data.io import TaskData
+from .data.tasks import load_task, task_source
 
 # Where each artifact of a task's run lives, relative to its run folder. Notebooks ask for artifacts by name
 # (`p.artifact("baseline_proba")`), so no notebook spells another notebook's paths.
@@ -33,7 +36,7 @@ ARTIFACTS = {
 @dataclass
 class Prepared:
     cfg: dict
-    data: datasets.TaskData
+    data: TaskData
     x: dict  # split -> float tensor (N, C, H, W) in [-1, 1]
     y: dict  # split -> int64 array (N,)
     run_dir: Path
@@ -103,7 +106,7 @@ def prepare(
         cfg["data_seed"] = data_seed
     data_seed = seed if data_seed is None else data_seed
     res = cfg["data"]["resolution"]
-    data = datasets.load_task(task, data_root, size=max(res, 64), seed=data_seed)
+    data = load_task(task, data_root, size=max(res, 64), seed=data_seed)
     x, y, sources = {}, {}, {}
     for split, s in data.splits.items():
         idx = subset_indices(s.labels, cfg["data"]["max_per_split"], data_seed)
@@ -120,7 +123,7 @@ def available_tasks(tasks, data_root=None) -> tuple[list, list]:
     """Split the requested tasks into those whose data is present and those skipped (with the reason)."""
     ok, skipped = [], []
     for t in tasks:
-        src = datasets.task_source(t, data_root)
+        src = task_source(t, data_root)
         (ok if src.exists() else skipped).append(t if src.exists() else (t, f"{src} not found"))
     return ok, skipped
 
@@ -128,7 +131,7 @@ def available_tasks(tasks, data_root=None) -> tuple[list, list]:
 def setup(seed: int, tasks, data_root=None) -> tuple[list, Path]:
     """A notebook's setup in one call: seed numpy and torch, keep the tasks whose data is present (saying in the
     notebook which are skipped and why), and return (those tasks, the results tables folder)."""
-    from .paths import results_dir
+    from .core.paths import results_dir
 
     seed_everything(seed)
     ok, skipped = available_tasks(tasks, data_root)

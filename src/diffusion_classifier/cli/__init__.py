@@ -1,0 +1,1 @@
+"""Command lines: score (dc-score)."""

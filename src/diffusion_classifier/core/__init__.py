@@ -1,0 +1,1 @@
+"""Plumbing every stage uses: paths, seeds, device, errors, checkpoints (see the package docstring)."""

@@ -1,0 +1,1 @@
+"""Statistics, no study logic: metrics, paired, calibration, faithfulness."""

@@ -1,0 +1,1 @@
+"""The networks: denoiser, schedules, sampling, wavelet, stages, resnet, stable_diffusion."""

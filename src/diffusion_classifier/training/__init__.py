@@ -1,0 +1,1 @@
+"""Training that selects on validation: diffusion (the denoiser), batches (shared), resnet (the baseline)."""
