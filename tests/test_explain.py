@@ -4,6 +4,7 @@ counterfactuals, and the sampler."""
 import numpy as np
 import pytest
 import torch
+from point_mass import PointMassDenoiser
 
 from diffusion_classifier import profiles
 from diffusion_classifier.classifier import explain
@@ -25,29 +26,6 @@ def engine(tiny_model):
 @pytest.fixture
 def x():
     return torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
-
-
-class PointMassDenoiser(torch.nn.Module):
-    """The exact eps-predictor for data where class c is the single image points[c]: eps = (x_t - a p_c) / s.
-    Class 1 differs from class 0 only inside the planted patch, so all class evidence lies there."""
-
-    def __init__(self, points: torch.Tensor):
-        super().__init__()
-        self.points = torch.nn.Parameter(points, requires_grad=False)
-        cfg = profiles.get_profile("smoke", "pneumonia")
-        self.schedule = build_schedule(cfg)
-        self.n_classes, self.null_label = len(points), len(points)
-
-    def encode(self, x):
-        return x
-
-    def decode(self, z):
-        return z
-
-    def predict(self, x_t, u, labels):
-        a, s = self.schedule.alpha_sigma(u)
-        means = torch.cat([self.points, self.points.mean(0, keepdim=True)])  # null label: the mixture's mean
-        return (x_t - a.view(-1, 1, 1, 1) * means[labels]) / s.view(-1, 1, 1, 1)
 
 
 def planted_points() -> torch.Tensor:

@@ -10,6 +10,7 @@ after, so its normalised deletion curve is r + 1 ones then zeros and its area (t
 """
 
 import numpy as np
+import point_mass
 import pytest
 import torch
 
@@ -19,7 +20,6 @@ from diffusion_classifier.classifier import explain
 from diffusion_classifier.classifier.engine import ScoreSettings, ScoringEngine
 from diffusion_classifier.evaluation import faithfulness
 from diffusion_classifier.models.resnet import build_resnet18
-from diffusion_classifier.models.schedules import build_schedule
 
 SIZE, PATCH, STEPS = 8, 4, 4
 QUADRANT = [0, 1, 2, 3, 0, 3]  # each image's decisive quadrant (row-major over the 2 x 2 patch grid)
@@ -172,28 +172,11 @@ def test_blur_fill_is_a_gaussian_of_the_patch_size():
 E2E_SIZE, E2E_PATCH = 16, (slice(4, 8), slice(8, 12))  # one whole 4 x 4 patch of the 4 x 4 grid
 
 
-class PointMassDenoiser(torch.nn.Module):
-    """The exact eps-predictor for data where class c is the single image points[c]: eps_hat - eps =
-    a (x0 - points[c]) / s, so the class errors differ only where the points differ (the planted patch). With
-    `stages` and `reset_parameters` for the cascading randomisation and `class_names` as a Denoiser."""
+class PointMassDenoiser(point_mass.PointMassDenoiser):
+    """The exact eps-predictor of `point_mass`, with `class_names` as a Denoiser, and `stages` and
+    `reset_parameters` for the cascading randomisation."""
 
-    def __init__(self, points: torch.Tensor):
-        super().__init__()
-        self.points = torch.nn.Parameter(points, requires_grad=False)
-        self.schedule = build_schedule(profiles.get_profile("smoke", "pneumonia"))
-        self.n_classes, self.null_label = len(points), len(points)
-        self.class_names = ["normal", "pneumonia"]
-
-    def encode(self, x):
-        return x
-
-    def decode(self, z):
-        return z
-
-    def predict(self, x_t, u, labels):
-        a, s = self.schedule.alpha_sigma(u)
-        means = torch.cat([self.points, self.points.mean(0, keepdim=True)])
-        return (x_t - a.view(-1, 1, 1, 1) * means[labels]) / s.view(-1, 1, 1, 1)
+    class_names = ["normal", "pneumonia"]
 
     def reset_parameters(self):
         with torch.no_grad():
